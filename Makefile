@@ -1,0 +1,64 @@
+# callback-scheduler: `make run` starts the whole system locally, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GEN := gen
+PROTOS := $(wildcard proto/scheduler/v1/*.proto)
+DESCRIPTOR := $(GEN)/scheduler.pb
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+.PHONY: all run test lint typecheck check token gen venv system-deps clean bench
+
+all: lint typecheck test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Generated code (never committed): Python modules + typed stubs, and the
+# descriptor set that Envoy's gRPC-JSON transcoder loads.
+$(GEN)/.stamp: $(PROTOS) $(STAMP)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto -I $(SITE) \
+		--python_out=$(GEN) --grpc_python_out=$(GEN) \
+		--mypy_out=$(GEN) --mypy_grpc_out=$(GEN) \
+		--include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) \
+		$(PROTOS)
+	touch $(GEN)/scheduler/__init__.py $(GEN)/scheduler/v1/__init__.py
+	echo "$(CURDIR)/$(GEN)" > $(SITE)/callback_scheduler_gen.pth
+	touch $@
+
+gen: $(GEN)/.stamp
+
+# Debian PostgreSQL: used by the tests that prove DATABASE_URL works with any server.
+system-deps:
+	@if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing Debian PostgreSQL (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+run: gen
+	$(PY) -m deploy.local.stack
+
+token: gen
+	@$(PY) -m deploy.local.token $(CLIENT)
+
+lint: gen
+	$(VENV)/bin/ruff check services deploy tests
+	$(VENV)/bin/ruff format --check services deploy tests
+	$(VENV)/bin/lint-imports
+
+typecheck: gen
+	$(VENV)/bin/mypy services deploy tests
+
+test: gen system-deps lint typecheck
+	$(VENV)/bin/pytest tests
+
+clean:
+	rm -rf $(VENV) $(GEN)

@@ -1,0 +1,49 @@
+"""The local stack's signing key: generated on first run, kept in the state dir (never in git)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from services.common.auth import ALGORITHM, AUDIENCE, ISSUER
+
+KEY_ID = "local-1"
+PRIVATE_KEY = "jwt-private.pem"
+JWKS = "jwks.json"
+
+
+def ensure_keys(state_dir: Path) -> Path:
+    """Create the RSA key pair and its JWKS once; return the JWKS path."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    private_path, jwks_path = state_dir / PRIVATE_KEY, state_dir / JWKS
+    if private_path.exists() and jwks_path.exists():
+        return jwks_path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    public_jwk.update(kid=KEY_ID, alg=ALGORITHM, use="sig")
+    jwks_path.write_text(json.dumps({"keys": [public_jwk]}))
+    return jwks_path
+
+
+def mint_token(state_dir: Path, client_id: str, *, ttl_seconds: int = 30 * 24 * 3600) -> str:
+    """A bearer token for one client, signed with the local key."""
+    ensure_keys(state_dir)
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": client_id, "iat": now}
+    claims["exp"] = now + ttl_seconds
+    key = (state_dir / PRIVATE_KEY).read_bytes()
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": KEY_ID})

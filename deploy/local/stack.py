@@ -1,0 +1,314 @@
+"""`make run`: start the whole system locally, in order, and stop it cleanly.
+
+Written by hand rather than with a Procfile runner (honcho, circus) because start-up has
+gates the runners lack: PostgreSQL must run and be migrated before the api starts, the api
+must report SERVING before Envoy takes traffic, and the embedded PostgreSQL is a Python
+library (pgserver), not a command. The tests start the same stack through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deploy.envoy.config import EnvoySettings, render
+from deploy.local.keys import ensure_keys, mint_token
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DESCRIPTOR = ROOT / "gen" / "scheduler.pb"
+EMBEDDED_DATABASE = "callback_scheduler"
+
+log = logging.getLogger("stack")
+
+
+class StackSettings(BaseSettings):
+    """Ports and places of the local stack; every one can be overridden from the environment."""
+
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    state_dir: Path = Field(default=ROOT / ".local", validation_alias="STATE_DIR")
+    rest_address: str = Field(default="127.0.0.1", validation_alias="REST_ADDRESS")
+    rest_port: int = Field(default=8080, validation_alias="REST_PORT")
+    envoy_admin_port: int = Field(default=9901, validation_alias="ENVOY_ADMIN_PORT")
+    api_grpc_port: int = Field(default=50051, validation_alias="API_GRPC_PORT")
+    nats_port: int = Field(default=4222, validation_alias="NATS_PORT")
+    # Unset: an embedded PostgreSQL (pgserver) keeps its data in <state_dir>/pgdata.
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    start_timeout: float = Field(default=60.0, validation_alias="STACK_START_TIMEOUT")
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start or died."""
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None
+
+    def tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """The running system: PostgreSQL, NATS, the api service and Envoy."""
+
+    settings: StackSettings
+    # None: children write to this terminal; a folder: one log file per child (tests).
+    log_dir: Path | None = None
+    database_url: str = ""
+    _children: list[_Child] = field(default_factory=list)
+    _pg: Any = None
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.settings.rest_address}:{self.settings.rest_port}"
+
+    @property
+    def api_grpc_target(self) -> str:
+        return f"127.0.0.1:{self.settings.api_grpc_port}"
+
+    def token(self, client_id: str) -> str:
+        return mint_token(self.settings.state_dir, client_id)
+
+    def start(self) -> None:
+        """Start every part in order; on any failure stop what was started and raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        state = self.settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.database_url = self.settings.database_url or self._start_embedded_postgres()
+        self._migrate()
+        jwks = ensure_keys(state)
+
+        nats_dir = state / "nats"
+        nats_dir.mkdir(exist_ok=True)
+        self._spawn(
+            "nats",
+            [str(BIN / "nats-server"), "-js", "-sd", str(nats_dir), "-a", "127.0.0.1"]
+            + ["-p", str(self.settings.nats_port)],
+        )
+        self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
+
+        self._spawn(
+            "api",
+            [sys.executable, "-m", "services.api"],
+            env={
+                "DATABASE_URL": self.database_url,
+                "API_GRPC_ADDRESS": self.api_grpc_target,
+                "API_JWKS_FILE": str(jwks),
+            },
+        )
+        self._wait("api", lambda: _grpc_serving(self.api_grpc_target))
+
+        envoy_config = state / "envoy.json"
+        envoy_settings = EnvoySettings(
+            rest_address=self.settings.rest_address,
+            rest_port=self.settings.rest_port,
+            admin_port=self.settings.envoy_admin_port,
+            api_host="127.0.0.1",
+            api_port=self.settings.api_grpc_port,
+            descriptor_file=DESCRIPTOR,
+            jwks_file=jwks,
+        )
+        envoy_config.write_text(json.dumps(render(envoy_settings), indent=2))
+        self._spawn(
+            "envoy",
+            [str(BIN / "envoy"), "-c", str(envoy_config), "--disable-hot-restart"]
+            + ["--log-level", "warn"],
+        )
+        self._wait("envoy", lambda: _http_ok(f"http://127.0.0.1:{envoy_settings.admin_port}/ready"))
+
+    def _start_embedded_postgres(self) -> str:
+        import pgserver  # imported here: only the embedded default needs it
+
+        runtime = self.settings.state_dir / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+        self._pg = pgserver.get_server(self.settings.state_dir / "pgdata", cleanup_mode="stop")
+        admin_uri = self._pg.get_uri()
+        with psycopg.connect(admin_uri, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
+        return str(self._pg.get_uri(EMBEDDED_DATABASE))
+
+    def _migrate(self) -> None:
+        result = subprocess.run(
+            [str(BIN / "alembic"), "upgrade", "head"],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": self.database_url},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"database migration failed:\n{result.stderr[-3000:]}")
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
+        log_path = None if self.log_dir is None else self.log_dir / f"{name}.log"
+        output: IO[bytes] | None = None if log_path is None else log_path.open("ab")
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            # Own session: a Ctrl-C reaches only this launcher, which stops the rest in order.
+            start_new_session=True,
+        )
+        if output is not None:
+            output.close()
+        self._children.append(_Child(name, process, log_path))
+
+    def _wait(self, name: str, ready: Callable[[], bool]) -> None:
+        child = next(c for c in self._children if c.name == name)
+        deadline = time.monotonic() + self.settings.start_timeout
+        while not ready():
+            if child.process.poll() is not None:
+                raise StackError(f"{name} exited with {child.process.returncode}\n{child.tail()}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} not ready after {self.settings.start_timeout}s")
+            time.sleep(0.05)
+
+    def dead_child(self) -> _Child | None:
+        return next((c for c in self._children if c.process.poll() is not None), None)
+
+    def stop_child(self, name: str, grace: float = 15.0) -> None:
+        """SIGTERM one part and wait for it (SIGKILL after the grace period)."""
+        for child in [c for c in self._children if c.name == name]:
+            _terminate(child.process, grace)
+            self._children.remove(child)
+
+
+    def stop(self) -> None:
+        """Stop every part in reverse order of start; safe to call twice."""
+        while self._children:
+            child = self._children.pop()
+            _terminate(child.process, 15.0)
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.cleanup()
+            self._pg = None
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _grpc_serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback only)
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    settings = StackSettings()
+    stack = Stack(settings)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    started = time.monotonic()
+    try:
+        stack.start()
+    except StackError as err:
+        log.error("callback-scheduler failed to start: %s", err)
+        return 1
+    where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
+    log.info(
+        "\ncallback-scheduler is ready in %.1fs (database: %s)\n"
+        "  REST API:      %s\n"
+        "  api gRPC:      %s\n"
+        "  NATS:          nats://127.0.0.1:%d\n"
+        "  Envoy admin:   http://127.0.0.1:%d\n"
+        "  token (demo):  %s\n\n"
+        "Try:  curl -H 'Authorization: Bearer <token>' %s/client/demo/task_scheduler/\n"
+        "Ctrl-C stops everything.",
+        time.monotonic() - started,
+        where,
+        stack.rest_url,
+        stack.api_grpc_target,
+        settings.nats_port,
+        settings.envoy_admin_port,
+        stack.token("demo"),
+        stack.rest_url,
+    )
+    exit_code = 0
+    while not stopping:
+        dead = stack.dead_child()
+        if dead is not None:
+            log.error("%s exited with %s; stopping", dead.name, dead.process.returncode)
+            exit_code = 1
+            break
+        time.sleep(0.2)
+    log.info("stopping callback-scheduler")
+    stack.stop()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

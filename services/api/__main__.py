@@ -1,0 +1,33 @@
+"""`python -m services.api`: the public gRPC API (Envoy transcodes REST to it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import grpc
+
+from scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from services.api.servicer import TaskSchedulerServicer
+from services.api.settings import ApiSettings
+from services.common import logs
+from services.common.auth import TokenVerifier
+from services.common.db import make_engine
+from services.common.grpcserver import serve
+
+
+async def main() -> None:
+    settings = ApiSettings()  # type: ignore[call-arg]  # filled from the environment
+    logs.configure(settings.log_level)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    servicer = TaskSchedulerServicer(engine, TokenVerifier.from_file(settings.jwks_file))
+
+    def register(server: grpc.aio.Server) -> Iterable[str]:
+        scheduler_pb2_grpc.add_TaskSchedulerServicer_to_server(servicer, server)
+        return [scheduler_pb2.DESCRIPTOR.services_by_name["TaskScheduler"].full_name]
+
+    await serve(settings.grpc_address, register, on_shutdown=engine.dispose)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,132 @@
+"""Every SQL statement the api service runs, one function each.
+
+Every statement filters on client_id: a tenant can only ever touch its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.api.validation import NewQueue, NewTask, Page, QueueChanges
+from services.common.models import Queue, Task
+
+queues = Queue.__table__
+tasks = Task.__table__
+
+
+async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -> Row[Any]:
+    """Create a queue and return it."""
+    stmt = insert(queues).values(client_id=client_id, **queue.model_dump()).returning(queues)
+    return (await conn.execute(stmt)).one()
+
+
+async def select_queues(conn: AsyncConnection, client_id: str, page: Page) -> Sequence[Row[Any]]:
+    """One page of a client's queues, by id."""
+    stmt = (
+        select(queues)
+        .where(queues.c.client_id == client_id, queues.c.id > page.after_id)
+        .order_by(queues.c.id)
+        .limit(page.limit)
+    )
+    return (await conn.execute(stmt)).all()
+
+
+async def select_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> Row[Any] | None:
+    """One of a client's queues."""
+    stmt = select(queues).where(queues.c.client_id == client_id, queues.c.id == queue_id)
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def lock_queue_for_new_tasks(conn: AsyncConnection, client_id: str, queue_id: int) -> bool:
+    """Hold a share lock on the queue so that a concurrent DELETE waits until tasks are in."""
+    stmt = (
+        select(queues.c.id)
+        .where(queues.c.client_id == client_id, queues.c.id == queue_id)
+        .with_for_update(read=True)
+    )
+    return (await conn.execute(stmt)).one_or_none() is not None
+
+
+async def update_queue(
+    conn: AsyncConnection, client_id: str, queue_id: int, changes: QueueChanges
+) -> Row[Any] | None:
+    """Apply a partial update and return the queue as it is now."""
+    values = changes.model_dump(exclude_none=True)
+    if not values:
+        return await select_queue(conn, client_id, queue_id)
+    stmt = (
+        update(queues)
+        .where(queues.c.client_id == client_id, queues.c.id == queue_id)
+        .values(**values)
+        .returning(queues)
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def delete_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> bool:
+    """Delete a queue; its tasks go with it (ON DELETE CASCADE)."""
+    stmt = delete(queues).where(queues.c.client_id == client_id, queues.c.id == queue_id)
+    return (await conn.execute(stmt)).rowcount > 0
+
+
+def _task_row(client_id: str, queue_id: int, task: NewTask) -> dict[str, Any]:
+    values = task.model_dump(exclude={"start_time_utc", "callback_params"})
+    values.update(
+        client_id=client_id,
+        queue_id=queue_id,
+        callback_params=task.callback_params.model_dump(),
+        start_time_utc=task.start_time_utc,
+    )
+    return values
+
+
+async def insert_tasks(
+    conn: AsyncConnection, client_id: str, queue_id: int, new_tasks: Sequence[NewTask]
+) -> Sequence[Row[Any]]:
+    """Insert tasks in one statement and return them in the order they were given."""
+    rows = [_task_row(client_id, queue_id, task) for task in new_tasks]
+    # A missing start time means "now" by the database clock, the one the dispatcher uses.
+    if any(row["start_time_utc"] is None for row in rows):
+        now = (await conn.execute(select(func.now()))).scalar_one()
+        for row in rows:
+            if row["start_time_utc"] is None:
+                row["start_time_utc"] = now
+    stmt = insert(tasks).returning(tasks, sort_by_parameter_order=True)
+    return (await conn.execute(stmt, rows)).all()
+
+
+async def select_tasks(
+    conn: AsyncConnection, client_id: str, queue_id: int, page: Page, status: str | None
+) -> Sequence[Row[Any]]:
+    """One page of a queue's tasks, by id, optionally of one status."""
+    stmt = select(tasks).where(
+        tasks.c.client_id == client_id,
+        tasks.c.queue_id == queue_id,
+        tasks.c.id > page.after_id,
+    )
+    if status is not None:
+        stmt = stmt.where(tasks.c.status == status)
+    stmt = stmt.order_by(tasks.c.id).limit(page.limit)
+    return (await conn.execute(stmt)).all()
+
+
+async def select_task(
+    conn: AsyncConnection, client_id: str, queue_id: int, task_id: int
+) -> Row[Any] | None:
+    """One task of one of the client's queues."""
+    stmt = select(tasks).where(
+        tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def delete_task(conn: AsyncConnection, client_id: str, queue_id: int, task_id: int) -> bool:
+    """Delete one task."""
+    stmt = delete(tasks).where(
+        tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id
+    )
+    return (await conn.execute(stmt)).rowcount > 0

@@ -1,0 +1,203 @@
+"""The gRPC edge of the api service: protobuf <-> domain values, authentication, no SQL."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.v1 import scheduler_pb2 as pb
+from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
+from services.api import repository, validation
+from services.common.auth import TokenError, TokenVerifier
+from services.common.db import transaction
+from services.common.errors import NotFound, PermissionDenied, Unauthenticated
+from services.common.grpcserver import translate_errors
+from services.common.timefmt import format_utc
+
+ME = "@me"
+
+
+def _fields(message: Message, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields a client actually sent, by their published names."""
+    data = MessageToDict(message, preserving_proto_field_name=True)
+    return {k: v for k, v in data.items() if k not in exclude}
+
+
+def queue_to_proto(row: Row[Any]) -> pb.Queue:
+    return pb.Queue(
+        id=row.id,
+        name=row.name,
+        comment=row.comment,
+        status=row.status,
+        concurrent_task_limit=row.concurrent_task_limit,
+        create_date_utc=format_utc(row.create_date_utc),
+    )
+
+
+def task_to_proto(row: Row[Any]) -> pb.Task:
+    params = row.callback_params or {}
+    return pb.Task(
+        id=row.id,
+        name=row.name,
+        status=row.status,
+        a_number=row.a_number,
+        b_number=row.b_number,
+        extension_id=row.extension_id,
+        scheduler_id=row.queue_id,
+        finish_result=row.finish_result,
+        cdr=row.cdr,
+        try_count=row.try_count,
+        try_again_pause=str(row.try_again_pause),
+        start_time_utc=format_utc(row.start_time_utc),
+        url_before=row.url_before,
+        url_before_again=row.url_before_again,
+        url_after=row.url_after,
+        url_success=row.url_success,
+        create_date_utc=format_utc(row.create_date_utc),
+        finish_comment=row.finish_comment,
+        callback_params=pb.CallbackParams(
+            caller_id_name=params.get("caller_id_name", ""),
+            caller_id_number=params.get("caller_id_number", ""),
+            extended_a_numbers=params.get("extended_a_numbers", []),
+        ),
+    )
+
+
+class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
+    def __init__(self, engine: AsyncEngine, verifier: TokenVerifier) -> None:
+        self._engine = engine
+        self._verifier = verifier
+
+    def _client_id(self, requested: str, context: grpc.aio.ServicerContext) -> str:
+        """The tenant this call may act for: the token's client, which the path must name.
+
+        The value checked is the one the server received, never the URL: Envoy lets a
+        query parameter override a path variable.
+        """
+        authorization = next(
+            (str(v) for k, v in context.invocation_metadata() or () if k == "authorization"),
+            None,
+        )
+        try:
+            principal = self._verifier.verify(authorization)
+        except TokenError as err:
+            raise Unauthenticated(str(err)) from None
+        if requested in (ME, principal.client_id):
+            return principal.client_id
+        raise PermissionDenied(f"this token does not grant access to client {requested!r}")
+
+    @translate_errors
+    async def CreateQueue(
+        self, request: pb.CreateQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Queue:
+        client_id = self._client_id(request.client_id, context)
+        new = validation.new_queue(_fields(request, exclude=("client_id",)))
+        async with transaction(self._engine) as conn:
+            row = await repository.insert_queue(conn, client_id, new)
+        return queue_to_proto(row)
+
+    @translate_errors
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListQueuesResponse:
+        client_id = self._client_id(request.client_id, context)
+        page = validation.page({"after_id": request.after_id, "limit": request.limit})
+        async with transaction(self._engine) as conn:
+            rows = await repository.select_queues(conn, client_id, page)
+        return pb.ListQueuesResponse(items=[queue_to_proto(r) for r in rows])
+
+    @translate_errors
+    async def GetQueue(
+        self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Queue:
+        client_id = self._client_id(request.client_id, context)
+        async with transaction(self._engine) as conn:
+            row = await repository.select_queue(conn, client_id, request.scheduler_id)
+        return queue_to_proto(_found(row, "task_scheduler", request.scheduler_id))
+
+    @translate_errors
+    async def UpdateQueue(
+        self, request: pb.UpdateQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Queue:
+        client_id = self._client_id(request.client_id, context)
+        changes = validation.queue_changes(
+            _fields(request, exclude=("client_id", "scheduler_id"))
+        )
+        async with transaction(self._engine) as conn:
+            row = await repository.update_queue(conn, client_id, request.scheduler_id, changes)
+        return queue_to_proto(_found(row, "task_scheduler", request.scheduler_id))
+
+    @translate_errors
+    async def DeleteQueue(
+        self, request: pb.DeleteQueueRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        client_id = self._client_id(request.client_id, context)
+        async with transaction(self._engine) as conn:
+            deleted = await repository.delete_queue(conn, client_id, request.scheduler_id)
+        _found(deleted or None, "task_scheduler", request.scheduler_id)
+        return empty_pb2.Empty()
+
+    @translate_errors
+    async def CreateTasks(
+        self, request: pb.CreateTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTasksResponse:
+        client_id = self._client_id(request.client_id, context)
+        new_tasks = validation.new_tasks([_fields(t) for t in request.tasks])
+        async with transaction(self._engine) as conn:
+            queue_found = await repository.lock_queue_for_new_tasks(
+                conn, client_id, request.scheduler_id
+            )
+            _found(queue_found or None, "task_scheduler", request.scheduler_id)
+            rows = await repository.insert_tasks(conn, client_id, request.scheduler_id, new_tasks)
+        return pb.CreateTasksResponse(items=[task_to_proto(r) for r in rows])
+
+    @translate_errors
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTasksResponse:
+        client_id = self._client_id(request.client_id, context)
+        page = validation.page({"after_id": request.after_id, "limit": request.limit})
+        status = validation.task_filter(request.status).status
+        async with transaction(self._engine) as conn:
+            queue = await repository.select_queue(conn, client_id, request.scheduler_id)
+            _found(queue, "task_scheduler", request.scheduler_id)
+            rows = await repository.select_tasks(
+                conn, client_id, request.scheduler_id, page, status
+            )
+        return pb.ListTasksResponse(items=[task_to_proto(r) for r in rows])
+
+    @translate_errors
+    async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
+        client_id = self._client_id(request.client_id, context)
+        async with transaction(self._engine) as conn:
+            row = await repository.select_task(
+                conn, client_id, request.scheduler_id, request.task_id
+            )
+        return task_to_proto(_found(row, "task", request.task_id))
+
+    @translate_errors
+    async def DeleteTask(
+        self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        client_id = self._client_id(request.client_id, context)
+        async with transaction(self._engine) as conn:
+            deleted = await repository.delete_task(
+                conn, client_id, request.scheduler_id, request.task_id
+            )
+        _found(deleted or None, "task", request.task_id)
+        return empty_pb2.Empty()
+
+
+_T = TypeVar("_T")
+
+
+def _found(value: _T | None, kind: str, ident: int) -> _T:
+    if value is None:
+        raise NotFound(f"{kind} {ident} not found")
+    return value

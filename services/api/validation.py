@@ -1,0 +1,216 @@
+"""The rules for what a client may send: every field of the published spec, as DECISIONS.md says.
+
+Input arrives as plain dicts (the servicer turns protobuf into them, leaving out what the
+client omitted), so that omitted fields take their documented defaults here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from services.common.errors import FieldViolation, InvalidInput
+from services.common.timefmt import parse_utc
+
+MAX_TASKS_PER_REQUEST = 1000
+MAX_PAGE = 1000
+MAX_TRY_AGAIN_PAUSE = 30 * 24 * 3600
+DEFAULT_TRY_AGAIN_PAUSE = 60
+MAX_EXTENDED_A_NUMBERS = 20
+MAX_CONCURRENT_TASK_LIMIT = 10_000
+
+_PHONE = re.compile(r"\+?[0-9*#]+")
+_URL = TypeAdapter(AnyHttpUrl)
+
+
+def _phone(value: str) -> str:
+    if not value or len(value) > 32 or not _PHONE.fullmatch(value):
+        raise PydanticCustomError(
+            "phone_number",
+            "must be a phone number or extension: digits, '*' or '#', an optional leading '+', "
+            "at most 32 characters",
+        )
+    return value
+
+
+def _url(value: str) -> str:
+    if value == "":
+        return value
+    try:
+        parsed = _URL.validate_python(value)
+    except ValidationError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise PydanticCustomError("url", "must be an absolute http:// or https:// URL")
+    return value  # kept exactly as sent: receivers may sign or compare it
+
+
+def _start_time(value: str) -> datetime:
+    try:
+        return parse_utc(value)
+    except ValueError as err:
+        raise PydanticCustomError("utc_time", str(err)) from None
+
+
+def _pause(value: Any) -> int:
+    """try_again_pause: seconds as a JSON number or a string of digits."""
+    if value is None:
+        return DEFAULT_TRY_AGAIN_PAUSE
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, int | float):
+        seconds = int(value) if math.isfinite(value) and value == int(value) else None
+    elif isinstance(value, str) and value.strip().isdigit():
+        seconds = int(value.strip())
+    else:
+        seconds = None
+    if seconds is None or not 0 <= seconds <= MAX_TRY_AGAIN_PAUSE:
+        raise PydanticCustomError(
+            "seconds",
+            f"must be a whole number of seconds from 0 to {MAX_TRY_AGAIN_PAUSE}, "
+            "as a number or a string",
+        )
+    return seconds
+
+
+Phone = Annotated[str, AfterValidator(_phone)]
+Url = Annotated[str, Field(max_length=2048), AfterValidator(_url)]
+Pause = Annotated[int, BeforeValidator(_pause)]
+QueueStatus = Literal["on", "off"]
+TaskStatus = Literal["scheduled", "executed", "delayed", "finished"]
+Name = Annotated[str, Field(max_length=255)]
+Comment = Annotated[str, Field(max_length=4000)]
+ConcurrencyLimit = Annotated[int, Field(ge=1, le=MAX_CONCURRENT_TASK_LIMIT)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class NewQueue(_Strict):
+    name: Name = ""
+    comment: Comment = ""
+    status: QueueStatus = "off"
+    concurrent_task_limit: ConcurrencyLimit = 1
+
+
+class QueueChanges(_Strict):
+    """A partial update: None means "keep the current value"."""
+
+    comment: Comment | None = None
+    status: QueueStatus | None = None
+    concurrent_task_limit: ConcurrencyLimit | None = None
+
+
+class CallbackParams(_Strict):
+    caller_id_name: Annotated[str, Field(max_length=64)] = ""
+    caller_id_number: Annotated[str, AfterValidator(lambda v: v and _phone(v))] = ""
+    extended_a_numbers: Annotated[list[Phone], Field(max_length=MAX_EXTENDED_A_NUMBERS)] = []
+
+
+class NewTask(_Strict):
+    name: Name = ""
+    a_number: Phone
+    b_number: Phone
+    extension_id: Annotated[int, Field(ge=0)] = 0
+    try_count: Annotated[int, Field(ge=1, le=50)] = 1
+    try_again_pause: Pause = DEFAULT_TRY_AGAIN_PAUSE
+    url_before: Url = ""
+    url_before_again: Url = ""
+    url_success: Url = ""
+    url_after: Url = ""
+    # None: as soon as the queue allows (the repository stores the server's "now").
+    start_time_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
+    callback_params: CallbackParams = CallbackParams()
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class Page(_Strict):
+    after_id: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = MAX_PAGE
+
+
+class TaskFilter(_Strict):
+    status: TaskStatus | None = None
+
+
+def _field_name(prefix: str, loc: tuple[int | str, ...]) -> str:
+    name = prefix
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not part.startswith(("function-", "constrained-")):
+            name += f".{part}" if name else part
+    return name
+
+
+def _violations(err: ValidationError, prefix: str = "") -> list[FieldViolation]:
+    return [
+        FieldViolation(field=_field_name(prefix, tuple(e["loc"])) or "body", description=e["msg"])
+        for e in err.errors(include_url=False)
+    ]
+
+
+def _validate(model: type[_M], data: Mapping[str, Any], prefix: str = "") -> _M:
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as err:
+        raise InvalidInput(_violations(err, prefix)) from None
+
+
+def new_queue(data: Mapping[str, Any]) -> NewQueue:
+    return _validate(NewQueue, data)
+
+
+def queue_changes(data: Mapping[str, Any]) -> QueueChanges:
+    return _validate(QueueChanges, data)
+
+
+def page(data: Mapping[str, Any]) -> Page:
+    # 0 is what proto3 sends for "not given": it means the default page.
+    cleaned = {k: v for k, v in data.items() if v != 0}
+    return _validate(Page, cleaned)
+
+
+def task_filter(status: str) -> TaskFilter:
+    return _validate(TaskFilter, {"status": status} if status else {})
+
+
+def new_tasks(items: list[Mapping[str, Any]]) -> list[NewTask]:
+    """Validate a bulk add as a whole: every bad field of every task is reported at once."""
+    if not 1 <= len(items) <= MAX_TASKS_PER_REQUEST:
+        raise InvalidInput(
+            [
+                FieldViolation(
+                    "tasks",
+                    f"must contain from 1 to {MAX_TASKS_PER_REQUEST} tasks, got {len(items)}",
+                )
+            ]
+        )
+    tasks: list[NewTask] = []
+    violations: list[FieldViolation] = []
+    for index, item in enumerate(items):
+        try:
+            tasks.append(NewTask.model_validate(dict(item)))
+        except ValidationError as err:
+            violations.extend(_violations(err, f"tasks[{index}]"))
+    if violations:
+        raise InvalidInput(violations)
+    return tasks

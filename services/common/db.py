@@ -1,0 +1,45 @@
+"""Database engine and the translation of driver failures into domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from services.common.errors import StorageUnavailable
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Accept plain `postgresql://` URLs (as libpq and pgserver print them) and pick psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
+    return database_url
+
+
+def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine that notices dead connections (PostgreSQL restarts) before using them."""
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction; a lost or unreachable database becomes StorageUnavailable."""
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, OSError) as err:
+        raise StorageUnavailable("the database is unavailable, try again shortly") from err
+    except sa_exc.DBAPIError as err:
+        if err.connection_invalidated:
+            raise StorageUnavailable("the database is unavailable, try again shortly") from err
+        raise

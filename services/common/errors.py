@@ -1,0 +1,55 @@
+"""One error root for the whole system; edges translate it (gRPC status, NATS ack)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, e.g. field="tasks[3].a_number"."""
+
+    field: str
+    description: str
+
+
+class SchedulerError(Exception):
+    """Root of every error the services raise on purpose."""
+
+    reason = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(SchedulerError):
+    reason = "INVALID_INPUT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+        more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
+        super().__init__(f"invalid request: {summary}{more}")
+
+
+class NotFound(SchedulerError):
+    reason = "NOT_FOUND"
+
+
+class Unauthenticated(SchedulerError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(SchedulerError):
+    reason = "PERMISSION_DENIED"
+
+
+class Conflict(SchedulerError):
+    reason = "CONFLICT"
+
+
+class StorageUnavailable(SchedulerError):
+    """PostgreSQL cannot be reached; the caller may retry."""
+
+    reason = "STORAGE_UNAVAILABLE"

@@ -1,0 +1,136 @@
+"""gRPC server bootstrap shared by the services: health, reflection, error mapping, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.common.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    SchedulerError,
+    StorageUnavailable,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "callback-scheduler"
+
+_CODES: dict[type[SchedulerError], int] = {
+    InvalidInput: code_pb2.INVALID_ARGUMENT,
+    NotFound: code_pb2.NOT_FOUND,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
+    Conflict: code_pb2.ABORTED,
+    StorageUnavailable: code_pb2.UNAVAILABLE,
+}
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def status_of(error: SchedulerError) -> status_pb2.Status:
+    """google.rpc.Status for a domain error: code, message, ErrorInfo and field violations."""
+    code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.UNKNOWN)
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    if isinstance(error, InvalidInput):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    return status_pb2.Status(code=code, message=error.message, details=details)
+
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+
+
+def translate_errors(method: Method) -> Method:
+    """Turn domain errors into gRPC statuses; never leak an exception's class name to clients."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except SchedulerError as err:
+            log.info(
+                "request refused",
+                extra={"action": "refuse", "rpc": method.__name__, "reason": err.reason},
+            )
+            await context.abort_with_status(rpc_status.to_status(status_of(err)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # abort() raises an exception of grpc's own: let it through untouched.
+            if isinstance(err, grpc.aio.AbortError):
+                raise
+            log.exception("unexpected error", extra={"action": "crash", "rpc": method.__name__})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    return wrapper  # type: ignore[return-value]
+
+
+async def serve(
+    address: str,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    *,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    grace_seconds: float = 10.0,
+    max_message_bytes: int = 32 * 1024 * 1024,
+) -> None:
+    """Run a grpc.aio server with health and reflection until SIGTERM/SIGINT."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+    )
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", extra={"action": "start", "address": address})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    log.info("stopping", extra={"action": "stop"})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_seconds)
+    if on_shutdown is not None:
+        await on_shutdown()

@@ -1,0 +1,24 @@
+"""The contract's time format: UTC strings `YYYY-MM-DD HH:MM:SS`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# The spec says the seconds "can be specified": they are optional on input.
+_INPUT_FORMATS = (WIRE_FORMAT, "%Y-%m-%d %H:%M")
+
+
+def format_utc(moment: datetime) -> str:
+    """Render an aware datetime as the contract's UTC string."""
+    return moment.astimezone(UTC).strftime(WIRE_FORMAT)
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse `YYYY-MM-DD HH:MM[:SS]` as UTC; raises ValueError with a readable message."""
+    for fmt in _INPUT_FORMATS:
+        try:
+            return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not a UTC time in the format YYYY-MM-DD HH:MM:SS")
