@@ -115,8 +115,11 @@ class Stack:
         nats_dir.mkdir(exist_ok=True)
         self._spawn(
             "nats",
-            [str(BIN / "nats-server"), "-js", "-sd", str(nats_dir), "-a", "127.0.0.1"]
-            + ["-p", str(self.settings.nats_port)],
+            [
+                str(BIN / "nats-server"),
+                *("-js", "-sd", str(nats_dir)),
+                *("-a", "127.0.0.1", "-p", str(self.settings.nats_port)),
+            ],
         )
         self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
 
@@ -144,18 +147,24 @@ class Stack:
         envoy_config.write_text(json.dumps(render(envoy_settings), indent=2))
         self._spawn(
             "envoy",
-            [str(BIN / "envoy"), "-c", str(envoy_config), "--disable-hot-restart"]
-            + ["--log-level", "warn"],
+            [
+                str(BIN / "envoy"),
+                *("-c", str(envoy_config)),
+                *("--disable-hot-restart", "--log-level", "warn"),
+            ],
         )
         self._wait("envoy", lambda: _http_ok(f"http://127.0.0.1:{envoy_settings.admin_port}/ready"))
 
     def _start_embedded_postgres(self) -> str:
-        import pgserver  # imported here: only the embedded default needs it
+        # pgserver keeps a lock file in the user's runtime dir, read when it is imported.
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            runtime = self.settings.state_dir / "run"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        import pgserver  # only the embedded default needs it
 
-        runtime = self.settings.state_dir / "run"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-        self._pg = pgserver.get_server(self.settings.state_dir / "pgdata", cleanup_mode="stop")
+        pgdata = self.settings.state_dir / "pgdata"
+        self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         admin_uri = self._pg.get_uri()
         with psycopg.connect(admin_uri, autocommit=True) as conn:
             exists = conn.execute(
@@ -211,7 +220,6 @@ class Stack:
         for child in [c for c in self._children if c.name == name]:
             _terminate(child.process, grace)
             self._children.remove(child)
-
 
     def stop(self) -> None:
         """Stop every part in reverse order of start; safe to call twice."""

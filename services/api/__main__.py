@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Iterable
 
 import grpc
-
 from scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+
 from services.api.servicer import TaskSchedulerServicer
 from services.api.settings import ApiSettings
 from services.common import logs

@@ -6,22 +6,23 @@ Every statement filters on client_id: a tenant can only ever touch its own rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.validation import NewQueue, NewTask, Page, QueueChanges
 from services.common.models import Queue, Task
 
-queues = Queue.__table__
-tasks = Task.__table__
+queues = cast(Table, Queue.__table__)
+tasks = cast(Table, Task.__table__)
 
 
 async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -> Row[Any]:
     """Create a queue and return it."""
     stmt = insert(queues).values(client_id=client_id, **queue.model_dump()).returning(queues)
-    return (await conn.execute(stmt)).one()
+    row: Row[Any] = (await conn.execute(stmt)).one()
+    return row
 
 
 async def select_queues(conn: AsyncConnection, client_id: str, page: Page) -> Sequence[Row[Any]]:
@@ -64,7 +65,8 @@ async def update_queue(
         .values(**values)
         .returning(queues)
     )
-    return (await conn.execute(stmt)).one_or_none()
+    updated: Row[Any] | None = (await conn.execute(stmt)).one_or_none()
+    return updated
 
 
 async def delete_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> bool:
@@ -96,7 +98,8 @@ async def insert_tasks(
             if row["start_time_utc"] is None:
                 row["start_time_utc"] = now
     stmt = insert(tasks).returning(tasks, sort_by_parameter_order=True)
-    return (await conn.execute(stmt, rows)).all()
+    inserted: Sequence[Row[Any]] = (await conn.execute(stmt, rows)).all()
+    return inserted
 
 
 async def select_tasks(

@@ -8,11 +8,11 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from scheduler.v1 import scheduler_pb2 as pb
+from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.v1 import scheduler_pb2 as pb
-from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from services.api import repository, validation
 from services.common.auth import TokenError, TokenVerifier
 from services.common.db import transaction
@@ -126,9 +126,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         self, request: pb.UpdateQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.Queue:
         client_id = self._client_id(request.client_id, context)
-        changes = validation.queue_changes(
-            _fields(request, exclude=("client_id", "scheduler_id"))
-        )
+        changes = validation.queue_changes(_fields(request, exclude=("client_id", "scheduler_id")))
         async with transaction(self._engine) as conn:
             row = await repository.update_queue(conn, client_id, request.scheduler_id, changes)
         return queue_to_proto(_found(row, "task_scheduler", request.scheduler_id))
@@ -173,7 +171,9 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         return pb.ListTasksResponse(items=[task_to_proto(r) for r in rows])
 
     @translate_errors
-    async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
+    async def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Task:
         client_id = self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             row = await repository.select_task(

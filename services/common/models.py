@@ -82,9 +82,7 @@ class Task(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    queue_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("queues.id", ondelete="CASCADE")
-    )
+    queue_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("queues.id", ondelete="CASCADE"))
     client_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(9), server_default="scheduled")
