@@ -1,0 +1,121 @@
+"""DATABASE_URL: the stack runs on any PostgreSQL (here Debian's, a second local server),
+answers 503 while it is down and recovers by itself when it is back."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.local.stack import Stack
+from tests.conftest import free_port, stack_settings
+
+
+@dataclass
+class DebianPostgres:
+    bin_dir: Path
+    data_dir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bin_dir / "pg_ctl"), "-D"]
+            + [str(self.data_dir), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.data_dir}"
+        self.pg_ctl("-w", "-o", options, "-l", str(self.data_dir / "log"), "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+
+@pytest.fixture(scope="module")
+def debian_postgres() -> Iterator[DebianPostgres]:
+    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if os.geteuid() != 0 or not initdbs:
+        pytest.fail("needs root and Debian's PostgreSQL (make test installs it)")
+    # Debian's initdb refuses to run as root: the cluster belongs to the postgres user.
+    data_dir = Path(tempfile.mkdtemp(prefix="pg-external-"))
+    shutil.chown(data_dir, "postgres", "postgres")
+    server = DebianPostgres(Path(initdbs[-1]).parent, data_dir, free_port())
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(server.bin_dir / "initdb"), "-D", str(data_dir)]
+        + ["--auth=trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def external_stack(
+    debian_postgres: DebianPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    state_dir = tmp_path_factory.mktemp("external")
+    stack = Stack(
+        stack_settings(state_dir, database_url=debian_postgres.url), log_dir=state_dir / "logs"
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def client_for(stack: Stack, client_id: str) -> httpx.Client:
+    token = stack.token(client_id)
+    return httpx.Client(
+        base_url=stack.rest_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def test_works_on_the_database_named_by_database_url(external_stack: Stack) -> None:
+    assert external_stack.database_url.startswith("postgresql://postgres@127.0.0.1:")
+    with client_for(external_stack, "ext") as api:
+        queue = api.post("/client/ext/task_scheduler/", json={"name": "on debian"}).json()
+        assert api.get(f"/client/ext/task_scheduler/{queue['id']}").json() == queue
+
+
+def test_database_down_is_503_and_recovers_without_a_restart(
+    external_stack: Stack, debian_postgres: DebianPostgres
+) -> None:
+    with client_for(external_stack, "outage") as api:
+        queue = api.post("/client/outage/task_scheduler/", json={"name": "before"}).json()
+        debian_postgres.stop()
+        try:
+            for _ in range(3):
+                down = api.get(f"/client/outage/task_scheduler/{queue['id']}")
+                assert down.status_code == 503, down.text
+                assert down.json()["code"] == 14  # google.rpc.Code UNAVAILABLE
+                refused = api.post("/client/outage/task_scheduler/", json={"name": "lost?"})
+                assert refused.status_code == 503, refused.text
+        finally:
+            debian_postgres.start()
+        # The pool drops dead connections on first use: recovery needs no restart.
+        deadline = time.monotonic() + 30
+        while (back := api.get(f"/client/outage/task_scheduler/{queue['id']}")).status_code != 200:
+            assert time.monotonic() < deadline, back.text
+            time.sleep(0.2)
+        assert back.json() == queue
+        names = [q["name"] for q in api.get("/client/outage/task_scheduler/").json()]
+        assert names == ["before"]

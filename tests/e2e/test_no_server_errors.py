@@ -1,0 +1,79 @@
+"""Whatever a client sends, the answer is never a 5xx: property-based, through Envoy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+TASK_FIELDS = [
+    "name",
+    "a_number",
+    "b_number",
+    "extension_id",
+    "try_count",
+    "try_again_pause",
+    "url_before",
+    "url_before_again",
+    "url_success",
+    "url_after",
+    "start_time_utc",
+    "callback_params",
+]
+QUEUE_FIELDS = ["name", "comment", "status", "concurrent_task_limit"]
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from(["+79990001122", "on", "off", "2030-01-01 00:00:00", "http://x.test/"])
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+
+
+def objects(fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(st.sampled_from(fields), json_values, max_size=len(fields))
+
+
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@FUZZ
+@given(body=objects(QUEUE_FIELDS))
+def test_queue_bodies_never_5xx(api: httpx.Client, tenant: str, body: dict[str, Any]) -> None:
+    reply = api.post(f"/client/{tenant}/task_scheduler/", json=body)
+    assert reply.status_code < 500, (body, reply.text)
+    assert isinstance(reply.json(), dict)
+
+
+@FUZZ
+@given(tasks=st.lists(objects(TASK_FIELDS), max_size=3), raw=st.booleans())
+def test_task_bodies_never_5xx(
+    api: httpx.Client, tenant: str, tasks: list[dict[str, Any]], raw: bool
+) -> None:
+    queue = api.post(f"/client/{tenant}/task_scheduler/", json={}).json()
+    body: Any = tasks if raw else {"tasks": tasks}
+    reply = api.post(
+        f"/client/{tenant}/task_scheduler/{queue['id']}/tasks/", content=json.dumps(body)
+    )
+    assert reply.status_code < 500, (body, reply.text)
+
+
+@FUZZ
+@given(path=st.text(alphabet="abc019-_@%/?=&.", max_size=30))
+def test_paths_never_5xx(api: httpx.Client, tenant: str, path: str) -> None:
+    reply = api.get(f"/client/{tenant}/task_scheduler/{path}")
+    assert reply.status_code < 500, (path, reply.text)
