@@ -62,3 +62,6 @@ test: gen system-deps lint typecheck
 
 clean:
 	rm -rf $(VENV) $(GEN)
+
+bench: gen
+	$(PY) -m bench.list_bench

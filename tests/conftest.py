@@ -7,6 +7,7 @@ freshly named tenant, and tenants cannot see each other (which is itself under t
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -45,9 +46,34 @@ def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
     return StackSettings.model_validate(values)
 
 
+StateDirFactory = Callable[[str], Path]
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state_dir = tmp_path_factory.mktemp("stack")
+def make_state_dir() -> Iterator[StateDirFactory]:
+    """Fresh state folders for stacks, outside pytest's own temp root.
+
+    The embedded PostgreSQL runs as another system user and needs to traverse the path;
+    pytest resets its temp root to mode 0700 whenever a pytest session starts.
+    """
+    root = Path(tempfile.mkdtemp(prefix="callback-scheduler-tests-"))
+    root.chmod(0o755)
+    counter = 0
+
+    def make(name: str) -> Path:
+        nonlocal counter
+        counter += 1
+        path = root / f"{name}-{counter}"
+        path.mkdir()
+        return path
+
+    yield make
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
+    state_dir = make_state_dir("stack")
     running = Stack(stack_settings(state_dir), log_dir=state_dir / "logs")
     running.start()
     yield running

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from deploy.local.stack import Stack
-from tests.conftest import free_port, stack_settings
+from tests.conftest import StateDirFactory, free_port, stack_settings
 
 
 @dataclass
@@ -71,9 +71,9 @@ def debian_postgres() -> Iterator[DebianPostgres]:
 
 @pytest.fixture(scope="module")
 def external_stack(
-    debian_postgres: DebianPostgres, tmp_path_factory: pytest.TempPathFactory
+    debian_postgres: DebianPostgres, make_state_dir: StateDirFactory
 ) -> Iterator[Stack]:
-    state_dir = tmp_path_factory.mktemp("external")
+    state_dir = make_state_dir("external")
     stack = Stack(
         stack_settings(state_dir, database_url=debian_postgres.url), log_dir=state_dir / "logs"
     )

@@ -17,7 +17,7 @@ import psutil
 
 from deploy.local.keys import mint_token
 from deploy.local.stack import ROOT
-from tests.conftest import free_port
+from tests.conftest import StateDirFactory, free_port
 
 READY_LINE = "callback-scheduler is ready"
 
@@ -56,8 +56,10 @@ def running_stack(
         assert alive == [], f"processes left running after stop: {alive}"
 
 
-def test_data_survives_a_restart_and_every_process_stops(tmp_path: Path) -> None:
-    state_dir, rest_port = tmp_path / "state", free_port()
+def test_data_survives_a_restart_and_every_process_stops(
+    tmp_path: Path, make_state_dir: StateDirFactory
+) -> None:
+    state_dir, rest_port = make_state_dir("restart"), free_port()
     base = f"http://127.0.0.1:{rest_port}"
     with running_stack(state_dir, rest_port, tmp_path / "first.log", signal.SIGINT):
         # The token printed for `demo` is in the log; any token from the same key works too.

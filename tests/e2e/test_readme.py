@@ -1,0 +1,31 @@
+"""The README's curl examples work as printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+from deploy.local.stack import ROOT, Stack
+
+
+def test_readme_curl_examples_run_clean(stack: Stack) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) == 1
+    script = "set -euo pipefail\n" + blocks[0]
+    for endpoint in ("-X POST", "-X PUT", "-X DELETE", "/tasks/", "/task/$TASK", "/task/?"):
+        assert endpoint in script
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "API": stack.rest_url, "TOKEN": stack.token("demo")},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"status":"on"' in result.stdout
+    assert '"concurrent_task_limit":5' in result.stdout
+    assert '"extended_a_numbers":["+15550001112"]' in result.stdout
