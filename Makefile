@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	echo "$(CURDIR)/$(GEN)" > $(SITE)/callback_scheduler_gen.pth
 	touch $@
 
 venv: $(STAMP)
 
 # Generated code (never committed): Python modules + typed stubs, and the
 # descriptor set that Envoy's gRPC-JSON transcoder loads.
-$(GEN)/.stamp: $(PROTOS) $(STAMP)
+$(GEN)/.stamp: $(PROTOS) | $(STAMP)
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto -I $(SITE) \
 		--python_out=$(GEN) --grpc_python_out=$(GEN) \
@@ -31,7 +32,6 @@ $(GEN)/.stamp: $(PROTOS) $(STAMP)
 		--include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) \
 		$(PROTOS)
 	touch $(GEN)/scheduler/__init__.py $(GEN)/scheduler/v1/__init__.py
-	echo "$(CURDIR)/$(GEN)" > $(SITE)/callback_scheduler_gen.pth
 	touch $@
 
 gen: $(GEN)/.stamp
@@ -50,12 +50,12 @@ token: gen
 	@$(PY) -m deploy.local.token $(CLIENT)
 
 lint: gen
-	$(VENV)/bin/ruff check services deploy tests
-	$(VENV)/bin/ruff format --check services deploy tests
+	$(VENV)/bin/ruff check services deploy tests bench
+	$(VENV)/bin/ruff format --check services deploy tests bench
 	$(VENV)/bin/lint-imports
 
 typecheck: gen
-	$(VENV)/bin/mypy services deploy tests
+	$(VENV)/bin/mypy services deploy tests bench
 
 test: gen system-deps lint typecheck
 	$(VENV)/bin/pytest tests

@@ -21,6 +21,7 @@ from services.common.grpcserver import translate_errors
 from services.common.timefmt import format_utc
 
 ME = "@me"
+MAX_CLIENT_ID_LENGTH = 128  # the width of the client_id columns
 
 
 def _fields(message: Message, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -88,6 +89,8 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             principal = self._verifier.verify(authorization)
         except TokenError as err:
             raise Unauthenticated(str(err)) from None
+        if len(principal.client_id) > MAX_CLIENT_ID_LENGTH:
+            raise Unauthenticated(f"client ids are at most {MAX_CLIENT_ID_LENGTH} characters")
         if requested in (ME, principal.client_id):
             return principal.client_id
         raise PermissionDenied(f"this token does not grant access to client {requested!r}")

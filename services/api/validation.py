@@ -88,13 +88,20 @@ def _pause(value: Any) -> int:
     return seconds
 
 
+def _printable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no name or comment needs control characters.
+    if any(ord(char) < 32 and char not in "\t\n\r" for char in value):
+        raise PydanticCustomError("control_characters", "must not contain control characters")
+    return value
+
+
 Phone = Annotated[str, AfterValidator(_phone)]
 Url = Annotated[str, Field(max_length=2048), AfterValidator(_url)]
 Pause = Annotated[int, BeforeValidator(_pause)]
 QueueStatus = Literal["on", "off"]
 TaskStatus = Literal["scheduled", "executed", "delayed", "finished"]
-Name = Annotated[str, Field(max_length=255)]
-Comment = Annotated[str, Field(max_length=4000)]
+Name = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
+Comment = Annotated[str, Field(max_length=4000), AfterValidator(_printable)]
 ConcurrencyLimit = Annotated[int, Field(ge=1, le=MAX_CONCURRENT_TASK_LIMIT)]
 
 
@@ -118,7 +125,7 @@ class QueueChanges(_Strict):
 
 
 class CallbackParams(_Strict):
-    caller_id_name: Annotated[str, Field(max_length=64)] = ""
+    caller_id_name: Annotated[str, Field(max_length=64), AfterValidator(_printable)] = ""
     caller_id_number: Annotated[str, AfterValidator(lambda v: v and _phone(v))] = ""
     extended_a_numbers: Annotated[list[Phone], Field(max_length=MAX_EXTENDED_A_NUMBERS)] = []
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.common.errors import StorageUnavailable
+from services.common.errors import FieldViolation, InvalidInput, StorageUnavailable
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -39,6 +39,9 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield conn
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, OSError) as err:
         raise StorageUnavailable("the database is unavailable, try again shortly") from err
+    except sa_exc.DataError as err:
+        # Validation should have caught it; if not, it is still the client's value at fault.
+        raise InvalidInput([FieldViolation("body", "a value cannot be stored")]) from err
     except sa_exc.DBAPIError as err:
         if err.connection_invalidated:
             raise StorageUnavailable("the database is unavailable, try again shortly") from err

@@ -49,7 +49,7 @@ def running_stack(
         children = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(stop_signal)
         exit_code = process.wait(60)
-        gone, alive = psutil.wait_procs(children, timeout=15)
+        _gone, alive = psutil.wait_procs(children, timeout=15)
         for leftover in alive:
             leftover.kill()
         assert exit_code == 0, log.read_text(errors="replace")[-3000:]
