@@ -51,6 +51,11 @@ class StackSettings(BaseSettings):
     envoy_admin_port: int = Field(default=9901, validation_alias="ENVOY_ADMIN_PORT")
     api_grpc_port: int = Field(default=50051, validation_alias="API_GRPC_PORT")
     nats_port: int = Field(default=4222, validation_alias="NATS_PORT")
+    # Replicas of the scaled services; replica i serves gRPC health on base port + i.
+    dispatchers: int = Field(default=1, ge=0, le=10, validation_alias="DISPATCHERS")
+    dialers: int = Field(default=1, ge=0, le=10, validation_alias="DIALERS")
+    dispatcher_grpc_port: int = Field(default=50060, validation_alias="DISPATCHER_GRPC_PORT")
+    dialer_grpc_port: int = Field(default=50070, validation_alias="DIALER_GRPC_PORT")
     # Unset: an embedded PostgreSQL (pgserver) keeps its data in <state_dir>/pgdata.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     start_timeout: float = Field(default=60.0, validation_alias="STACK_START_TIMEOUT")
@@ -79,6 +84,8 @@ class Stack:
     settings: StackSettings
     # None: children write to this terminal; a folder: one log file per child (tests).
     log_dir: Path | None = None
+    # Extra environment for the services (tests tune leases and simulated phones here).
+    service_env: dict[str, str] = field(default_factory=dict)
     database_url: str = ""
     _children: list[_Child] = field(default_factory=list)
     _pg: Any = None
@@ -127,12 +134,17 @@ class Stack:
             "api",
             [sys.executable, "-m", "services.api"],
             env={
+                **self.service_env,
                 "DATABASE_URL": self.database_url,
                 "API_GRPC_ADDRESS": self.api_grpc_target,
                 "API_JWKS_FILE": str(jwks),
             },
         )
         self._wait("api", lambda: _grpc_serving(self.api_grpc_target))
+        for index in range(self.settings.dispatchers):
+            self.start_replica("dispatcher", index)
+        for index in range(self.settings.dialers):
+            self.start_replica("dialer", index)
 
         envoy_config = state / "envoy.json"
         envoy_settings = EnvoySettings(
@@ -154,6 +166,39 @@ class Stack:
             ],
         )
         self._wait("envoy", lambda: _http_ok(f"http://127.0.0.1:{envoy_settings.admin_port}/ready"))
+
+    def replica_target(self, kind: str, index: int) -> str:
+        base = {
+            "dispatcher": self.settings.dispatcher_grpc_port,
+            "dialer": self.settings.dialer_grpc_port,
+        }[kind]
+        return f"127.0.0.1:{base + index}"
+
+    def start_replica(self, kind: str, index: int) -> None:
+        """Start replica `index` of the dispatcher or the dialer and wait until it serves."""
+        name, target = f"{kind}-{index}", self.replica_target(kind, index)
+        prefix = kind.upper()
+        self._spawn(
+            name,
+            [sys.executable, "-m", f"services.{kind}"],
+            env={
+                **self.service_env,
+                "DATABASE_URL": self.database_url,
+                "NATS_URL": f"nats://127.0.0.1:{self.settings.nats_port}",
+                f"{prefix}_GRPC_ADDRESS": target,
+            },
+        )
+        self._wait(name, lambda: _grpc_serving(target))
+
+    def pid(self, name: str) -> int:
+        return next(c.process.pid for c in self._children if c.name == name)
+
+    def kill_child(self, name: str) -> None:
+        """SIGKILL one part, as a crash would (tests of recovery)."""
+        for child in [c for c in self._children if c.name == name]:
+            child.process.kill()
+            child.process.wait()
+            self._children.remove(child)
 
     def _start_embedded_postgres(self) -> str:
         # pgserver keeps a lock file in the user's runtime dir, read when it is imported.
@@ -292,6 +337,7 @@ def main() -> int:
         "  REST API:      %s\n"
         "  api gRPC:      %s\n"
         "  NATS:          nats://127.0.0.1:%d\n"
+        "  dispatchers:   %d (gRPC health from port %d), dialers: %d (from port %d)\n"
         "  Envoy admin:   http://127.0.0.1:%d\n"
         "  token (demo):  %s\n\n"
         "Try:  curl -H 'Authorization: Bearer <token>' %s/client/demo/task_scheduler/\n"
@@ -301,6 +347,10 @@ def main() -> int:
         stack.rest_url,
         stack.api_grpc_target,
         settings.nats_port,
+        settings.dispatchers,
+        settings.dispatcher_grpc_port,
+        settings.dialers,
+        settings.dialer_grpc_port,
         settings.envoy_admin_port,
         stack.token("demo"),
         stack.rest_url,

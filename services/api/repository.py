@@ -12,10 +12,11 @@ from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.validation import NewQueue, NewTask, Page, QueueChanges
-from services.common.models import Queue, Task
+from services.common.models import Call, Queue, Task
 
 queues = cast(Table, Queue.__table__)
 tasks = cast(Table, Task.__table__)
+calls = cast(Table, Call.__table__)
 
 
 async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -> Row[Any]:
@@ -82,6 +83,7 @@ def _task_row(client_id: str, queue_id: int, task: NewTask) -> dict[str, Any]:
         queue_id=queue_id,
         callback_params=task.callback_params.model_dump(),
         start_time_utc=task.start_time_utc,
+        next_run_at=task.start_time_utc,
     )
     return values
 
@@ -96,7 +98,7 @@ async def insert_tasks(
         now = (await conn.execute(select(func.now()))).scalar_one()
         for row in rows:
             if row["start_time_utc"] is None:
-                row["start_time_utc"] = now
+                row["start_time_utc"] = row["next_run_at"] = now
     stmt = insert(tasks).returning(tasks, sort_by_parameter_order=True)
     inserted: Sequence[Row[Any]] = (await conn.execute(stmt, rows)).all()
     return inserted
@@ -133,3 +135,9 @@ async def delete_task(conn: AsyncConnection, client_id: str, queue_id: int, task
         tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id
     )
     return (await conn.execute(stmt)).rowcount > 0
+
+
+async def select_call(conn: AsyncConnection, client_id: str, call_uuid: str) -> Row[Any] | None:
+    """One call record of the client."""
+    stmt = select(calls).where(calls.c.client_id == client_id, calls.c.call_uuid == call_uuid)
+    return (await conn.execute(stmt)).one_or_none()

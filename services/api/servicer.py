@@ -18,6 +18,7 @@ from services.common.auth import TokenError, TokenVerifier
 from services.common.db import transaction
 from services.common.errors import NotFound, PermissionDenied, Unauthenticated
 from services.common.grpcserver import translate_errors
+from services.common.task_view import task_to_proto
 from services.common.timefmt import format_utc
 
 ME = "@me"
@@ -41,32 +42,22 @@ def queue_to_proto(row: Row[Any]) -> pb.Queue:
     )
 
 
-def task_to_proto(row: Row[Any]) -> pb.Task:
-    params = row.callback_params or {}
-    return pb.Task(
-        id=row.id,
-        name=row.name,
-        status=row.status,
-        a_number=row.a_number,
-        b_number=row.b_number,
-        extension_id=row.extension_id,
+def call_to_proto(row: Row[Any]) -> pb.CallRecord:
+    record = dict(row.record or {})
+    legs = [pb.CallLeg(**leg) for leg in record.get("legs", [])]
+    return pb.CallRecord(
+        call_uuid=row.call_uuid,
+        task_id=row.task_id,
         scheduler_id=row.queue_id,
-        finish_result=row.finish_result,
-        cdr=row.cdr,
-        try_count=row.try_count,
-        try_again_pause=str(row.try_again_pause),
-        start_time_utc=format_utc(row.start_time_utc),
-        url_before=row.url_before,
-        url_before_again=row.url_before_again,
-        url_after=row.url_after,
-        url_success=row.url_success,
-        create_date_utc=format_utc(row.create_date_utc),
-        finish_comment=row.finish_comment,
-        callback_params=pb.CallbackParams(
-            caller_id_name=params.get("caller_id_name", ""),
-            caller_id_number=params.get("caller_id_number", ""),
-            extended_a_numbers=params.get("extended_a_numbers", []),
-        ),
+        attempt=row.attempt,
+        result=row.result,
+        comment=row.comment,
+        started_utc=format_utc(row.started_at),
+        ended_utc=format_utc(row.ended_at) if row.ended_at else "",
+        duration_seconds=record.get("duration_seconds", 0.0),
+        talk_seconds=record.get("talk_seconds", 0.0),
+        legs=legs,
+        backend=row.backend,
     )
 
 
@@ -196,11 +187,21 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         _found(deleted or None, "task", request.task_id)
         return empty_pb2.Empty()
 
+    @translate_errors
+    async def GetCallHistory(
+        self, request: pb.GetCallHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CallRecord:
+        client_id = self._client_id(request.client_id, context)
+        call_uuid = validation.call_uuid(request.call_uuid)
+        async with transaction(self._engine) as conn:
+            row = await repository.select_call(conn, client_id, call_uuid)
+        return call_to_proto(_found(row, "call", call_uuid))
+
 
 _T = TypeVar("_T")
 
 
-def _found(value: _T | None, kind: str, ident: int) -> _T:
+def _found(value: _T | None, kind: str, ident: int | str) -> _T:
     if value is None:
         raise NotFound(f"{kind} {ident} not found")
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -198,6 +199,14 @@ def page(data: Mapping[str, Any]) -> Page:
 
 def task_filter(status: str) -> TaskFilter:
     return _validate(TaskFilter, {"status": status} if status else {})
+
+
+def call_uuid(value: str) -> str:
+    """A call id as the API hands it out (a UUID, in its canonical lower-case form)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidInput([FieldViolation("call_uuid", "must be a call id (a UUID)")]) from None
 
 
 def new_tasks(items: list[Mapping[str, Any]]) -> list[NewTask]:

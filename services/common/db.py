@@ -19,6 +19,11 @@ def sqlalchemy_url(database_url: str) -> str:
     return database_url
 
 
+def libpq_url(database_url: str) -> str:
+    """The same URL for psycopg used directly (LISTEN needs its own connection)."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine that notices dead connections (PostgreSQL restarts) before using them."""
     return create_async_engine(

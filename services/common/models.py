@@ -13,10 +13,13 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -79,6 +82,20 @@ class Task(Base):
         # Paging a queue's tasks by id, optionally filtered by status.
         Index(None, "queue_id", "id"),
         Index(None, "queue_id", "status", "id"),
+        # The dispatcher's claim: a queue's waiting tasks, earliest due first.
+        Index(
+            "ix_tasks_waiting",
+            "queue_id",
+            "next_run_at",
+            "id",
+            postgresql_where=text("status IN ('scheduled', 'delayed')"),
+        ),
+        # The dispatcher's timer: the next lease to run out.
+        Index(
+            "ix_tasks_leases",
+            "lease_expires_at",
+            postgresql_where=text("status = 'executed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -103,3 +120,56 @@ class Task(Base):
     create_date_utc: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # Scheduling state, owned by the dispatcher.
+    # Number of the latest attempt (0 before the first); (id, attempts) names one call.
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When a scheduled or delayed task becomes due (by the database clock).
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # While executed: when the attempt counts as lost if no result has arrived.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Call(Base):
+    """One call placed for one attempt of a task; owned by the dialer.
+
+    Inserted by the dialer just before it dials: the unique (task_id, attempt) makes a
+    second call for the same attempt impossible, whatever redelivers. No foreign key to
+    tasks, on purpose: the record outlives a deleted task.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt"),
+        Index(None, "client_id", "call_uuid"),
+    )
+
+    call_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    queue_id: Mapped[int] = mapped_column(BigInteger)
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    # "in_progress" until the call ends, then its result (see CallRecord.result).
+    result: Mapped[str] = mapped_column(String(16), server_default="in_progress")
+    comment: Mapped[str] = mapped_column(Text, server_default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Legs, answer times and durations, as the backend reported them.
+    record: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class OutboxMessage(Base):
+    """A NATS message written in the same transaction as the state change it announces.
+
+    The publisher sends rows in id order with their msg_id as Nats-Msg-Id and deletes them
+    once JetStream acknowledged: a crash between commit and publish loses nothing, and a
+    crash between publish and delete is absorbed by JetStream's duplicate window.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    msg_id: Mapped[str] = mapped_column(String(128), unique=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

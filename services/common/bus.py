@@ -1,0 +1,144 @@
+"""NATS JetStream: connection, the streams the services share, publishing, pull consumers.
+
+Subjects and their payloads are documented in proto/scheduler/v1/events.proto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger(__name__)
+
+SUBJECT_DIAL = "callbacks.dial"
+SUBJECT_CALLS = "callbacks.calls"  # .connected | .ended
+SUBJECT_EVENTS = "callbacks.events"  # .before | .before_again | .success | .after
+
+# Long enough to absorb any re-publish after a crash of a publisher (outbox, dialer).
+DUPLICATE_WINDOW_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+    retention: RetentionPolicy
+    max_age_seconds: float | None = None
+
+
+STREAM_DIAL = Stream("CALLBACK_DIAL", (SUBJECT_DIAL,), RetentionPolicy.WORK_QUEUE)
+STREAM_CALLS = Stream("CALLBACK_CALLS", (f"{SUBJECT_CALLS}.>",), RetentionPolicy.WORK_QUEUE)
+STREAM_EVENTS = Stream(
+    "CALLBACK_EVENTS", (f"{SUBJECT_EVENTS}.>",), RetentionPolicy.LIMITS, 7 * 24 * 3600.0
+)
+STREAMS = (STREAM_DIAL, STREAM_CALLS, STREAM_EVENTS)
+
+
+async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
+    """Connect (retrying until NATS is up, reconnecting forever) and make sure streams exist."""
+
+    async def reconnected() -> None:
+        log.info("nats reconnected", extra={"action": "nats_reconnected"})
+
+    async def disconnected() -> None:
+        log.warning("nats disconnected", extra={"action": "nats_disconnected"})
+
+    client = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        connect_timeout=2,
+        reconnected_cb=reconnected,
+        disconnected_cb=disconnected,
+    )
+    jetstream = client.jetstream(timeout=5)
+    await ensure_streams(jetstream)
+    return client, jetstream
+
+
+async def ensure_streams(jetstream: JetStreamContext, replicas: int = 1) -> None:
+    for stream in STREAMS:
+        config = StreamConfig(
+            name=stream.name,
+            subjects=list(stream.subjects),
+            retention=stream.retention,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=stream.max_age_seconds,
+        )
+        try:
+            await jetstream.add_stream(config)
+        except BadRequestError:
+            await jetstream.update_stream(config)
+
+
+async def publish(jetstream: JetStreamContext, subject: str, payload: bytes, msg_id: str) -> bool:
+    """Publish once; True if JetStream stored it now, False if it was a duplicate."""
+    ack = await jetstream.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+    return not ack.duplicate
+
+
+async def publish_until_stored(
+    jetstream: JetStreamContext, subject: str, payload: bytes, msg_id: str, *, give_up: float
+) -> bool:
+    """Publish, retrying with backoff through a NATS outage of up to `give_up` seconds."""
+    delay, waited = 0.1, 0.0
+    while True:
+        try:
+            await publish(jetstream, subject, payload, msg_id)
+            return True
+        except Exception as err:
+            if waited >= give_up:
+                log.error(
+                    "publish failed",
+                    extra={"action": "publish_failed", "msg_id": msg_id, "error": repr(err)},
+                )
+                return False
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+
+
+async def pull_consumer(
+    jetstream: JetStreamContext,
+    stream: Stream,
+    durable: str,
+    *,
+    ack_wait_seconds: float,
+    max_ack_pending: int = 10_000,
+) -> JetStreamContext.PullSubscription:
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_wait=ack_wait_seconds,
+        max_ack_pending=max_ack_pending,
+        max_deliver=-1,
+    )
+    return await jetstream.pull_subscribe(
+        stream.subjects[0], durable=durable, stream=stream.name, config=config
+    )
+
+
+async def fetch(subscription: JetStreamContext.PullSubscription, batch: int) -> Sequence[Msg]:
+    """Long-poll for up to `batch` messages; an empty list after a quiet second."""
+    try:
+        return await subscription.fetch(batch=batch, timeout=1.0)
+    except NatsTimeout:
+        return []
+    except TimeoutError:
+        return []
+
+
+Handler = Callable[[Sequence[Msg]], Awaitable[None]]

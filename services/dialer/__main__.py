@@ -1,0 +1,48 @@
+"""`python -m services.dialer`: places calls through a telephony backend (many replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.common import bus, logs
+from services.common.db import make_engine
+from services.common.grpcserver import serve
+from services.dialer.consumer import Dialer
+from services.dialer.settings import DialerSettings
+from services.dialer.simulated import SimulatedBackend
+
+log = logging.getLogger(__name__)
+
+
+async def main() -> None:
+    settings = DialerSettings()  # type: ignore[call-arg]  # filled from the environment
+    logs.configure(settings.log_level)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    nats_client, jetstream = await bus.connect(settings.nats_url, "dialer")
+    backend = SimulatedBackend(
+        settings.simulated_rules,
+        ring_timeout_seconds=settings.ring_timeout_seconds,
+        max_call_seconds=settings.max_call_seconds,
+    )
+    dialer = Dialer(engine, jetstream, backend, settings)
+    worker = asyncio.create_task(dialer.run())
+
+    async def shutdown() -> None:
+        # Calls in progress finish first (and report); no new call starts.
+        dialer.stop()
+        await dialer.calls_finished()
+        worker.cancel()
+        await nats_client.drain()
+        await engine.dispose()
+
+    await serve(
+        settings.grpc_address,
+        lambda server: [],
+        on_shutdown=shutdown,
+        grace_seconds=1.0,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,86 @@
+"""The telephony backend interface: how the dialer places one callback, whatever the network.
+
+A backend calls the A numbers (all at once; the first to answer takes the call), then B,
+bridges them, and reports every leg. Backends: `simulated` (here), `sip` (separate module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.common.timefmt import format_utc
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    call_uuid: str
+    a_numbers: tuple[str, ...]  # a_number first, then the extended A numbers
+    b_number: str
+    caller_id_name: str = ""
+    caller_id_number: str = ""
+    extension_id: int = 0
+
+
+@dataclass(frozen=True)
+class Leg:
+    role: str  # "a" or "b"
+    number: str
+    # "answered", "busy", "no_answer", "rejected", "cancelled" or "error".
+    result: str
+    ring_started: datetime | None = None
+    answered: datetime | None = None
+    ended: datetime | None = None
+    hangup_by: str = ""
+
+    def as_record(self) -> dict[str, Any]:
+        ring = (self.answered or self.ended) if self.ring_started else None
+        return {
+            "role": self.role,
+            "number": self.number,
+            "result": self.result,
+            "ring_started_utc": format_utc(self.ring_started) if self.ring_started else "",
+            "answered_utc": format_utc(self.answered) if self.answered else "",
+            "ended_utc": format_utc(self.ended) if self.ended else "",
+            "ring_seconds": _seconds(self.ring_started, ring),
+            "talk_seconds": _seconds(self.answered, self.ended),
+            "hangup_by": self.hangup_by,
+        }
+
+
+@dataclass(frozen=True)
+class CallReport:
+    # "connected", "a_busy", "a_no_answer", "a_rejected", "b_busy", "b_no_answer",
+    # "b_rejected" or "error".
+    outcome: str
+    comment: str
+    started: datetime
+    ended: datetime
+    legs: tuple[Leg, ...] = field(default_factory=tuple)
+    connected_at: datetime | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "legs": [leg.as_record() for leg in self.legs],
+            "duration_seconds": _seconds(self.started, self.ended),
+            "talk_seconds": _seconds(self.connected_at, self.ended),
+        }
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return round((end - start).total_seconds(), 3)
+
+
+OnConnected = Callable[[], Awaitable[None]]
+
+
+class TelephonyBackend(Protocol):
+    name: str
+
+    async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
+        """Place the whole callback and return how it went; never raises for call failures."""
+        ...

@@ -1,0 +1,190 @@
+"""Dial requests (NATS) -> calls through the telephony backend -> call events (NATS).
+
+Delivery: recorded in PostgreSQL -> ack, then dial; attempt no longer current or already
+dialed -> ack without dialing; database down -> nak with a delay; unreadable -> term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from scheduler.v1 import events_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import bus
+from services.common.db import transaction
+from services.common.errors import StorageUnavailable
+from services.dialer import repository
+from services.dialer.backend import CallPlan, CallReport, TelephonyBackend
+from services.dialer.settings import DialerSettings
+
+log = logging.getLogger(__name__)
+
+DURABLE = "dialer"
+OUTCOMES = {
+    "connected": events_pb2.CALL_OUTCOME_CONNECTED,
+    "a_busy": events_pb2.CALL_OUTCOME_A_BUSY,
+    "a_no_answer": events_pb2.CALL_OUTCOME_A_NO_ANSWER,
+    "a_rejected": events_pb2.CALL_OUTCOME_A_REJECTED,
+    "b_busy": events_pb2.CALL_OUTCOME_B_BUSY,
+    "b_no_answer": events_pb2.CALL_OUTCOME_B_NO_ANSWER,
+    "b_rejected": events_pb2.CALL_OUTCOME_B_REJECTED,
+    "error": events_pb2.CALL_OUTCOME_ERROR,
+}
+
+
+def parse(msg: Msg) -> events_pb2.DialRequest | None:
+    try:
+        request = events_pb2.DialRequest.FromString(msg.data)
+    except DecodeError:
+        return None
+    if not (request.task_id and request.attempt and request.call_uuid and request.a_number):
+        return None
+    return request
+
+
+class Dialer:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        jetstream: JetStreamContext,
+        backend: TelephonyBackend,
+        settings: DialerSettings,
+    ) -> None:
+        self._engine = engine
+        self._jetstream = jetstream
+        self._backend = backend
+        self._settings = settings
+        self._calls: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Take no new calls; the ones in progress go on until they end."""
+        self._stopping = True
+        self._slot_free.set()
+
+    async def calls_finished(self) -> None:
+        if self._calls:
+            await asyncio.wait(set(self._calls))
+
+    async def run(self) -> None:
+        subscription = await bus.pull_consumer(
+            self._jetstream, bus.STREAM_DIAL, DURABLE, ack_wait_seconds=30
+        )
+        while not self._stopping:
+            free = self._settings.max_concurrent_calls - len(self._calls)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            for msg in await bus.fetch(subscription, min(free, 256)):
+                call = asyncio.create_task(self._handle(msg))
+                self._calls.add(call)
+                call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        self._slot_free.set()
+        if not call.cancelled() and call.exception() is not None:
+            log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
+
+    async def _handle(self, msg: Msg) -> None:
+        request = parse(msg)
+        if request is None:
+            log.error("poison dial request", extra={"action": "term", "subject": msg.subject})
+            await msg.term()
+            return
+        context = {
+            "client_id": request.client_id,
+            "queue_id": request.queue_id,
+            "task_id": request.task_id,
+            "attempt": request.attempt,
+            "call_uuid": request.call_uuid,
+        }
+        try:
+            async with transaction(self._engine) as conn:
+                may_dial = await repository.start_call(
+                    conn,
+                    call_uuid=request.call_uuid,
+                    client_id=request.client_id,
+                    queue_id=request.queue_id,
+                    task_id=request.task_id,
+                    attempt=request.attempt,
+                    backend=self._backend.name,
+                )
+        except StorageUnavailable:
+            await msg.nak(delay=1.0)
+            return
+        # From here the calls row guards the attempt: a redelivery can never dial it again.
+        await msg.ack()
+        if not may_dial:
+            log.info(
+                "not dialing: attempt gone or already dialed", extra={"action": "skip", **context}
+            )
+            return
+        log.info("dialing", extra={"action": "dial", **context})
+        plan = CallPlan(
+            call_uuid=request.call_uuid,
+            a_numbers=(request.a_number, *request.extended_a_numbers),
+            b_number=request.b_number,
+            caller_id_name=request.caller_id_name,
+            caller_id_number=request.caller_id_number,
+            extension_id=request.extension_id,
+        )
+
+        async def connected() -> None:
+            await self._publish(request, events_pb2.CallEvent.KIND_CONNECTED, None)
+
+        report = await self._backend.place_call(plan, connected)
+        await self._save(request.call_uuid, report)
+        await self._publish(request, events_pb2.CallEvent.KIND_ENDED, report)
+        log.info("call ended", extra={"action": "call_ended", "outcome": report.outcome, **context})
+
+    async def _save(self, call_uuid: str, report: CallReport) -> None:
+        """Store the record; retried through a database outage (the dispatcher's lease
+        expiry reads it from here if the ended event is lost)."""
+        delay, waited = 0.2, 0.0
+        while True:
+            try:
+                async with transaction(self._engine) as conn:
+                    await repository.finish_call(
+                        conn,
+                        call_uuid,
+                        result=report.outcome,
+                        comment=report.comment,
+                        ended_at=report.ended,
+                        record=report.as_record(),
+                    )
+                return
+            except StorageUnavailable:
+                if waited >= self._settings.report_retry_seconds:
+                    log.error("call record not saved", extra={"action": "save_failed"})
+                    return
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
+    async def _publish(
+        self, request: events_pb2.DialRequest, kind: int, report: CallReport | None
+    ) -> None:
+        event = events_pb2.CallEvent(
+            kind=kind,  # type: ignore[arg-type]
+            task_id=request.task_id,
+            attempt=request.attempt,
+            call_uuid=request.call_uuid,
+            outcome=OUTCOMES[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
+            comment=report.comment if report else "",
+        )
+        name = "connected" if kind == events_pb2.CallEvent.KIND_CONNECTED else "ended"
+        await bus.publish_until_stored(
+            self._jetstream,
+            f"{bus.SUBJECT_CALLS}.{name}",
+            event.SerializeToString(),
+            f"{name}:{request.task_id}:{request.attempt}",
+            give_up=self._settings.report_retry_seconds,
+        )

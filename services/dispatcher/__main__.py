@@ -1,0 +1,64 @@
+"""`python -m services.dispatcher`: scheduling, retries and task state (any number of replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.common import bus, logs
+from services.common.db import make_engine
+from services.common.grpcserver import serve
+from services.common.wakeup import listen_forever
+from services.dispatcher.consumer import CallEventConsumer
+from services.dispatcher.outbox import OutboxPublisher
+from services.dispatcher.repository import WAKE_CHANNEL
+from services.dispatcher.scheduler import Scheduler
+from services.dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger(__name__)
+
+
+async def main() -> None:
+    settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
+    logs.configure(settings.log_level)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    nats_client, jetstream = await bus.connect(settings.nats_url, "dispatcher")
+
+    wake = asyncio.Event()
+    publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)
+    scheduler = Scheduler(engine, settings, wake, publisher.ready)
+    consumer = CallEventConsumer(engine, jetstream, settings.result_batch, publisher.ready)
+    listener = asyncio.create_task(listen_forever(settings.database_url, WAKE_CHANNEL, wake))
+    workers = [
+        asyncio.create_task(scheduler.run()),
+        asyncio.create_task(consumer.run()),
+        asyncio.create_task(publisher.run()),
+    ]
+
+    async def shutdown() -> None:
+        # Claim nothing more, apply what was fetched, publish what was committed.
+        scheduler.stop()
+        consumer.stop()
+        publisher.stop()
+        await asyncio.wait(workers, timeout=10)
+        with contextlib.suppress(Exception):
+            await publisher.flush()
+        listener.cancel()
+        for worker in workers:
+            worker.cancel()
+        await nats_client.drain()
+        await engine.dispose()
+
+    def crash(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker died", exc_info=task.exception(), extra={"action": "crash"})
+            raise SystemExit(1)
+
+    for worker in workers:
+        worker.add_done_callback(crash)
+    await serve(settings.grpc_address, lambda server: [], on_shutdown=shutdown)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,48 @@
+"""Outgoing messages of the dispatcher, built from task rows (protobuf, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.v1 import events_pb2
+
+from services.common.bus import SUBJECT_DIAL, SUBJECT_EVENTS
+from services.common.task_view import task_to_proto
+from services.common.timefmt import format_utc
+from services.dispatcher.lifecycle import EVENT_URL_FIELDS, event_id
+from services.dispatcher.repository import Message
+
+
+def dial_request(task: Any) -> Message:
+    """Ask a dialer to place the call of the task's current attempt."""
+    params = task.callback_params or {}
+    request = events_pb2.DialRequest(
+        task_id=task.id,
+        attempt=task.attempts,
+        call_uuid=task.cdr,
+        client_id=task.client_id,
+        queue_id=task.queue_id,
+        a_number=task.a_number,
+        b_number=task.b_number,
+        extended_a_numbers=params.get("extended_a_numbers", []),
+        caller_id_name=params.get("caller_id_name", ""),
+        caller_id_number=params.get("caller_id_number", ""),
+        extension_id=task.extension_id,
+    )
+    return Message(SUBJECT_DIAL, f"dial:{task.id}:{task.attempts}", request.SerializeToString())
+
+
+def task_event(task: Any, event: str) -> Message:
+    """A webhook event for the notifier, carrying the task as the API shows it now."""
+    ident = event_id(task.id, task.attempts, event)
+    payload = events_pb2.TaskEvent(
+        event_id=ident,
+        event=event,
+        attempt=task.attempts,
+        occurred_at=format_utc(datetime.now(UTC)),
+        client_id=task.client_id,
+        url=getattr(task, EVENT_URL_FIELDS[event]),
+        task=task_to_proto(task),
+    )
+    return Message(f"{SUBJECT_EVENTS}.{event}", ident, payload.SerializeToString())

@@ -1,0 +1,239 @@
+"""Every SQL statement the dispatcher runs, one function each.
+
+The claim is the heart of the system. Its three steps run in one transaction per queue:
+
+1. `lock_queue` takes the queue row FOR UPDATE SKIP LOCKED. Only one dispatcher at a time
+   claims for a queue; the others skip it (they do not wait) and serve other queues.
+2. `count_in_flight` runs *after* the lock, so its snapshot includes every claim committed
+   by the dispatcher that held the lock before: the count is exact, and
+   `limit - in_flight` tasks can be started without ever exceeding the limit.
+3. `claim_due_tasks` moves up to that many due tasks to `executed` (FOR UPDATE SKIP LOCKED
+   on the task rows, so a task being deleted or resolved concurrently is left alone).
+
+Due-ness is always decided by the database clock (`now()`), never by a dispatcher's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, delete, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.models import Call, OutboxMessage, Task
+
+WAKE_CHANNEL = "callback_scheduler_wake"
+
+tasks = cast(Table, Task.__table__)
+calls = cast(Table, Call.__table__)
+outbox = cast(Table, OutboxMessage.__table__)
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+_QUEUES_WITH_DUE_WORK = text("""
+    SELECT q.id
+    FROM queues q
+    WHERE q.status = 'on'
+      AND EXISTS (SELECT 1 FROM tasks t
+                  WHERE t.queue_id = q.id
+                    AND t.status IN ('scheduled', 'delayed')
+                    AND t.next_run_at <= now())
+""")
+
+
+async def queues_with_due_work(conn: AsyncConnection) -> list[int]:
+    """Ids of switched-on queues that have at least one due task (no locks taken)."""
+    return list((await conn.execute(_QUEUES_WITH_DUE_WORK)).scalars())
+
+
+_LOCK_QUEUE = text("""
+    SELECT concurrent_task_limit FROM queues
+    WHERE id = :queue_id AND status = 'on'
+    FOR UPDATE SKIP LOCKED
+""")
+
+
+async def lock_queue(conn: AsyncConnection, queue_id: int) -> int | None:
+    """Step 1: lock a switched-on queue for claiming; its limit, or None if taken or off."""
+    limit = (await conn.execute(_LOCK_QUEUE, {"queue_id": queue_id})).scalar_one_or_none()
+    return None if limit is None else int(limit)
+
+
+_COUNT_IN_FLIGHT = text(
+    "SELECT count(*) FROM tasks WHERE queue_id = :queue_id AND status = 'executed'"
+)
+
+
+async def count_in_flight(conn: AsyncConnection, queue_id: int) -> int:
+    """Step 2: callbacks of the queue in progress now (run after lock_queue)."""
+    return int((await conn.execute(_COUNT_IN_FLIGHT, {"queue_id": queue_id})).scalar_one())
+
+
+_CLAIM_DUE_TASKS = text("""
+    WITH due AS (
+        SELECT id FROM tasks
+        WHERE queue_id = :queue_id
+          AND status IN ('scheduled', 'delayed')
+          AND next_run_at <= now()
+        ORDER BY next_run_at, id
+        LIMIT :how_many
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE tasks t
+    SET status = 'executed',
+        attempts = t.attempts + 1,
+        cdr = gen_random_uuid()::text,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM due
+    WHERE t.id = due.id
+    RETURNING t.*
+""")
+
+
+async def claim_due_tasks(
+    conn: AsyncConnection, queue_id: int, how_many: int, lease_seconds: float
+) -> Sequence[Row[Any]]:
+    """Step 3: start the next attempt of up to `how_many` due tasks, earliest due first."""
+    params = {"queue_id": queue_id, "how_many": how_many, "lease_seconds": lease_seconds}
+    rows: Sequence[Row[Any]] = (await conn.execute(_CLAIM_DUE_TASKS, params)).all()
+    return rows
+
+
+_SECONDS_UNTIL_NEXT_WAKE = text("""
+    SELECT EXTRACT(EPOCH FROM LEAST(
+        (SELECT min(w.next_run_at)
+         FROM queues q
+         CROSS JOIN LATERAL (
+             SELECT t.next_run_at FROM tasks t
+             WHERE t.queue_id = q.id AND t.status IN ('scheduled', 'delayed')
+             ORDER BY t.next_run_at LIMIT 1) w
+         WHERE q.status = 'on'
+           AND (SELECT count(*) FROM tasks e
+                WHERE e.queue_id = q.id AND e.status = 'executed') < q.concurrent_task_limit),
+        (SELECT min(lease_expires_at) FROM tasks WHERE status = 'executed')
+    ) - now())
+""")
+
+
+async def seconds_until_next_wake(conn: AsyncConnection) -> float | None:
+    """Seconds until a waiting task of a queue with free capacity is due, or a lease ends.
+
+    None when nothing is waiting. Queues at their limit are left out: they wake the
+    dispatcher when a callback ends (notify_wake), not when their next task is due.
+    """
+    value = (await conn.execute(_SECONDS_UNTIL_NEXT_WAKE)).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+async def lock_task(conn: AsyncConnection, task_id: int) -> Row[Any] | None:
+    """Lock one task to apply a call result to it (waits for a concurrent claim or delete)."""
+    stmt = select(tasks).where(tasks.c.id == task_id).with_for_update()
+    return (await conn.execute(stmt)).one_or_none()
+
+
+_EXPIRED_LEASES = text("""
+    SELECT * FROM tasks
+    WHERE status = 'executed' AND lease_expires_at <= now()
+    ORDER BY lease_expires_at
+    LIMIT :how_many
+    FOR UPDATE SKIP LOCKED
+""")
+
+
+async def lock_expired_leases(conn: AsyncConnection, how_many: int) -> Sequence[Row[Any]]:
+    """Executed tasks whose attempt ran out of time, locked (a dialer holding one is skipped)."""
+    rows: Sequence[Row[Any]] = (await conn.execute(_EXPIRED_LEASES, {"how_many": how_many})).all()
+    return rows
+
+
+async def call_of_attempt(conn: AsyncConnection, task_id: int, attempt: int) -> Row[Any] | None:
+    """The call placed for an attempt, if the dialer placed one."""
+    stmt = select(calls).where(calls.c.task_id == task_id, calls.c.attempt == attempt)
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def mark_call_lost(conn: AsyncConnection, call_uuid: str) -> None:
+    """A call that never reported its end: record it as lost."""
+    stmt = text("""
+        UPDATE calls SET result = 'lost', comment = :comment, ended_at = now()
+        WHERE call_uuid = :call_uuid AND result = 'in_progress'
+    """)
+    comment = "no result from the dialer before the attempt's deadline"
+    await conn.execute(stmt, {"call_uuid": call_uuid, "comment": comment})
+
+
+_END_ATTEMPT = text("""
+    UPDATE tasks
+    SET status = :status,
+        finish_result = :finish_result,
+        finish_comment = :finish_comment,
+        lease_expires_at = NULL,
+        next_run_at = CASE
+            WHEN CAST(:retry_after AS integer) IS NULL THEN next_run_at
+            ELSE now() + make_interval(secs => CAST(:retry_after AS integer))
+        END
+    WHERE id = :task_id
+    RETURNING *
+""")
+
+
+async def end_attempt(
+    conn: AsyncConnection,
+    task_id: int,
+    *,
+    status: str,
+    finish_result: str,
+    finish_comment: str,
+    retry_after: int | None,
+) -> Row[Any]:
+    """Apply the resolution of an attempt: delayed until the next one, or finished."""
+    params = {
+        "task_id": task_id,
+        "status": status,
+        "finish_result": finish_result,
+        "finish_comment": finish_comment,
+        "retry_after": retry_after,
+    }
+    row: Row[Any] = (await conn.execute(_END_ATTEMPT, params)).one()
+    return row
+
+
+async def notify_wake(conn: AsyncConnection) -> None:
+    """Tell every dispatcher (at commit) that capacity was freed or work became due."""
+    await conn.execute(text("SELECT pg_notify(:channel, 'dispatcher')"), {"channel": WAKE_CHANNEL})
+
+
+async def add_to_outbox(conn: AsyncConnection, messages: Sequence[Message]) -> None:
+    """Queue messages for publishing, in order; a message already queued is not queued twice."""
+    if not messages:
+        return
+    rows = [{"subject": m.subject, "msg_id": m.msg_id, "payload": m.payload} for m in messages]
+    stmt = pg_insert(outbox).on_conflict_do_nothing(index_elements=["msg_id"])
+    await conn.execute(stmt, rows)
+
+
+async def take_outbox_batch(
+    conn: AsyncConnection, how_many: int
+) -> Sequence[Row[int, str, str, bytes]]:
+    """The oldest unpublished messages, locked so another publisher takes the next ones."""
+    stmt = (
+        select(outbox.c.id, outbox.c.subject, outbox.c.msg_id, outbox.c.payload)
+        .order_by(outbox.c.id)
+        .limit(how_many)
+        .with_for_update(skip_locked=True)
+    )
+    return (await conn.execute(stmt)).all()
+
+
+async def delete_outbox(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Forget messages JetStream has stored."""
+    await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))

@@ -1,0 +1,146 @@
+"""The dispatch loop: claim due work, resolve lost attempts, sleep until the next due time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db import transaction
+from services.common.errors import StorageUnavailable
+from services.dispatcher import repository
+from services.dispatcher.lifecycle import resolve_attempt, start_event
+from services.dispatcher.messages import dial_request, task_event
+from services.dispatcher.results import apply_resolution
+from services.dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Starts attempts when they are due, within each queue's concurrent_task_limit."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: DispatcherSettings,
+        wake: asyncio.Event,
+        outbox_ready: asyncio.Event,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._wake = wake
+        self._outbox_ready = outbox_ready
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the current transaction, then claim nothing more."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                busy = await self._claim_pass() + await self._expire_leases()
+                if busy:
+                    self._outbox_ready.set()
+                    continue  # there may be more: claim until a pass finds nothing
+                delay = await self._seconds_until_next_wake()
+                backoff = 0.1
+            except StorageUnavailable:
+                log.warning("database unavailable", extra={"action": "claim_retry"})
+                delay, backoff = backoff, min(backoff * 2, 5.0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def _seconds_until_next_wake(self) -> float:
+        async with transaction(self._engine) as conn:
+            seconds = await repository.seconds_until_next_wake(conn)
+        if seconds is None:
+            return self._settings.max_idle_seconds
+        return min(max(seconds, 0.0), self._settings.max_idle_seconds)
+
+    async def _claim_pass(self) -> int:
+        """One round over the queues with due work: at most claim_batch tasks each (fairness)."""
+        async with transaction(self._engine) as conn:
+            queue_ids = await repository.queues_with_due_work(conn)
+        # Replicas walk the queues in different orders, so they rarely meet on a lock.
+        random.shuffle(queue_ids)
+        claimed = 0
+        for queue_id in queue_ids:
+            if self._stopping:
+                break
+            claimed += await self._claim_for_queue(queue_id)
+        return claimed
+
+    async def _claim_for_queue(self, queue_id: int) -> int:
+        async with transaction(self._engine) as conn:
+            limit = await repository.lock_queue(conn, queue_id)
+            if limit is None:
+                return 0  # another dispatcher holds it, or it was just switched off
+            free = limit - await repository.count_in_flight(conn, queue_id)
+            if free <= 0:
+                return 0
+            how_many = min(free, self._settings.claim_batch)
+            started = await repository.claim_due_tasks(
+                conn, queue_id, how_many, self._settings.attempt_lease_seconds
+            )
+            messages = []
+            for task in sorted(started, key=lambda row: row.id):
+                messages.append(task_event(task, start_event(task.attempts)))
+                messages.append(dial_request(task))
+            await repository.add_to_outbox(conn, messages)
+        for task in started:
+            log.info(
+                "attempt started",
+                extra={
+                    "action": "claim",
+                    "client_id": task.client_id,
+                    "queue_id": queue_id,
+                    "task_id": task.id,
+                    "attempt": task.attempts,
+                    "call_uuid": task.cdr,
+                },
+            )
+        return len(started)
+
+    async def _expire_leases(self) -> int:
+        """Resolve attempts whose lease ran out: with the call's result if the dialer saved
+        one, else as lost. The task's attempt number moves on, so a late dial is refused."""
+        async with transaction(self._engine) as conn:
+            expired = await repository.lock_expired_leases(conn, self._settings.claim_batch)
+            for task in expired:
+                call = await repository.call_of_attempt(conn, task.id, task.attempts)
+                if call is not None and call.result != "in_progress":
+                    outcome, comment = call.result, call.comment
+                else:
+                    outcome, comment = "lost", ""
+                    if call is not None:
+                        await repository.mark_call_lost(conn, call.call_uuid)
+                resolution = resolve_attempt(
+                    outcome=outcome,
+                    comment=comment,
+                    attempt=task.attempts,
+                    try_count=task.try_count,
+                    try_again_pause=task.try_again_pause,
+                )
+                await apply_resolution(conn, task, resolution)
+                log.warning(
+                    "attempt lease expired",
+                    extra={
+                        "action": "lease_expired",
+                        "client_id": task.client_id,
+                        "queue_id": task.queue_id,
+                        "task_id": task.id,
+                        "attempt": task.attempts,
+                        "outcome": outcome,
+                    },
+                )
+            if expired:
+                await repository.notify_wake(conn)
+        return len(expired)
