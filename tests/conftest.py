@@ -6,6 +6,8 @@ freshly named tenant, and tenants cannot see each other (which is itself under t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -32,6 +34,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(size: int = 10) -> int:
+    """A port p such that p .. p+size-1 are all free now (replica i listens on p+i)."""
+    while True:
+        base = free_port()
+        if base + size > 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as sockets:
+                for port in range(base, base + size):
+                    sock = sockets.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+
+
+# Phones of the simulated telephony backend in tests: numbers choose their behaviour.
+SIMULATED_RULES = [
+    {"pattern": "*486", "behaviour": "busy", "ring_seconds": 0.05},
+    {"pattern": "*480", "behaviour": "no_answer"},
+    {"pattern": "*603", "behaviour": "reject", "ring_seconds": 0.05},
+    # Long calls, to hold a queue's capacity for a while.
+    {"pattern": "*900", "behaviour": "answer", "ring_seconds": 0.05, "talk_seconds": 1.5},
+    {"pattern": "*", "behaviour": "answer", "ring_seconds": 0.05, "talk_seconds": 0.1},
+]
+LONG_CALL_NUMBER = "+15550000900"
+BUSY_NUMBER = "+15550000486"
+NO_ANSWER_NUMBER = "+15550000480"
+REJECT_NUMBER = "+15550000603"
+
+
+def service_env(**overrides: str) -> dict[str, str]:
+    """Service settings for test stacks: fast phones, short ring timeout and lease."""
+    env = {
+        "DIALER_SIMULATED_RULES": json.dumps(SIMULATED_RULES),
+        "DIALER_RING_TIMEOUT_SECONDS": "0.3",
+        "DIALER_MAX_CALL_SECONDS": "5",
+        "DISPATCHER_ATTEMPT_LEASE_SECONDS": "20",
+    }
+    env.update(overrides)
+    return env
+
+
 def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
     """Settings for a stack on free loopback ports, with its state in state_dir."""
     values: dict[str, object] = {
@@ -41,6 +86,10 @@ def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
         "api_grpc_port": free_port(),
         "nats_port": free_port(),
         "database_url": None,
+        "dispatchers": 3,
+        "dialers": 2,
+        "dispatcher_grpc_port": free_port_block(),
+        "dialer_grpc_port": free_port_block(),
     }
     values.update(overrides)
     return StackSettings.model_validate(values)
@@ -74,7 +123,12 @@ def make_state_dir() -> Iterator[StateDirFactory]:
 @pytest.fixture(scope="session")
 def stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
     state_dir = make_state_dir("stack")
-    running = Stack(stack_settings(state_dir), log_dir=state_dir / "logs")
+    # Three dispatchers and two dialers: every test runs against replicas.
+    running = Stack(
+        stack_settings(state_dir),
+        log_dir=state_dir / "logs",
+        service_env=service_env(),
+    )
     running.start()
     yield running
     running.stop()
