@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.auth import AUDIENCE, ISSUER
+from services.common.auth import ISSUER
 
 LUA_SCRIPT = Path(__file__).with_name("bare_arrays.lua")
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -101,7 +101,8 @@ def _http_filters(settings: EnvoySettings) -> list[dict[str, Any]]:
                 "providers": {
                     "local": {
                         "issuer": ISSUER,
-                        "audiences": [AUDIENCE],
+                        # No `audiences` here: Envoy answers a wrong audience with 403, the
+                        # contract wants 401 for any invalid token; the api checks it (401).
                         "local_jwks": {"filename": str(settings.jwks_file)},
                         # The api service verifies the token again: keep it on the request.
                         "forward": True,

@@ -61,11 +61,21 @@ def _url(value: str) -> str:
     return value  # kept exactly as sent: receivers may sign or compare it
 
 
-def _start_time(value: str) -> datetime:
+MIN_START_YEAR = 1970
+
+
+def _start_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError("utc_time", "must be a string YYYY-MM-DD HH:MM:SS (UTC)")
     try:
-        return parse_utc(value)
+        moment = parse_utc(value)
     except ValueError as err:
         raise PydanticCustomError("utc_time", str(err)) from None
+    if moment.year < MIN_START_YEAR:
+        raise PydanticCustomError("utc_time", f"must be in {MIN_START_YEAR} or later")
+    return moment
 
 
 def _pause(value: Any) -> int:

@@ -142,3 +142,12 @@ async def fetch(subscription: JetStreamContext.PullSubscription, batch: int) -> 
 
 
 Handler = Callable[[Sequence[Msg]], Awaitable[None]]
+
+
+async def close(client: NATS, drain_seconds: float = 2.0) -> None:
+    """Drain (flush what was published, stop subscriptions), or close if draining hangs:
+    nats-py's drain can wait forever on a pull subscription with a fetch in flight."""
+    try:
+        await asyncio.wait_for(client.drain(), drain_seconds)
+    except TimeoutError:
+        await client.close()

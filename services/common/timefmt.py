@@ -10,8 +10,9 @@ _INPUT_FORMATS = (WIRE_FORMAT, "%Y-%m-%d %H:%M")
 
 
 def format_utc(moment: datetime) -> str:
-    """Render an aware datetime as the contract's UTC string."""
-    return moment.astimezone(UTC).strftime(WIRE_FORMAT)
+    """Render an aware datetime as the contract's UTC string (4-digit year, always)."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-" + utc.strftime("%m-%d %H:%M:%S")
 
 
 def parse_utc(text: str) -> datetime:

@@ -33,7 +33,7 @@ async def main() -> None:
         dialer.stop()
         await dialer.calls_finished()
         worker.cancel()
-        await nats_client.drain()
+        await bus.close(nats_client)
         await engine.dispose()
 
     await serve(

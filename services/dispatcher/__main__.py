@@ -47,7 +47,7 @@ async def main() -> None:
         listener.cancel()
         for worker in workers:
             worker.cancel()
-        await nats_client.drain()
+        await bus.close(nats_client)
         await engine.dispose()
 
     def crash(task: asyncio.Task[None]) -> None:

@@ -185,17 +185,13 @@ def test_start_time_is_echoed_in_wire_format(
 
 
 @pytest.mark.parametrize("sent", ["0001-01-01 00:00:00", "0999-12-31 23:59"])
-def test_a_start_time_before_year_1000_is_refused_or_kept_in_wire_format(
-    api: httpx.Client, tenant: str, sent: str
-) -> None:
+def test_a_start_time_before_1970_is_refused(api: httpx.Client, tenant: str, sent: str) -> None:
     response = api.post(
         f"{new_queue(api, tenant)}/tasks/", json={"tasks": [TASK | {"start_time_utc": sent}]}
     )
 
-    if response.status_code == 200:
-        assert WIRE_TIME.fullmatch(response.json()[0]["start_time_utc"]), response.text
-    else:
-        assert_error(response, 400)
+    assert_error(response, 400)
+    assert "start_time_utc" in response.text
 
 
 def test_callback_params_round_trip(api: httpx.Client, tenant: str) -> None:

@@ -70,7 +70,6 @@ QUEUE_CREATE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("name", {"name": "nul\u0000byte"}),
     ("comment", {"comment": 5}),
     ("comment", {"comment": {"text": "x"}}),
-    ("comment", {"comment": ["x"]}),
     ("comment", {"comment": "x" * 4001}),
     ("status", {"status": "ON"}),
     ("status", {"status": "enabled"}),
@@ -121,7 +120,6 @@ QUEUE_UPDATE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("status", {"status": "OFF"}),
     ("status", {"status": ""}),
     ("status", {"status": 0}),
-    ("status", {"status": ["on"]}),
     ("concurrent_task_limit", {"concurrent_task_limit": 0}),
     ("concurrent_task_limit", {"concurrent_task_limit": -5}),
     ("concurrent_task_limit", {"concurrent_task_limit": "many"}),
@@ -175,7 +173,6 @@ TASK_CASES: list[tuple[str, dict[str, Any]]] = [
     ("b_number", task(b_number="9" * 33)),
     ("b_number", task(b_number="")),
     ("b_number", task(b_number=MISSING)),
-    ("b_number", task(b_number=["101"])),
     ("name", task(name=5)),
     ("name", task(name="x" * 256)),
     ("name", task(name="nul\u0000byte")),
@@ -212,7 +209,6 @@ TASK_CASES: list[tuple[str, dict[str, Any]]] = [
     ("start_time_utc", task(start_time_utc="2030-01-02")),
     ("start_time_utc", task(start_time_utc=1893553445)),
     ("callback_params", task(callback_params="caller")),
-    ("callback_params", task(callback_params=["caller"])),
     ("callback_params.caller_id_number", task(callback_params={"caller_id_number": "abc"})),
     ("callback_params.caller_id_number", task(callback_params={"caller_id_number": "1" * 33})),
     ("callback_params.caller_id_number", task(callback_params={"caller_id_number": 5})),
@@ -337,3 +333,25 @@ def test_a_body_just_under_4_mib_is_not_refused_for_size(api: httpx.Client, tena
 
     assert response.status_code == 200, response.text[:500]
     assert len(response.json()) == 900
+
+
+# Envoy's transcoder rejects a JSON list given for a single value before the api sees it,
+# with "Proto field is not repeating, cannot start list" and no field name (README, "Known
+# limits"). It is still a 400 JSON error, and nothing is stored.
+@pytest.mark.parametrize(
+    ("path_kind", "body"),
+    [
+        ("queues", {"comment": ["x"]}),
+        ("queues", {"status": ["on"]}),
+        ("tasks", {"tasks": [task(b_number=["101"])]}),
+        ("tasks", {"tasks": [task(callback_params=["caller"])]}),
+    ],
+)
+def test_a_list_for_a_single_value_is_a_400_and_stores_nothing(
+    api: httpx.Client, tenant: str, path_kind: str, body: dict[str, Any]
+) -> None:
+    queue = new_queue(api, tenant)
+    path = f"/client/{tenant}/task_scheduler/" if path_kind == "queues" else f"{queue}/tasks/"
+    assert_bad_request(api.post(path, json=body), None)
+    assert len(api.get(f"/client/{tenant}/task_scheduler/").json()) == 1
+    assert api.get(f"{queue}/task/").json() == []
