@@ -118,17 +118,7 @@ class Stack:
         self._migrate()
         jwks = ensure_keys(state)
 
-        nats_dir = state / "nats"
-        nats_dir.mkdir(exist_ok=True)
-        self._spawn(
-            "nats",
-            [
-                str(BIN / "nats-server"),
-                *("-js", "-sd", str(nats_dir)),
-                *("-a", "127.0.0.1", "-p", str(self.settings.nats_port)),
-            ],
-        )
-        self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
+        self.start_nats()
 
         self._spawn(
             "api",
@@ -166,6 +156,20 @@ class Stack:
             ],
         )
         self._wait("envoy", lambda: _http_ok(f"http://127.0.0.1:{envoy_settings.admin_port}/ready"))
+
+    def start_nats(self) -> None:
+        """Start NATS with JetStream (file storage in the state dir) and wait for it."""
+        nats_dir = self.settings.state_dir / "nats"
+        nats_dir.mkdir(exist_ok=True)
+        self._spawn(
+            "nats",
+            [
+                str(BIN / "nats-server"),
+                *("-js", "-sd", str(nats_dir)),
+                *("-a", "127.0.0.1", "-p", str(self.settings.nats_port)),
+            ],
+        )
+        self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
 
     def replica_target(self, kind: str, index: int) -> str:
         base = {

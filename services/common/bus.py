@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
@@ -132,16 +133,34 @@ async def pull_consumer(
 
 
 async def fetch(subscription: JetStreamContext.PullSubscription, batch: int) -> Sequence[Msg]:
-    """Long-poll for up to `batch` messages; an empty list after a quiet second."""
+    """Long-poll for up to `batch` messages; an empty list after a quiet second, or after
+    a pause while NATS is unreachable (the client reconnects by itself)."""
     try:
         return await subscription.fetch(batch=batch, timeout=1.0)
-    except NatsTimeout:
+    except (NatsTimeout, TimeoutError):
         return []
-    except TimeoutError:
+    except NatsError as err:
+        log.warning("fetch failed", extra={"action": "fetch_retry", "error": repr(err)})
+        await asyncio.sleep(0.5)
         return []
 
 
-Handler = Callable[[Sequence[Msg]], Awaitable[None]]
+async def pull_consumer_when_ready(
+    jetstream: JetStreamContext, stream: Stream, durable: str, *, ack_wait_seconds: float
+) -> JetStreamContext.PullSubscription:
+    """pull_consumer, retried while NATS is unreachable."""
+    delay = 0.2
+    while True:
+        try:
+            return await pull_consumer(
+                jetstream, stream, durable, ack_wait_seconds=ack_wait_seconds
+            )
+        except (NatsError, TimeoutError) as err:
+            log.warning(
+                "consumer not ready", extra={"action": "consumer_retry", "error": repr(err)}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def close(client: NATS, drain_seconds: float = 2.0) -> None:
@@ -151,3 +170,17 @@ async def close(client: NATS, drain_seconds: float = 2.0) -> None:
         await asyncio.wait_for(client.drain(), drain_seconds)
     except TimeoutError:
         await client.close()
+
+
+async def settle(msg: Msg, verdict: str, *, delay: float | None = None) -> None:
+    """ack / nak / term a message; if NATS is unreachable the message is redelivered later,
+    which every consumer here tolerates (they are idempotent)."""
+    try:
+        if verdict == "ack":
+            await msg.ack()
+        elif verdict == "nak":
+            await msg.nak(delay=delay)
+        else:
+            await msg.term()
+    except NatsError as err:
+        log.warning("could not settle message", extra={"action": verdict, "error": repr(err)})

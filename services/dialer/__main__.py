@@ -28,6 +28,14 @@ async def main() -> None:
     dialer = Dialer(engine, jetstream, backend, settings)
     worker = asyncio.create_task(dialer.run())
 
+    def crash(task: asyncio.Task[None]) -> None:
+        # A dialer that cannot take calls must not look healthy: exit, and be restarted.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker died", exc_info=task.exception(), extra={"action": "crash"})
+            raise SystemExit(1)
+
+    worker.add_done_callback(crash)
+
     async def shutdown() -> None:
         # Calls in progress finish first (and report); no new call starts.
         dialer.stop()

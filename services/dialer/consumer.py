@@ -73,7 +73,7 @@ class Dialer:
             await asyncio.wait(set(self._calls))
 
     async def run(self) -> None:
-        subscription = await bus.pull_consumer(
+        subscription = await bus.pull_consumer_when_ready(
             self._jetstream, bus.STREAM_DIAL, DURABLE, ack_wait_seconds=30
         )
         while not self._stopping:
@@ -97,7 +97,7 @@ class Dialer:
         request = parse(msg)
         if request is None:
             log.error("poison dial request", extra={"action": "term", "subject": msg.subject})
-            await msg.term()
+            await bus.settle(msg, "term")
             return
         context = {
             "client_id": request.client_id,
@@ -118,10 +118,10 @@ class Dialer:
                     backend=self._backend.name,
                 )
         except StorageUnavailable:
-            await msg.nak(delay=1.0)
+            await bus.settle(msg, "nak", delay=1.0)
             return
         # From here the calls row guards the attempt: a redelivery can never dial it again.
-        await msg.ack()
+        await bus.settle(msg, "ack")
         if not may_dial:
             log.info(
                 "not dialing: attempt gone or already dialed", extra={"action": "skip", **context}

@@ -105,7 +105,7 @@ class CallEventConsumer:
         self._stopping = True
 
     async def run(self) -> None:
-        subscription = await bus.pull_consumer(
+        subscription = await bus.pull_consumer_when_ready(
             self._jetstream, bus.STREAM_CALLS, DURABLE, ack_wait_seconds=30
         )
         while not self._stopping:
@@ -120,7 +120,7 @@ class CallEventConsumer:
                 parsed.append((msg, parse(msg)))
             except PoisonMessage as err:
                 log.error("poison message", extra={"action": "term", "error": str(err)})
-                await msg.term()
+                await bus.settle(msg, "term")
         if not parsed:
             return
         # Locks are taken in task order, so two replicas applying batches never deadlock.
@@ -132,7 +132,7 @@ class CallEventConsumer:
                 await repository.notify_wake(conn)
         except StorageUnavailable:
             for msg, _ in parsed:
-                await msg.nak(delay=1.0)
+                await bus.settle(msg, "nak", delay=1.0)
             return
         except Exception:
             log.exception("batch failed; applying one by one", extra={"action": "batch_retry"})
@@ -140,7 +140,7 @@ class CallEventConsumer:
             return
         self._outbox_ready.set()
         for msg, _ in parsed:
-            await msg.ack()
+            await bus.settle(msg, "ack")
 
     async def _one_by_one(self, parsed: Sequence[tuple[Msg, events_pb2.CallEvent]]) -> None:
         for msg, event in parsed:
@@ -149,13 +149,13 @@ class CallEventConsumer:
                     await apply_call_event(conn, event)
                     await repository.notify_wake(conn)
             except StorageUnavailable:
-                await msg.nak(delay=1.0)
+                await bus.settle(msg, "nak", delay=1.0)
             except Exception:
                 log.exception(
                     "call event cannot be applied",
                     extra={"action": "term", "task_id": event.task_id, "attempt": event.attempt},
                 )
-                await msg.term()
+                await bus.settle(msg, "term")
             else:
-                await msg.ack()
+                await bus.settle(msg, "ack")
         self._outbox_ready.set()

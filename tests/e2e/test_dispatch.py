@@ -1,0 +1,398 @@
+"""Task execution end to end: the real api, 3 dispatchers, 2 dialers (simulated phones),
+PostgreSQL and NATS. Life cycle, start times, queues switched on and off, concurrent_task_limit
+across replicas, retries, and deletes while tasks wait or run."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import httpx
+
+from deploy.local.stack import Stack
+from tests.conftest import BUSY_NUMBER, NO_ANSWER_NUMBER, REJECT_NUMBER
+from tests.e2e.dispatch_helpers import (
+    ANSWERING_NUMBER,
+    LONG_CALL,
+    OTHER_ANSWERING_NUMBER,
+    call_intervals,
+    calls_of_queue,
+    calls_of_task,
+    create_queue,
+    db_now,
+    max_overlap,
+    parse_wire,
+    wait_for,
+    whole_seconds_from_now,
+    wire_time,
+)
+
+# --- life cycle ---------------------------------------------------------------------------------
+
+
+def test_task_without_start_time_runs_at_once_and_connects(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one()
+    assert task["status"] == "scheduled" and task["cdr"] == ""
+
+    done = queue.wait_finished(task["id"], timeout=5)
+
+    assert done["finish_result"] == "success"
+    assert done["finish_comment"] == "A and B were connected"
+    assert str(uuid.UUID(done["cdr"])) == done["cdr"]
+    history = api.get(f"/client/{tenant}/call_history/{done['cdr']}")
+    assert history.status_code == 200, history.text
+    record = history.json()
+    assert record["call_uuid"] == done["cdr"]
+    assert record["task_id"] == task["id"]
+    assert record["scheduler_id"] == queue.id
+    assert record["attempt"] == 1
+    assert record["result"] == "connected"
+    assert [(leg["role"], leg["result"]) for leg in record["legs"]] == [
+        ("a", "answered"),
+        ("b", "answered"),
+    ]
+    assert [leg["number"] for leg in record["legs"]] == [ANSWERING_NUMBER, OTHER_ANSWERING_NUMBER]
+    assert [c.attempt for c in calls_of_task(stack, task["id"])] == [1]
+
+
+def test_future_start_time_waits_until_then(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant)
+    start = whole_seconds_from_now(3)
+    task = queue.add_one(start_time_utc=wire_time(start))
+    assert task["start_time_utc"] == wire_time(start)
+
+    # Still waiting until a moment before its start time (by the local clock; the machine's).
+    seen: list[str] = []
+    while time.time() < start.timestamp() - 0.3:
+        current = queue.must_task(task["id"])
+        seen.append(current["status"])
+        assert current["status"] == "scheduled", current
+        assert current["cdr"] == ""
+        time.sleep(0.05)
+    assert len(seen) > 10
+    done = queue.wait_finished(task["id"], timeout=8)
+
+    assert done["finish_result"] == "success"
+    [call] = calls_of_task(stack, task["id"])
+    assert call.started_at >= start, (call.started_at, start)
+    lateness = (call.started_at - start).total_seconds()
+    assert lateness < 2.0, f"started {lateness:.2f} s after its start time"
+
+
+def test_past_start_time_runs_at_once(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant)
+    before = db_now(stack)
+    task = queue.add_one(start_time_utc=wire_time(whole_seconds_from_now(-3600)))
+
+    done = queue.wait_finished(task["id"], timeout=5)
+
+    assert done["finish_result"] == "success"
+    [call] = calls_of_task(stack, task["id"])
+    assert (call.started_at - before).total_seconds() < 2.0
+
+
+# --- queue on / off -----------------------------------------------------------------------------
+
+
+def test_off_queue_holds_tasks_until_switched_on(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant, status="off", limit=5)
+    tasks = queue.add(*({"a_number": f"+1555010000{i}", "b_number": "101"} for i in range(3)))
+
+    time.sleep(1.5)  # bounded wait: nothing may happen on an off queue
+    for task in queue.tasks():
+        assert (task["status"], task["cdr"]) == ("scheduled", ""), task
+    assert calls_of_queue(stack, queue.id) == []
+
+    assert queue.set(status="on")["status"] == "on"
+    done = queue.wait_all_finished(timeout=5)
+
+    assert [t["id"] for t in done] == [t["id"] for t in tasks]
+    assert {t["finish_result"] for t in done} == {"success"}
+    assert len(calls_of_queue(stack, queue.id)) == 3
+
+
+def test_switching_off_lets_the_running_call_finish_and_starts_nothing_new(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant, limit=1)
+    running, *waiting = queue.add(
+        LONG_CALL,
+        {"a_number": "+15550200002", "b_number": "101"},
+        {"a_number": "+15550200003", "b_number": "101"},
+    )
+    queue.wait_status(running["id"], "executed", timeout=5)
+
+    assert queue.set(status="off")["status"] == "off"
+    finished = queue.wait_finished(running["id"], timeout=5)
+
+    assert finished["finish_result"] == "success"
+    time.sleep(1.0)  # bounded wait: the freed capacity starts no new attempt on an off queue
+    for task in waiting:
+        current = queue.must_task(task["id"])
+        assert (current["status"], current["cdr"]) == ("scheduled", ""), current
+    assert [c.task_id for c in calls_of_queue(stack, queue.id)] == [running["id"]]
+
+
+
+# --- concurrent_task_limit ----------------------------------------------------------------------
+
+
+def test_concurrent_task_limit_holds_across_replicas(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    wide = create_queue(api, tenant, status="off", limit=3)
+    narrow = create_queue(api, tenant, status="off", limit=1)
+    wide.add(*[LONG_CALL] * 8)
+    narrow.add(*[LONG_CALL] * 3)
+    # Both at once, so that the three dispatchers compete for both queues.
+    wide.set(status="on")
+    narrow.set(status="on")
+
+    wide_done = wide.wait_all_finished(timeout=20)
+    narrow_done = narrow.wait_all_finished(timeout=20)
+
+    assert {t["finish_result"] for t in wide_done + narrow_done} == {"success"}
+    wide_calls = calls_of_queue(stack, wide.id)
+    narrow_calls = calls_of_queue(stack, narrow.id)
+    assert len(wide_calls) == 8 and len(narrow_calls) == 3
+    # Equal to the limit: the audit can see overlaps, so "not above" means something.
+    assert max_overlap(call_intervals(wide_calls)) == 3
+    assert max_overlap(call_intervals(narrow_calls)) == 1
+
+
+def test_raising_the_limit_starts_more_at_once(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant, limit=1)
+    tasks = queue.add(*[LONG_CALL] * 3)
+    queue.wait_status(tasks[0]["id"], "executed", timeout=5)
+
+    queue.set(concurrent_task_limit=3)
+
+    # The other two start while the first is still talking (1.5 s), not after it.
+    def others_running() -> bool:
+        return len(calls_of_queue(stack, queue.id)) == 3
+
+    wait_for(others_running, 1.2, "the raised limit to start the waiting tasks")
+    assert queue.must_task(tasks[0]["id"])["status"] == "executed"
+    queue.wait_all_finished(timeout=5)
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+def test_busy_a_is_retried_after_the_pause_then_fails(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(a_number=BUSY_NUMBER, try_count=3, try_again_pause=1)
+
+    delayed = queue.wait_status(task["id"], "delayed", timeout=5)
+    assert delayed["finish_result"] == ""
+    assert "A was busy" in delayed["finish_comment"]
+    done = queue.wait_finished(task["id"], timeout=8)
+
+    assert done["finish_result"] == "failed"
+    assert "A was busy" in done["finish_comment"]
+    assert "3 attempts" in done["finish_comment"]
+    calls = calls_of_task(stack, task["id"])
+    assert [c.attempt for c in calls] == [1, 2, 3]
+    assert [c.result for c in calls] == ["a_busy"] * 3
+    assert done["cdr"] == calls[-1].call_uuid
+    assert len({c.call_uuid for c in calls}) == 3
+    for earlier, later in zip(calls, calls[1:], strict=False):
+        gap = (later.started_at - earlier.started_at).total_seconds()
+        assert gap >= 1.0, f"attempt {later.attempt} started {gap:.3f} s after the one before"
+
+
+FAILURES = {
+    # (a_number, b_number): the reason a person reads in finish_comment
+    (BUSY_NUMBER, "101"): "A was busy",
+    (NO_ANSWER_NUMBER, "101"): "A did not answer",
+    (REJECT_NUMBER, "101"): "A rejected the call",
+    (ANSWERING_NUMBER, BUSY_NUMBER): "B was busy",
+    (ANSWERING_NUMBER, NO_ANSWER_NUMBER): "B did not answer",
+    (ANSWERING_NUMBER, REJECT_NUMBER): "B rejected the call",
+}
+
+
+def test_failed_calls_are_explained_in_finish_comment(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant, limit=len(FAILURES))
+    tasks = queue.add(*({"a_number": a, "b_number": b} for a, b in FAILURES))
+
+    done = {t["id"]: t for t in queue.wait_all_finished(timeout=5)}
+
+    for task, reason in zip(tasks, FAILURES.values(), strict=True):
+        final = done[task["id"]]
+        assert final["finish_result"] == "failed", final
+        assert final["finish_comment"] == f"{reason} (1 attempt made)", final
+        [call] = calls_of_task(stack, task["id"])
+        assert call.call_uuid == final["cdr"]
+
+
+def test_successful_task_with_tries_left_makes_one_call(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(try_count=3, try_again_pause=0)
+
+    done = queue.wait_finished(task["id"], timeout=5)
+    time.sleep(0.5)  # bounded wait: no further attempt may follow a success
+
+    assert done["finish_result"] == "success"
+    assert [c.attempt for c in calls_of_task(stack, task["id"])] == [1]
+
+
+def test_zero_pause_retries_at_once(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(b_number=BUSY_NUMBER, try_count=3, try_again_pause="0")
+    assert task["try_again_pause"] == "0"
+
+    done = queue.wait_finished(task["id"], timeout=5)
+
+    assert done["finish_result"] == "failed"
+    assert done["finish_comment"] == "B was busy (3 attempts made)"
+    calls = calls_of_task(stack, task["id"])
+    assert [c.attempt for c in calls] == [1, 2, 3]
+    assert (calls[-1].started_at - calls[0].started_at).total_seconds() < 2.0
+
+
+# --- deletes ------------------------------------------------------------------------------------
+
+
+def test_deleted_scheduled_task_is_never_called(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    start = whole_seconds_from_now(2)
+    task = queue.add_one(start_time_utc=wire_time(start))
+    # A companion due at the same moment proves the queue did run then.
+    companion = queue.add_one(start_time_utc=wire_time(start))
+
+    queue.delete_task(task["id"])
+
+    assert queue.task(task["id"]) is None
+    queue.wait_finished(companion["id"], timeout=6)
+    time.sleep(max(0.0, start.timestamp() + 1.0 - time.time()))  # bounded: nothing may happen
+    assert calls_of_task(stack, task["id"]) == []
+
+
+def test_deleted_delayed_task_is_not_tried_again(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(a_number=BUSY_NUMBER, try_count=3, try_again_pause=2)
+    queue.wait_status(task["id"], "delayed", timeout=5)
+
+    queue.delete_task(task["id"])
+
+    assert queue.task(task["id"]) is None
+    [first] = calls_of_task(stack, task["id"])
+    assert first.ended_at is not None
+    # Bounded wait past the moment the next attempt was due (the pause counts from the end
+    # of the first call, by the database clock), then some.
+    due = first.ended_at + timedelta(seconds=2)
+    while db_now(stack) < due + timedelta(seconds=1):
+        time.sleep(0.1)
+    assert [c.attempt for c in calls_of_task(stack, task["id"])] == [1]
+
+
+def test_deleted_executing_task_call_ends_and_is_not_retried(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(**LONG_CALL, try_count=3, try_again_pause=0)
+    queue.wait_status(task["id"], "executed", timeout=5)
+    wait_for(lambda: calls_of_task(stack, task["id"]), 5, "the dialer to place the call")
+
+    queue.delete_task(task["id"])
+
+    assert queue.task(task["id"]) is None
+    assert api.get(f"{queue.path}/task/{task['id']}").status_code == 404
+
+    def ended() -> bool:
+        return all(c.result != "in_progress" for c in calls_of_task(stack, task["id"]))
+
+    wait_for(ended, 5, "the call in progress to end")
+    time.sleep(0.5)  # bounded wait: no new attempt for a deleted task
+    [call] = calls_of_task(stack, task["id"])
+    assert call.attempt == 1
+    assert call.ended_at is not None
+    assert call.result in ("connected", "lost") or call.result.startswith(("a_", "b_"))
+
+
+def test_deleting_an_executing_task_keeps_the_queue_within_its_limit(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    """The call of a deleted task may still be in progress: the queue's limit counts
+    callbacks in progress, so the next task may not start on top of it."""
+    queue = create_queue(api, tenant, limit=1)
+    first, second = queue.add(
+        LONG_CALL,
+        {"a_number": "+15550400002", "b_number": "101"},
+    )
+    wait_for(lambda: calls_of_task(stack, first["id"]), 5, "the first call to start")
+
+    queue.delete_task(first["id"])
+    queue.wait_finished(second["id"], timeout=6)
+
+    def first_ended() -> bool:
+        return all(c.ended_at is not None for c in calls_of_task(stack, first["id"]))
+
+    wait_for(first_ended, 5, "the deleted task's call to end")
+    calls = calls_of_queue(stack, queue.id)
+    assert len(calls) == 2
+    assert max_overlap(call_intervals(calls)) <= 1, [
+        (c.task_id, c.started_at, c.ended_at) for c in calls
+    ]
+
+
+def test_deleted_queue_starts_no_new_call(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant, limit=2)
+    running = queue.add(LONG_CALL, LONG_CALL)
+    waiting = queue.add(*({"a_number": f"+155505100{i:02d}", "b_number": "101"} for i in range(4)))
+
+    def both_dialed() -> bool:
+        return len(calls_of_queue(stack, queue.id)) == 2
+
+    wait_for(both_dialed, 5, "both long calls to be placed")
+
+    queue.delete()
+    deleted_at = db_now(stack)
+
+    assert api.get(queue.path).status_code == 404
+    for task in running + waiting:
+        assert api.get(f"{queue.path}/task/{task['id']}").status_code == 404
+
+    def calls_ended() -> bool:
+        return all(c.result != "in_progress" for c in calls_of_queue(stack, queue.id))
+
+    wait_for(calls_ended, 5, "the calls in progress to end")
+    time.sleep(0.5)  # bounded wait: nothing new may start
+    calls = calls_of_queue(stack, queue.id)
+    late = [c for c in calls if c.started_at >= deleted_at]
+    assert late == [], f"calls started after the DELETE answered at {deleted_at}: {late}"
+    assert {c.task_id for c in calls} == {t["id"] for t in running}
+
+
+def test_deleting_another_tasks_queue_does_not_stop_ours(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    ours = create_queue(api, tenant)
+    doomed = create_queue(api, tenant)
+    doomed.add_one()
+    task = ours.add_one(start_time_utc=wire_time(whole_seconds_from_now(1)))
+
+    doomed.delete()
+
+    done = ours.wait_finished(task["id"], timeout=6)
+    assert done["finish_result"] == "success"
+    assert parse_wire(done["start_time_utc"]) <= calls_of_task(stack, task["id"])[0].started_at

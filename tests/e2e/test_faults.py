@@ -1,0 +1,180 @@
+"""Crashes and restarts mid-run: kill -9 of a dispatcher and a dialer, NATS restarting,
+SIGTERM of the dialers during calls. Every task still finishes, no (task, attempt) is
+dialed twice, and no queue goes over its concurrent_task_limit."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import httpx
+import psycopg
+import pytest
+
+from deploy.local.stack import Stack
+from tests.conftest import LONG_CALL_NUMBER, StateDirFactory, service_env, stack_settings
+
+DIALERS = 2
+DISPATCHERS = 2
+
+
+@pytest.fixture(scope="module")
+def fault_stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
+    """A stack of its own: these tests kill its parts."""
+    state_dir = make_state_dir("faults")
+    stack = Stack(
+        stack_settings(state_dir, dispatchers=DISPATCHERS, dialers=DIALERS),
+        log_dir=state_dir / "logs",
+        # A short lease, so that attempts lost with a killed dialer are resolved quickly.
+        service_env=service_env(DISPATCHER_ATTEMPT_LEASE_SECONDS="4"),
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def rest(stack: Stack, client_id: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {stack.token(client_id)}"}
+    return httpx.Client(base_url=stack.rest_url, headers=headers, timeout=30)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def add_queue_with_tasks(
+    api: httpx.Client, client: str, limit: int, tasks: list[dict[str, object]]
+) -> int:
+    queue = api.post(
+        f"/client/{client}/task_scheduler/", json={"status": "on", "concurrent_task_limit": limit}
+    ).json()
+    reply = api.post(f"/client/{client}/task_scheduler/{queue['id']}/tasks/", json={"tasks": tasks})
+    assert reply.status_code == 200, reply.text
+    return int(queue["id"])
+
+
+def task_states(api: httpx.Client, client: str, queue_id: int) -> list[dict[str, object]]:
+    tasks: list[dict[str, object]] = api.get(
+        f"/client/{client}/task_scheduler/{queue_id}/task/"
+    ).json()
+    return tasks
+
+
+def calls_of_queue(stack: Stack, queue_id: int) -> list[tuple[int, int, datetime, datetime, str]]:
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute(
+            "SELECT task_id, attempt, started_at, coalesce(ended_at, now()), result "
+            "FROM calls WHERE queue_id = %s",
+            (queue_id,),
+        ).fetchall()
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in edges:  # at equal times, ends (-1) sort before starts (+1)
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def dials_logged(stack: Stack, queue_id: int) -> Counter[tuple[int, int]]:
+    """(task, attempt) of every 'dialing' line any dialer process ever logged."""
+    assert stack.log_dir is not None
+    dialed: Counter[tuple[int, int]] = Counter()
+    for path in stack.log_dir.glob("dialer-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"action": "dial"' not in line:
+                continue
+            entry = json.loads(line)
+            if entry["queue_id"] == queue_id:
+                dialed[(entry["task_id"], entry["attempt"])] += 1
+    return dialed
+
+
+def test_kill_9_of_a_dispatcher_and_a_dialer_loses_nothing_and_dials_nothing_twice(
+    fault_stack: Stack,
+) -> None:
+    limit, count = 4, 40
+    with rest(fault_stack, "kill9") as api:
+        tasks = [
+            {"a_number": f"+1200000{i:04d}", "b_number": "+12000009999", "try_count": 3}
+            | {"try_again_pause": 0}
+            for i in range(count)
+        ]
+        queue_id = add_queue_with_tasks(api, "kill9", limit, tasks)
+        wait_until(lambda: len(calls_of_queue(fault_stack, queue_id)) >= 8, 30, "calls to start")
+
+        fault_stack.kill_child("dialer-0")
+        fault_stack.kill_child("dispatcher-0")
+        fault_stack.start_replica("dialer", 0)
+        fault_stack.start_replica("dispatcher", 0)
+
+        wait_until(
+            lambda: all(t["status"] == "finished" for t in task_states(api, "kill9", queue_id)),
+            90,
+            "every task to finish",
+        )
+        final = task_states(api, "kill9", queue_id)
+
+    assert len(final) == count
+    # Attempts lost with the killed dialer were retried: every task still connected.
+    assert {t["finish_result"] for t in final} == {"success"}, final
+    calls = calls_of_queue(fault_stack, queue_id)
+    dialed = dials_logged(fault_stack, queue_id)
+    assert max(dialed.values()) == 1, [k for k, n in dialed.items() if n > 1]
+    assert set(dialed) == {(task, attempt) for task, attempt, *_ in calls}
+    assert max_overlap([(start, end) for _, _, start, end, _ in calls]) <= limit
+
+
+def test_nats_restart_mid_run_loses_nothing(fault_stack: Stack) -> None:
+    count = 20
+    with rest(fault_stack, "natsdown") as api:
+        tasks = [
+            {"a_number": f"+1300000{i:04d}", "b_number": "+13000009999", "try_count": 2}
+            for i in range(count)
+        ]
+        queue_id = add_queue_with_tasks(api, "natsdown", 3, tasks)
+        wait_until(lambda: len(calls_of_queue(fault_stack, queue_id)) >= 3, 30, "calls to start")
+        fault_stack.stop_child("nats")
+        time.sleep(1.0)  # NATS stays down for a while, as in a real outage
+        fault_stack.start_nats()
+        wait_until(
+            lambda: all(
+                t["status"] == "finished" for t in task_states(api, "natsdown", queue_id)
+            ),
+            90,
+            "every task to finish after NATS came back",
+        )
+        final = task_states(api, "natsdown", queue_id)
+    assert len(final) == count
+    assert {t["finish_result"] for t in final} == {"success"}, final
+    dialed = dials_logged(fault_stack, queue_id)
+    assert max(dialed.values()) == 1
+
+
+def test_sigterm_lets_the_dialers_finish_calls_in_progress(fault_stack: Stack) -> None:
+    with rest(fault_stack, "sigterm") as api:
+        tasks = [{"a_number": f"+1400000000{i}", "b_number": LONG_CALL_NUMBER} for i in range(2)]
+        queue_id = add_queue_with_tasks(api, "sigterm", 2, tasks)
+        wait_until(lambda: len(calls_of_queue(fault_stack, queue_id)) == 2, 30, "both calls")
+        for index in range(DIALERS):
+            fault_stack.stop_child(f"dialer-{index}")  # SIGTERM, waits for the exit
+        results = [result for *_, result in calls_of_queue(fault_stack, queue_id)]
+        assert results == ["connected", "connected"]
+        for index in range(DIALERS):
+            fault_stack.start_replica("dialer", index)
+        wait_until(
+            lambda: all(t["status"] == "finished" for t in task_states(api, "sigterm", queue_id)),
+            30,
+            "both tasks to finish",
+        )
+        final = task_states(api, "sigterm", queue_id)
+    assert [t["finish_result"] for t in final] == ["success", "success"]
