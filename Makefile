@@ -65,3 +65,4 @@ clean:
 
 bench: gen
 	$(PY) -m bench.list_bench
+	$(PY) -m bench.dispatch_bench

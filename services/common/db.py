@@ -24,13 +24,15 @@ def libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine that notices dead connections (PostgreSQL restarts) before using them."""
+def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """An async engine. With pre_ping, dead connections (after a PostgreSQL restart) are
+    noticed before use, at the cost of a round trip per transaction; services that retry
+    by themselves turn it off and let the failed transaction discard the connection."""
     return create_async_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -37,6 +38,16 @@ OUTCOMES = {
 }
 
 
+def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
+    return {
+        "client_id": request.client_id,
+        "queue_id": request.queue_id,
+        "task_id": request.task_id,
+        "attempt": request.attempt,
+        "call_uuid": request.call_uuid,
+    }
+
+
 def parse(msg: Msg) -> events_pb2.DialRequest | None:
     try:
         request = events_pb2.DialRequest.FromString(msg.data)
@@ -61,6 +72,8 @@ class Dialer:
         self._settings = settings
         self._calls: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
+        # Calls ending together queue here for a connection instead of timing out on the pool.
+        self._db_slots = asyncio.Semaphore(settings.db_pool_size)
         self._stopping = False
 
     def stop(self) -> None:
@@ -82,10 +95,9 @@ class Dialer:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            for msg in await bus.fetch(subscription, min(free, 256)):
-                call = asyncio.create_task(self._handle(msg))
-                self._calls.add(call)
-                call.add_done_callback(self._call_done)
+            messages = await bus.fetch(subscription, min(free, 256))
+            if messages:
+                await self._start_calls(messages)
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
@@ -93,40 +105,49 @@ class Dialer:
         if not call.cancelled() and call.exception() is not None:
             log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
 
-    async def _handle(self, msg: Msg) -> None:
-        request = parse(msg)
-        if request is None:
-            log.error("poison dial request", extra={"action": "term", "subject": msg.subject})
-            await bus.settle(msg, "term")
-            return
-        context = {
-            "client_id": request.client_id,
-            "queue_id": request.queue_id,
-            "task_id": request.task_id,
-            "attempt": request.attempt,
-            "call_uuid": request.call_uuid,
-        }
+    async def _start_calls(self, messages: Sequence[Msg]) -> None:
+        """Record a batch of calls in one transaction, then place each one concurrently."""
+        requests: list[tuple[Msg, events_pb2.DialRequest]] = []
+        for msg in messages:
+            request = parse(msg)
+            if request is None:
+                log.error("poison dial request", extra={"action": "term", "subject": msg.subject})
+                await bus.settle(msg, "term")
+            else:
+                requests.append((msg, request))
+        new_calls = [
+            repository.NewCall(
+                call_uuid=request.call_uuid,
+                client_id=request.client_id,
+                queue_id=request.queue_id,
+                task_id=request.task_id,
+                attempt=request.attempt,
+                backend=self._backend.name,
+            )
+            for _, request in requests
+        ]
         try:
             async with transaction(self._engine) as conn:
-                may_dial = await repository.start_call(
-                    conn,
-                    call_uuid=request.call_uuid,
-                    client_id=request.client_id,
-                    queue_id=request.queue_id,
-                    task_id=request.task_id,
-                    attempt=request.attempt,
-                    backend=self._backend.name,
-                )
+                may_dial = await repository.start_calls(conn, new_calls)
         except StorageUnavailable:
-            await bus.settle(msg, "nak", delay=1.0)
+            for msg, _ in requests:
+                await bus.settle(msg, "nak", delay=1.0)
             return
-        # From here the calls row guards the attempt: a redelivery can never dial it again.
-        await bus.settle(msg, "ack")
-        if not may_dial:
-            log.info(
-                "not dialing: attempt gone or already dialed", extra={"action": "skip", **context}
-            )
-            return
+        for msg, request in requests:
+            # The calls row now guards the attempt: a redelivery can never dial it again.
+            await bus.settle(msg, "ack")
+            if request.call_uuid not in may_dial:
+                log.info(
+                    "not dialing: attempt gone or already dialed",
+                    extra={"action": "skip", **_ids(request)},
+                )
+                continue
+            call = asyncio.create_task(self._call(request))
+            self._calls.add(call)
+            call.add_done_callback(self._call_done)
+
+    async def _call(self, request: events_pb2.DialRequest) -> None:
+        context = _ids(request)
         log.info("dialing", extra={"action": "dial", **context})
         plan = CallPlan(
             call_uuid=request.call_uuid,
@@ -141,7 +162,8 @@ class Dialer:
             await self._publish(request, events_pb2.CallEvent.KIND_CONNECTED, None)
 
         report = await self._backend.place_call(plan, connected)
-        await self._save(request.call_uuid, report)
+        async with self._db_slots:
+            await self._save(request.call_uuid, report)
         await self._publish(request, events_pb2.CallEvent.KIND_ENDED, report)
         log.info("call ended", extra={"action": "call_ended", "outcome": report.outcome, **context})
 

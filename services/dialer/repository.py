@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -13,47 +15,43 @@ from services.common.models import Call
 
 calls = cast(Table, Call.__table__)
 
-_ATTEMPT_IS_CURRENT = text("""
-    SELECT 1 FROM tasks
-    WHERE id = :task_id AND status = 'executed' AND attempts = :attempt
+
+@dataclass(frozen=True)
+class NewCall:
+    call_uuid: str
+    client_id: str
+    queue_id: int
+    task_id: int
+    attempt: int
+    backend: str
+
+
+_CURRENT_ATTEMPTS = text("""
+    SELECT id, attempts FROM tasks
+    WHERE id = ANY(:task_ids) AND status = 'executed'
+    ORDER BY id
     FOR SHARE
 """)
 
 
-async def start_call(
-    conn: AsyncConnection,
-    *,
-    call_uuid: str,
-    client_id: str,
-    queue_id: int,
-    task_id: int,
-    attempt: int,
-    backend: str,
-) -> bool:
-    """Record the call of an attempt just before dialing it; False means "do not dial".
+async def start_calls(conn: AsyncConnection, new_calls: Sequence[NewCall]) -> set[str]:
+    """Record calls just before dialing them; returns the call_uuids that may be dialed.
 
-    The share lock on the task makes a concurrent DELETE (of the task or its queue) or a
-    lease expiry wait for this transaction, and makes this one see theirs if they came
+    The share locks on the tasks make a concurrent DELETE (of a task or its queue) or a
+    lease expiry wait for this transaction, and make this one see theirs if they came
     first: a deleted task or a resolved attempt is never dialed. The unique
-    (task_id, attempt) makes a second call for one attempt impossible.
+    (task_id, attempt) makes a second call for one attempt impossible, whatever redelivers.
+    Locks are taken in id order, so two dialers never deadlock.
     """
-    current = await conn.execute(_ATTEMPT_IS_CURRENT, {"task_id": task_id, "attempt": attempt})
-    if current.first() is None:
-        return False
-    stmt = (
-        pg_insert(calls)
-        .values(
-            call_uuid=call_uuid,
-            client_id=client_id,
-            queue_id=queue_id,
-            task_id=task_id,
-            attempt=attempt,
-            backend=backend,
-        )
-        .on_conflict_do_nothing()
-        .returning(calls.c.call_uuid)
-    )
-    return (await conn.execute(stmt)).first() is not None
+    if not new_calls:
+        return set()
+    params = {"task_ids": sorted({c.task_id for c in new_calls})}
+    current = {(row.id, row.attempts) for row in await conn.execute(_CURRENT_ATTEMPTS, params)}
+    rows = [asdict(c) for c in new_calls if (c.task_id, c.attempt) in current]
+    if not rows:
+        return set()
+    stmt = pg_insert(calls).on_conflict_do_nothing().returning(calls.c.call_uuid)
+    return {row.call_uuid for row in await conn.execute(stmt, rows)}
 
 
 async def finish_call(

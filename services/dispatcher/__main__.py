@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 async def main() -> None:
     settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
     logs.configure(settings.log_level)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
     nats_client, jetstream = await bus.connect(settings.nats_url, "dispatcher")
 
     wake = asyncio.Event()

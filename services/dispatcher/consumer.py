@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -22,7 +23,7 @@ from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
 from services.dispatcher.lifecycle import EVENT_SUCCESS, resolve_attempt
 from services.dispatcher.messages import task_event
-from services.dispatcher.results import apply_resolution
+from services.dispatcher.results import end_attempt_params, resolved_view
 
 log = logging.getLogger(__name__)
 
@@ -56,35 +57,47 @@ def parse(msg: Msg) -> events_pb2.CallEvent:
     return event
 
 
-async def apply_call_event(conn: AsyncConnection, event: events_pb2.CallEvent) -> None:
-    """Apply one event; stale ones (the attempt was already resolved) change nothing."""
-    task = await repository.lock_task(conn, event.task_id)
-    context = {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": event.call_uuid}
-    if task is None or task.status != "executed" or task.attempts != event.attempt:
-        log.info("stale call event", extra={"action": "ignore_stale", **context})
-        return
-    if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
-        await repository.add_to_outbox(conn, [task_event(task, EVENT_SUCCESS)])
-        log.info("call connected", extra={"action": "connected", **context})
-        return
-    outcome = OUTCOMES[event.outcome]
-    resolution = resolve_attempt(
-        outcome=outcome,
-        comment=event.comment,
-        attempt=task.attempts,
-        try_count=task.try_count,
-        try_again_pause=task.try_again_pause,
-    )
-    await apply_resolution(conn, task, resolution)
-    log.info(
-        "attempt ended",
-        extra={
-            "action": "attempt_ended",
-            "outcome": outcome,
-            "status": resolution.status,
-            **context,
-        },
-    )
+async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.CallEvent]) -> None:
+    """Apply a batch of events with a few statements; stale ones (the attempt was already
+    resolved, or the task deleted) change nothing."""
+    tasks: dict[int, Any] = {
+        row.id: row for row in await repository.lock_tasks(conn, [e.task_id for e in events])
+    }
+    changes: list[dict[str, Any]] = []
+    messages: list[repository.Message] = []
+    for event in events:
+        task = tasks.get(event.task_id)
+        context = {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": event.call_uuid}
+        if task is None or task.status != "executed" or task.attempts != event.attempt:
+            log.info("stale call event", extra={"action": "ignore_stale", **context})
+            continue
+        if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
+            messages.append(task_event(task, EVENT_SUCCESS))
+            log.info("call connected", extra={"action": "connected", **context})
+            continue
+        outcome = OUTCOMES[event.outcome]
+        resolution = resolve_attempt(
+            outcome=outcome,
+            comment=event.comment,
+            attempt=task.attempts,
+            try_count=task.try_count,
+            try_again_pause=task.try_again_pause,
+        )
+        resolved = resolved_view(task, resolution)
+        tasks[event.task_id] = resolved  # a duplicate in the same batch is now stale
+        changes.append(end_attempt_params(task.id, resolution))
+        messages.extend(task_event(resolved, name) for name in resolution.events)
+        log.info(
+            "attempt ended",
+            extra={
+                "action": "attempt_ended",
+                "outcome": outcome,
+                "status": resolution.status,
+                **context,
+            },
+        )
+    await repository.end_attempts(conn, changes)
+    await repository.add_to_outbox(conn, messages)
 
 
 class CallEventConsumer:
@@ -123,12 +136,9 @@ class CallEventConsumer:
                 await bus.settle(msg, "term")
         if not parsed:
             return
-        # Locks are taken in task order, so two replicas applying batches never deadlock.
-        parsed.sort(key=lambda item: item[1].task_id)
         try:
             async with transaction(self._engine) as conn:
-                for _, event in parsed:
-                    await apply_call_event(conn, event)
+                await apply_call_events(conn, [event for _, event in parsed])
                 await repository.notify_wake(conn)
         except StorageUnavailable:
             for msg, _ in parsed:
@@ -146,7 +156,7 @@ class CallEventConsumer:
         for msg, event in parsed:
             try:
                 async with transaction(self._engine) as conn:
-                    await apply_call_event(conn, event)
+                    await apply_call_events(conn, [event])
                     await repository.notify_wake(conn)
             except StorageUnavailable:
                 await bus.settle(msg, "nak", delay=1.0)

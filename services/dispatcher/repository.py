@@ -134,10 +134,12 @@ async def seconds_until_next_wake(conn: AsyncConnection) -> float | None:
     return None if value is None else float(value)
 
 
-async def lock_task(conn: AsyncConnection, task_id: int) -> Row[Any] | None:
-    """Lock one task to apply a call result to it (waits for a concurrent claim or delete)."""
-    stmt = select(tasks).where(tasks.c.id == task_id).with_for_update()
-    return (await conn.execute(stmt)).one_or_none()
+async def lock_tasks(conn: AsyncConnection, task_ids: Sequence[int]) -> Sequence[Row[Any]]:
+    """Lock tasks to apply call results to them, in id order (so that two dispatchers
+    never deadlock); waits for a concurrent claim, lease expiry or delete."""
+    stmt = select(tasks).where(tasks.c.id.in_(task_ids)).order_by(tasks.c.id).with_for_update()
+    rows: Sequence[Row[Any]] = (await conn.execute(stmt)).all()
+    return rows
 
 
 _EXPIRED_LEASES = text("""
@@ -184,6 +186,12 @@ _END_ATTEMPT = text("""
     WHERE id = :task_id
     RETURNING *
 """)
+
+
+async def end_attempts(conn: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
+    """end_attempt for many tasks in one round trip (psycopg pipelines executemany)."""
+    if changes:
+        await conn.execute(_END_ATTEMPT, list(changes))
 
 
 async def end_attempt(

@@ -11,9 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
+import nats
 import psycopg
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from scheduler.v1 import events_pb2
 
 from deploy.local.stack import Stack
+from services.common.bus import SUBJECT_EVENTS
 from tests.conftest import LONG_CALL_NUMBER
 
 POLL_SECONDS = 0.05
@@ -31,7 +37,7 @@ _T = TypeVar("_T")
 # --- waiting ------------------------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], _T], timeout: float, what: str) -> _T:
+def wait_for(predicate: Callable[[], _T | None], timeout: float, what: str) -> _T:
     """Poll `predicate` every 0.05 s until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
     while True:
@@ -43,28 +49,28 @@ def wait_for(predicate: Callable[[], _T], timeout: float, what: str) -> _T:
         time.sleep(POLL_SECONDS)
 
 
-async def wait_for_async(predicate: Callable[[], _T], timeout: float, what: str) -> _T:
+async def wait_for_async(predicate: Callable[[], _T | None], within: float, what: str) -> _T:
     """wait_for, yielding to the event loop between polls (NATS keeps reading)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(POLL_SECONDS)
 
 
 async def wait_for_awaitable(
-    predicate: Callable[[], Awaitable[_T]], timeout: float, what: str
+    predicate: Callable[[], Awaitable[_T | None]], within: float, what: str
 ) -> _T:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = await predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {value!r}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}: {value!r}")
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -250,3 +256,62 @@ def call_intervals(calls: Iterable[CallRow]) -> list[tuple[datetime, datetime]]:
 
 def nats_url(stack: Stack) -> str:
     return f"nats://127.0.0.1:{stack.settings.nats_port}"
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    stream_seq: int
+    subject: str
+    msg_id: str
+    event: events_pb2.TaskEvent
+
+
+class EventListener:
+    """Every TaskEvent published after `start`, in stream order, through an ordered
+    (ephemeral) consumer: the services' durable consumers are never touched."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._url = nats_url(stack)
+        self._client: NATS | None = None
+        self._subscription: Any = None
+        self.received: list[ReceivedEvent] = []
+
+    async def start(self) -> None:
+        self._client = await nats.connect(self._url, connect_timeout=2)
+        jetstream = self._client.jetstream(timeout=5)
+        self._subscription = await jetstream.subscribe(
+            f"{SUBJECT_EVENTS}.>",
+            cb=self._on_message,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+        if self._client is not None:
+            await self._client.close()
+
+    async def _on_message(self, msg: Msg) -> None:
+        self.received.append(
+            ReceivedEvent(
+                stream_seq=msg.metadata.sequence.stream,
+                subject=msg.subject,
+                msg_id=(msg.headers or {}).get("Nats-Msg-Id", ""),
+                event=events_pb2.TaskEvent.FromString(msg.data),
+            )
+        )
+
+    def of_task(self, task_id: int) -> list[ReceivedEvent]:
+        return sorted(
+            (r for r in self.received if r.event.task.id == task_id), key=lambda r: r.stream_seq
+        )
+
+    async def wait_for(self, task_id: int, event: str, within: float) -> list[ReceivedEvent]:
+        """The task's events so far, once one named `event` has arrived."""
+
+        def arrived() -> list[ReceivedEvent] | None:
+            events = self.of_task(task_id)
+            return events if any(r.event.event == event for r in events) else None
+
+        return await wait_for_async(arrived, within, f"event {event!r} of task {task_id}")

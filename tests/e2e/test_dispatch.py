@@ -4,6 +4,7 @@ across replicas, retries, and deletes while tasks wait or run."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from datetime import timedelta
@@ -22,7 +23,6 @@ from tests.e2e.dispatch_helpers import (
     create_queue,
     db_now,
     max_overlap,
-    parse_wire,
     wait_for,
     whole_seconds_from_now,
     wire_time,
@@ -139,7 +139,6 @@ def test_switching_off_lets_the_running_call_finish_and_starts_nothing_new(
     assert [c.task_id for c in calls_of_queue(stack, queue.id)] == [running["id"]]
 
 
-
 # --- concurrent_task_limit ----------------------------------------------------------------------
 
 
@@ -174,14 +173,10 @@ def test_raising_the_limit_starts_more_at_once(
     queue.wait_status(tasks[0]["id"], "executed", timeout=5)
 
     queue.set(concurrent_task_limit=3)
+    queue.wait_all_finished(timeout=10)
 
-    # The other two start while the first is still talking (1.5 s), not after it.
-    def others_running() -> bool:
-        return len(calls_of_queue(stack, queue.id)) == 3
-
-    wait_for(others_running, 1.2, "the raised limit to start the waiting tasks")
-    assert queue.must_task(tasks[0]["id"])["status"] == "executed"
-    queue.wait_all_finished(timeout=5)
+    # The other two started while the first was still talking (1.5 s), not after it.
+    assert max_overlap(call_intervals(calls_of_queue(stack, queue.id))) == 3
 
 
 # --- retries ------------------------------------------------------------------------------------
@@ -206,7 +201,7 @@ def test_busy_a_is_retried_after_the_pause_then_fails(
     assert [c.result for c in calls] == ["a_busy"] * 3
     assert done["cdr"] == calls[-1].call_uuid
     assert len({c.call_uuid for c in calls}) == 3
-    for earlier, later in zip(calls, calls[1:], strict=False):
+    for earlier, later in itertools.pairwise(calls):
         gap = (later.started_at - earlier.started_at).total_seconds()
         assert gap >= 1.0, f"attempt {later.attempt} started {gap:.3f} s after the one before"
 
@@ -325,8 +320,7 @@ def test_deleted_executing_task_call_ends_and_is_not_retried(
     time.sleep(0.5)  # bounded wait: no new attempt for a deleted task
     [call] = calls_of_task(stack, task["id"])
     assert call.attempt == 1
-    assert call.ended_at is not None
-    assert call.result in ("connected", "lost") or call.result.startswith(("a_", "b_"))
+    assert call.ended_at is not None and call.result != "in_progress"
 
 
 def test_deleting_an_executing_task_keeps_the_queue_within_its_limit(
@@ -350,9 +344,10 @@ def test_deleting_an_executing_task_keeps_the_queue_within_its_limit(
     wait_for(first_ended, 5, "the deleted task's call to end")
     calls = calls_of_queue(stack, queue.id)
     assert len(calls) == 2
-    assert max_overlap(call_intervals(calls)) <= 1, [
-        (c.task_id, c.started_at, c.ended_at) for c in calls
+    timeline = [
+        f"task {c.task_id}: {c.started_at:%H:%M:%S.%f} .. {c.ended_at:%H:%M:%S.%f}" for c in calls
     ]
+    assert max_overlap(call_intervals(calls)) <= 1, timeline
 
 
 def test_deleted_queue_starts_no_new_call(stack: Stack, api: httpx.Client, tenant: str) -> None:
@@ -381,18 +376,3 @@ def test_deleted_queue_starts_no_new_call(stack: Stack, api: httpx.Client, tenan
     late = [c for c in calls if c.started_at >= deleted_at]
     assert late == [], f"calls started after the DELETE answered at {deleted_at}: {late}"
     assert {c.task_id for c in calls} == {t["id"] for t in running}
-
-
-def test_deleting_another_tasks_queue_does_not_stop_ours(
-    stack: Stack, api: httpx.Client, tenant: str
-) -> None:
-    ours = create_queue(api, tenant)
-    doomed = create_queue(api, tenant)
-    doomed.add_one()
-    task = ours.add_one(start_time_utc=wire_time(whole_seconds_from_now(1)))
-
-    doomed.delete()
-
-    done = ours.wait_finished(task["id"], timeout=6)
-    assert done["finish_result"] == "success"
-    assert parse_wire(done["start_time_utc"]) <= calls_of_task(stack, task["id"])[0].started_at

@@ -1,0 +1,159 @@
+"""`GET /client/{client_id}/call_history/{call_uuid}`: the record of each call a task made,
+reachable from the task's `cdr`, and only by the tenant that owns it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+
+from deploy.local.stack import Stack
+from tests.conftest import BUSY_NUMBER, NO_ANSWER_NUMBER, ClientFactory
+from tests.e2e.dispatch_helpers import (
+    ANSWERING_NUMBER,
+    LONG_CALL,
+    OTHER_ANSWERING_NUMBER,
+    calls_of_task,
+    create_queue,
+    parse_wire,
+    wait_for,
+)
+
+WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+RECORD_FIELDS = {
+    "call_uuid", "task_id", "scheduler_id", "attempt", "result", "comment", "started_utc",
+    "ended_utc", "duration_seconds", "talk_seconds", "legs", "backend",
+}  # fmt: skip
+LEG_FIELDS = {
+    "role", "number", "result", "ring_started_utc", "answered_utc", "ended_utc",
+    "ring_seconds", "talk_seconds", "hangup_by",
+}  # fmt: skip
+
+
+def history(api: httpx.Client, client: str, call_uuid: str) -> httpx.Response:
+    return api.get(f"/client/{client}/call_history/{call_uuid}")
+
+
+def record_of(api: httpx.Client, client: str, call_uuid: str) -> dict[str, Any]:
+    response = history(api, client, call_uuid)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_error(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert type(body["code"]) is int
+    assert isinstance(body["message"], str) and body["message"]
+
+
+def test_connected_call_record(api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one()
+    done = queue.wait_finished(task["id"], timeout=5)
+
+    record = record_of(api, tenant, done["cdr"])
+
+    assert set(record) == RECORD_FIELDS
+    assert record["call_uuid"] == done["cdr"]
+    assert (record["task_id"], record["scheduler_id"], record["attempt"]) == (
+        task["id"],
+        queue.id,
+        1,
+    )
+    assert record["result"] == "connected"
+    assert record["backend"] == "simulated"
+    assert WIRE_TIME.fullmatch(record["started_utc"])
+    assert WIRE_TIME.fullmatch(record["ended_utc"])
+    assert parse_wire(record["started_utc"]) <= parse_wire(record["ended_utc"])
+    # The test phones ring 0.05 s and talk 0.1 s.
+    assert 0.1 <= record["talk_seconds"] < 1.0
+    assert record["talk_seconds"] < record["duration_seconds"] < 2.0
+    a, b = record["legs"]
+    assert all(set(leg) == LEG_FIELDS for leg in (a, b))
+    assert (a["role"], a["number"], a["result"]) == ("a", ANSWERING_NUMBER, "answered")
+    assert (b["role"], b["number"], b["result"]) == ("b", OTHER_ANSWERING_NUMBER, "answered")
+    for leg in (a, b):
+        assert WIRE_TIME.fullmatch(leg["answered_utc"]), leg
+        assert leg["talk_seconds"] > 0
+        assert leg["hangup_by"] in ("a", "b")
+
+
+def test_every_attempt_has_its_own_record(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(a_number=BUSY_NUMBER, try_count=2, try_again_pause=0)
+    done = queue.wait_finished(task["id"], timeout=5)
+
+    first, second = calls_of_task(stack, task["id"])
+
+    assert done["cdr"] == second.call_uuid != first.call_uuid
+    for attempt, call in enumerate((first, second), start=1):
+        record = record_of(api, tenant, call.call_uuid)
+        assert (record["attempt"], record["result"]) == (attempt, "a_busy")
+        assert [(leg["role"], leg["result"]) for leg in record["legs"]] == [("a", "busy")]
+        assert record["talk_seconds"] == 0
+
+
+def test_first_extended_a_number_to_answer_takes_the_call(api: httpx.Client, tenant: str) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(
+        a_number=NO_ANSWER_NUMBER,
+        callback_params={"extended_a_numbers": [ANSWERING_NUMBER]},
+    )
+    done = queue.wait_finished(task["id"], timeout=5)
+    assert done["finish_result"] == "success", done
+
+    record = record_of(api, tenant, done["cdr"])
+
+    assert record["result"] == "connected"
+    assert [(leg["role"], leg["number"], leg["result"]) for leg in record["legs"]] == [
+        ("a", NO_ANSWER_NUMBER, "cancelled"),
+        ("a", ANSWERING_NUMBER, "answered"),
+        ("b", OTHER_ANSWERING_NUMBER, "answered"),
+    ]
+
+
+def test_call_in_progress_has_a_record_already(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    task = queue.add_one(**LONG_CALL)
+    [call] = wait_for(lambda: calls_of_task(stack, task["id"]), 5, "the call to be placed")
+
+    record = record_of(api, tenant, call.call_uuid)
+
+    assert record["result"] == "in_progress"
+    assert record["ended_utc"] == ""
+    assert queue.must_task(task["id"])["cdr"] == call.call_uuid
+    queue.delete_task(task["id"])
+
+
+def test_call_history_is_private_to_its_tenant(
+    api: httpx.Client, tenant: str, make_client: ClientFactory
+) -> None:
+    queue = create_queue(api, tenant)
+    done = queue.wait_finished(queue.add_one()["id"], timeout=5)
+    other = f"{tenant}-other"
+    other_api = make_client(other)
+
+    # Through its own path, the other tenant does not find it ...
+    assert_error(history(other_api, other, done["cdr"]), 404)
+    assert_error(history(other_api, "@me", done["cdr"]), 404)
+    # ... and through ours it is refused, without our data.
+    refused = history(other_api, tenant, done["cdr"])
+    assert refused.status_code in (403, 404), refused.text
+    assert done["cdr"] not in refused.text
+    # The owner, by name or as @me.
+    assert record_of(api, "@me", done["cdr"]) == record_of(api, tenant, done["cdr"])
+
+
+def test_call_history_answers_400_for_a_malformed_id_and_404_for_an_unknown_one(
+    api: httpx.Client, tenant: str
+) -> None:
+    for malformed in ("not-a-uuid", "12345", "0f0f0f0f-0f0f-0f0f-0f0f-0f0f0f0f0f0"):
+        assert_error(history(api, tenant, malformed), 400)
+    assert_error(history(api, tenant, str(uuid.uuid4())), 404)
+    assert_error(history(api, "@me", str(uuid.uuid4())), 404)

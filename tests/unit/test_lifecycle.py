@@ -1,0 +1,176 @@
+"""The task life cycle rules (services/dispatcher/lifecycle.py): pure functions, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.dispatcher.lifecycle import (
+    EVENT_AFTER,
+    EVENT_BEFORE,
+    EVENT_BEFORE_AGAIN,
+    EVENT_SUCCESS,
+    EVENT_URL_FIELDS,
+    OUTCOME_COMMENTS,
+    Resolution,
+    describe,
+    event_id,
+    resolve_attempt,
+    start_event,
+)
+
+OUTCOMES = sorted(OUTCOME_COMMENTS)
+FAILURES = [outcome for outcome in OUTCOMES if outcome != "connected"]
+
+
+def resolve(
+    outcome: str, *, attempt: int, try_count: int, pause: int = 60, comment: str = ""
+) -> Resolution:
+    return resolve_attempt(
+        outcome=outcome,
+        comment=comment,
+        attempt=attempt,
+        try_count=try_count,
+        try_again_pause=pause,
+    )
+
+
+# --- resolve_attempt ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("attempt", "try_count"), [(1, 1), (1, 3), (2, 3), (3, 3), (50, 50)])
+def test_connected_finishes_with_success_whatever_tries_are_left(
+    attempt: int, try_count: int
+) -> None:
+    assert resolve("connected", attempt=attempt, try_count=try_count) == Resolution(
+        status="finished",
+        finish_result="success",
+        finish_comment="A and B were connected",
+        retry_after=None,
+        events=(EVENT_SUCCESS, EVENT_AFTER),
+    )
+
+
+@pytest.mark.parametrize("outcome", FAILURES)
+def test_failure_with_tries_left_is_delayed_by_the_pause(outcome: str) -> None:
+    resolution = resolve(outcome, attempt=1, try_count=3, pause=90)
+
+    assert resolution.status == "delayed"
+    assert resolution.finish_result == ""
+    assert resolution.retry_after == 90
+    # Webhooks for a retry go out when it starts (before_again), not when it is planned.
+    assert resolution.events == ()
+    assert resolution.finish_comment == (
+        f"{OUTCOME_COMMENTS[outcome]} (attempt 1 of 3); next attempt in 90 s"
+    )
+
+
+@pytest.mark.parametrize("outcome", FAILURES)
+def test_failure_of_the_last_try_finishes_with_failed(outcome: str) -> None:
+    resolution = resolve(outcome, attempt=3, try_count=3)
+
+    assert resolution == Resolution(
+        status="finished",
+        finish_result="failed",
+        finish_comment=f"{OUTCOME_COMMENTS[outcome]} (3 attempts made)",
+        retry_after=None,
+        events=(EVENT_AFTER,),
+    )
+
+
+def test_single_try_says_one_attempt() -> None:
+    resolution = resolve("a_busy", attempt=1, try_count=1)
+
+    assert (resolution.status, resolution.finish_result) == ("finished", "failed")
+    assert resolution.finish_comment == "A was busy (1 attempt made)"
+
+
+@pytest.mark.parametrize(
+    ("attempt", "try_count", "status"),
+    [(1, 2, "delayed"), (2, 2, "finished"), (49, 50, "delayed"), (50, 50, "finished")],
+)
+def test_the_last_try_is_the_try_count(attempt: int, try_count: int, status: str) -> None:
+    assert resolve("b_busy", attempt=attempt, try_count=try_count).status == status
+
+
+def test_an_attempt_beyond_the_try_count_still_finishes() -> None:
+    """A late result (e.g. after a lost attempt) never schedules an attempt past try_count."""
+    resolution = resolve("a_no_answer", attempt=4, try_count=3)
+
+    assert (resolution.status, resolution.finish_result) == ("finished", "failed")
+    assert resolution.retry_after is None
+
+
+def test_zero_pause_retries_at_once() -> None:
+    resolution = resolve("a_busy", attempt=1, try_count=2, pause=0)
+
+    assert (resolution.status, resolution.retry_after) == ("delayed", 0)
+    assert resolution.finish_comment.endswith("next attempt in 0 s")
+
+
+def test_the_backend_comment_wins_over_the_generic_one() -> None:
+    delayed = resolve("error", attempt=1, try_count=2, comment="SIP trunk refused: 403")
+    failed = resolve("error", attempt=2, try_count=2, comment="SIP trunk refused: 403")
+
+    assert delayed.finish_comment.startswith("SIP trunk refused: 403 (attempt 1 of 2)")
+    assert failed.finish_comment == "SIP trunk refused: 403 (2 attempts made)"
+
+
+def test_a_lost_attempt_is_a_failed_attempt() -> None:
+    assert resolve("lost", attempt=1, try_count=2).status == "delayed"
+    last = resolve("lost", attempt=2, try_count=2)
+    assert (last.status, last.finish_result) == ("finished", "failed")
+    assert "lost" in last.finish_comment
+
+
+# --- describe, start_event, event ids -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "words"),
+    [
+        ("connected", "A and B were connected"),
+        ("a_busy", "A was busy"),
+        ("a_no_answer", "A did not answer"),
+        ("a_rejected", "A rejected the call"),
+        ("b_busy", "B was busy"),
+        ("b_no_answer", "B did not answer"),
+        ("b_rejected", "B rejected the call"),
+        ("error", "the call could not be placed"),
+    ],
+)
+def test_describe_puts_each_outcome_in_words(outcome: str, words: str) -> None:
+    assert describe(outcome) == words
+
+
+def test_describe_prefers_the_given_comment() -> None:
+    assert describe("a_busy", "line 2 busy") == "line 2 busy"
+    assert describe("a_busy", "") == "A was busy"
+
+
+def test_describe_an_unknown_outcome_readably() -> None:
+    assert describe("queue_deleted") == "queue deleted"
+
+
+def test_outcome_comments_have_no_underscores() -> None:
+    for outcome, words in OUTCOME_COMMENTS.items():
+        assert words and "_" not in words, outcome
+
+
+def test_start_event_is_before_then_before_again() -> None:
+    assert start_event(1) == EVENT_BEFORE
+    assert [start_event(n) for n in (2, 3, 50)] == [EVENT_BEFORE_AGAIN] * 3
+
+
+def test_event_id_names_task_attempt_and_event() -> None:
+    assert event_id(17, 2, EVENT_BEFORE_AGAIN) == "17:2:before_again"
+    ids = {event_id(t, a, e) for t in (1, 12) for a in (1, 2, 21) for e in EVENT_URL_FIELDS}
+    assert len(ids) == 2 * 3 * 4
+
+
+def test_every_event_has_its_url_field() -> None:
+    assert EVENT_URL_FIELDS == {
+        "before": "url_before",
+        "before_again": "url_before_again",
+        "success": "url_success",
+        "after": "url_after",
+    }
