@@ -141,6 +141,12 @@ class Call(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "attempt"),
         Index(None, "client_id", "call_uuid"),
+        # The dispatcher counts calls still going on for deleted tasks (see count_in_flight).
+        Index(
+            "ix_calls_in_progress",
+            "queue_id",
+            postgresql_where=text("result = 'in_progress'"),
+        ),
     )
 
     call_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -68,14 +68,23 @@ async def lock_queue(conn: AsyncConnection, queue_id: int) -> int | None:
     return None if limit is None else int(limit)
 
 
-_COUNT_IN_FLIGHT = text(
-    "SELECT count(*) FROM tasks WHERE queue_id = :queue_id AND status = 'executed'"
-)
+# Callbacks of queue `q` in progress: its executed tasks, plus calls still going on for
+# tasks deleted mid-call (a DELETE does not hang up; the call holds its slot until it ends,
+# or at most for a lease if its dialer died).
+_IN_FLIGHT = """(
+    (SELECT count(*) FROM tasks e WHERE e.queue_id = {q} AND e.status = 'executed')
+  + (SELECT count(*) FROM calls c
+     WHERE c.queue_id = {q} AND c.result = 'in_progress'
+       AND c.started_at > now() - make_interval(secs => :lease_seconds)
+       AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = c.task_id)))"""
+
+_COUNT_IN_FLIGHT = text("SELECT " + _IN_FLIGHT.format(q=":queue_id"))
 
 
-async def count_in_flight(conn: AsyncConnection, queue_id: int) -> int:
+async def count_in_flight(conn: AsyncConnection, queue_id: int, lease_seconds: float) -> int:
     """Step 2: callbacks of the queue in progress now (run after lock_queue)."""
-    return int((await conn.execute(_COUNT_IN_FLIGHT, {"queue_id": queue_id})).scalar_one())
+    params = {"queue_id": queue_id, "lease_seconds": lease_seconds}
+    return int((await conn.execute(_COUNT_IN_FLIGHT, params)).scalar_one())
 
 
 _CLAIM_DUE_TASKS = text("""
@@ -108,7 +117,8 @@ async def claim_due_tasks(
     return rows
 
 
-_SECONDS_UNTIL_NEXT_WAKE = text("""
+_SECONDS_UNTIL_NEXT_WAKE = text(
+    """
     SELECT EXTRACT(EPOCH FROM LEAST(
         (SELECT min(w.next_run_at)
          FROM queues q
@@ -116,21 +126,21 @@ _SECONDS_UNTIL_NEXT_WAKE = text("""
              SELECT t.next_run_at FROM tasks t
              WHERE t.queue_id = q.id AND t.status IN ('scheduled', 'delayed')
              ORDER BY t.next_run_at LIMIT 1) w
-         WHERE q.status = 'on'
-           AND (SELECT count(*) FROM tasks e
-                WHERE e.queue_id = q.id AND e.status = 'executed') < q.concurrent_task_limit),
+         WHERE q.status = 'on' AND {in_flight} < q.concurrent_task_limit),
         (SELECT min(lease_expires_at) FROM tasks WHERE status = 'executed')
     ) - now())
-""")
+""".format(in_flight=_IN_FLIGHT.format(q="q.id"))  # noqa: S608 - constant SQL
+)
 
 
-async def seconds_until_next_wake(conn: AsyncConnection) -> float | None:
+async def seconds_until_next_wake(conn: AsyncConnection, lease_seconds: float) -> float | None:
     """Seconds until a waiting task of a queue with free capacity is due, or a lease ends.
 
     None when nothing is waiting. Queues at their limit are left out: they wake the
     dispatcher when a callback ends (notify_wake), not when their next task is due.
     """
-    value = (await conn.execute(_SECONDS_UNTIL_NEXT_WAKE)).scalar_one_or_none()
+    params = {"lease_seconds": lease_seconds}
+    value = (await conn.execute(_SECONDS_UNTIL_NEXT_WAKE, params)).scalar_one_or_none()
     return None if value is None else float(value)
 
 

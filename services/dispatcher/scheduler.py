@@ -60,7 +60,9 @@ class Scheduler:
 
     async def _seconds_until_next_wake(self) -> float:
         async with transaction(self._engine) as conn:
-            seconds = await repository.seconds_until_next_wake(conn)
+            seconds = await repository.seconds_until_next_wake(
+                conn, self._settings.attempt_lease_seconds
+            )
         if seconds is None:
             return self._settings.max_idle_seconds
         return min(max(seconds, 0.0), self._settings.max_idle_seconds)
@@ -83,7 +85,10 @@ class Scheduler:
             limit = await repository.lock_queue(conn, queue_id)
             if limit is None:
                 return 0  # another dispatcher holds it, or it was just switched off
-            free = limit - await repository.count_in_flight(conn, queue_id)
+            in_flight = await repository.count_in_flight(
+                conn, queue_id, self._settings.attempt_lease_seconds
+            )
+            free = limit - in_flight
             if free <= 0:
                 return 0
             how_many = min(free, self._settings.claim_batch)

@@ -12,8 +12,8 @@ from deploy.local.stack import ROOT, Stack
 def test_readme_curl_examples_run_clean(stack: Stack) -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
-    assert len(blocks) == 1
-    script = "set -euo pipefail\n" + blocks[0]
+    assert len(blocks) == 2
+    script = "set -euo pipefail\n" + "\n".join(blocks)
     for endpoint in ("-X POST", "-X PUT", "-X DELETE", "/tasks/", "/task/$TASK", "/task/?"):
         assert endpoint in script
     result = subprocess.run(
@@ -29,3 +29,6 @@ def test_readme_curl_examples_run_clean(stack: Stack) -> None:
     assert '"status":"on"' in result.stdout
     assert '"concurrent_task_limit":5' in result.stdout
     assert '"extended_a_numbers":["+15550001112"]' in result.stdout
+    # The second block watched a task finish and read its call record.
+    assert '"finish_result":"success"' in result.stdout
+    assert '"result":"connected"' in result.stdout
