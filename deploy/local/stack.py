@@ -271,10 +271,17 @@ class Stack:
             self._children.remove(child)
 
     def stop(self) -> None:
-        """Stop every part in reverse order of start; safe to call twice."""
+        """Stop every part in reverse order of start, replicas of one kind together;
+        safe to call twice."""
         while self._children:
-            child = self._children.pop()
-            _terminate(child.process, 15.0)
+            kind = self._children[-1].name.split("-")[0]
+            group = [c for c in self._children if c.name.split("-")[0] == kind]
+            for child in group:
+                self._children.remove(child)
+                if child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
+            for child in group:
+                _terminate(child.process, 15.0)
         if self._pg is not None:
             with contextlib.suppress(Exception):
                 self._pg.cleanup()
