@@ -9,7 +9,7 @@ PROTOS := $(wildcard proto/scheduler/v1/*.proto)
 DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all run test lint typecheck check token gen venv system-deps clean bench
+.PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench
 
 all: lint typecheck test
 
@@ -48,6 +48,9 @@ run: gen
 
 token: gen
 	@$(PY) -m deploy.local.token $(CLIENT)
+
+webhook-secret: gen
+	@$(PY) -m deploy.local.token --webhook-secret $(CLIENT)
 
 lint: gen
 	$(VENV)/bin/ruff check services deploy tests bench

@@ -72,6 +72,13 @@ def service_env(**overrides: str) -> dict[str, str]:
         "DIALER_RING_TIMEOUT_SECONDS": "0.3",
         "DIALER_MAX_CALL_SECONDS": "5",
         "DISPATCHER_ATTEMPT_LEASE_SECONDS": "20",
+        # Webhook receivers in tests listen on 127.0.0.1 only; 127.0.0.2 stays refused.
+        "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "DISPATCHER_STATS_INTERVAL_SECONDS": "0.5",
+        "NOTIFIER_READ_TIMEOUT_SECONDS": "1",
+        "NOTIFIER_MAX_ATTEMPTS": "3",
+        "NOTIFIER_BACKOFF_BASE_SECONDS": "0.2",
+        "NOTIFIER_BACKOFF_CAP_SECONDS": "0.5",
     }
     env.update(overrides)
     return env
@@ -90,6 +97,7 @@ def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
         "dialers": 2,
         "dispatcher_grpc_port": free_port_block(),
         "dialer_grpc_port": free_port_block(),
+        "metrics_port": free_port_block(40),
     }
     values.update(overrides)
     return StackSettings.model_validate(values)

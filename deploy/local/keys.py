@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from services.common.auth import ALGORITHM, AUDIENCE, ISSUER
 
 KEY_ID = "local-1"
+WEBHOOK_SIGNING_KEY = "webhook-signing.key"
 PRIVATE_KEY = "jwt-private.pem"
 JWKS = "jwks.json"
 
@@ -47,3 +49,14 @@ def mint_token(state_dir: Path, client_id: str, *, ttl_seconds: int = 30 * 24 * 
     claims["exp"] = now + ttl_seconds
     key = (state_dir / PRIVATE_KEY).read_bytes()
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": KEY_ID})
+
+
+def ensure_webhook_signing_key(state_dir: Path) -> str:
+    """The notifier's master signing key, generated once (never in git)."""
+    path = state_dir / WEBHOOK_SIGNING_KEY
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip()

@@ -30,7 +30,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.envoy.config import EnvoySettings, render
-from deploy.local.keys import ensure_keys, mint_token
+from deploy.local.keys import ensure_keys, ensure_webhook_signing_key, mint_token
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,8 +54,13 @@ class StackSettings(BaseSettings):
     # Replicas of the scaled services; replica i serves gRPC health on base port + i.
     dispatchers: int = Field(default=1, ge=0, le=10, validation_alias="DISPATCHERS")
     dialers: int = Field(default=1, ge=0, le=10, validation_alias="DIALERS")
+    notifiers: int = Field(default=1, ge=0, le=10, validation_alias="NOTIFIERS")
     dispatcher_grpc_port: int = Field(default=50060, validation_alias="DISPATCHER_GRPC_PORT")
     dialer_grpc_port: int = Field(default=50070, validation_alias="DIALER_GRPC_PORT")
+    notifier_grpc_port: int = Field(default=50080, validation_alias="NOTIFIER_GRPC_PORT")
+    # Prometheus /metrics: api on this port, dispatcher i on +6+i, dialer i on +16+i,
+    # notifier i on +26+i (9464, 9470.., 9480.., 9490.. by default).
+    metrics_port: int = Field(default=9464, validation_alias="METRICS_PORT")
     # Unset: an embedded PostgreSQL (pgserver) keeps its data in <state_dir>/pgdata.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     start_timeout: float = Field(default=60.0, validation_alias="STACK_START_TIMEOUT")
@@ -127,6 +132,7 @@ class Stack:
                 **self.service_env,
                 "DATABASE_URL": self.database_url,
                 "API_GRPC_ADDRESS": self.api_grpc_target,
+                "API_METRICS_ADDRESS": self._metrics_address("api"),
                 "API_JWKS_FILE": str(jwks),
             },
         )
@@ -135,6 +141,8 @@ class Stack:
             self.start_replica("dispatcher", index)
         for index in range(self.settings.dialers):
             self.start_replica("dialer", index)
+        for index in range(self.settings.notifiers):
+            self.start_replica("notifier", index)
 
         envoy_config = state / "envoy.json"
         envoy_settings = EnvoySettings(
@@ -175,8 +183,16 @@ class Stack:
         base = {
             "dispatcher": self.settings.dispatcher_grpc_port,
             "dialer": self.settings.dialer_grpc_port,
+            "notifier": self.settings.notifier_grpc_port,
         }[kind]
         return f"127.0.0.1:{base + index}"
+
+    def metrics_url(self, kind: str, index: int = 0) -> str:
+        offset = {"api": 0, "dispatcher": 6, "dialer": 16, "notifier": 26}[kind]
+        return f"http://127.0.0.1:{self.settings.metrics_port + offset + index}/metrics"
+
+    def _metrics_address(self, kind: str, index: int = 0) -> str:
+        return self.metrics_url(kind, index).removeprefix("http://").removesuffix("/metrics")
 
     def start_replica(self, kind: str, index: int) -> None:
         """Start replica `index` of the dispatcher or the dialer and wait until it serves."""
@@ -190,6 +206,8 @@ class Stack:
                 "DATABASE_URL": self.database_url,
                 "NATS_URL": f"nats://127.0.0.1:{self.settings.nats_port}",
                 f"{prefix}_GRPC_ADDRESS": target,
+                f"{prefix}_METRICS_ADDRESS": self._metrics_address(kind, index),
+                "NOTIFIER_SIGNING_KEY": ensure_webhook_signing_key(self.settings.state_dir),
             },
         )
         self._wait(name, lambda: _grpc_serving(target))
@@ -349,6 +367,8 @@ def main() -> int:
         "  api gRPC:      %s\n"
         "  NATS:          nats://127.0.0.1:%d\n"
         "  dispatchers:   %d (gRPC health from port %d), dialers: %d (from port %d)\n"
+        "  notifiers:     %d (from port %d); webhook secret: make webhook-secret CLIENT=<id>\n"
+        "  metrics:       %s (api), dispatchers from :%d, dialers :%d, notifiers :%d\n"
         "  Envoy admin:   http://127.0.0.1:%d\n"
         "  token (demo):  %s\n\n"
         "Try:  curl -H 'Authorization: Bearer <token>' %s/client/demo/task_scheduler/\n"
@@ -362,6 +382,12 @@ def main() -> int:
         settings.dispatcher_grpc_port,
         settings.dialers,
         settings.dialer_grpc_port,
+        settings.notifiers,
+        settings.notifier_grpc_port,
+        stack.metrics_url("api"),
+        settings.metrics_port + 6,
+        settings.metrics_port + 16,
+        settings.metrics_port + 26,
         settings.envoy_admin_port,
         stack.token("demo"),
         stack.rest_url,

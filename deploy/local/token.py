@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.local.keys import mint_token
+from deploy.local.keys import ensure_webhook_signing_key, mint_token
 from deploy.local.stack import StackSettings
+from services.notifier.signing import client_secret
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("client_id", nargs="?", default="demo")
     parser.add_argument("--days", type=int, default=30, help="validity in days")
+    parser.add_argument(
+        "--webhook-secret",
+        action="store_true",
+        help="print the client's webhook signing secret instead of a token",
+    )
     args = parser.parse_args()
     settings = StackSettings()
+    if args.webhook_secret:
+        key = ensure_webhook_signing_key(settings.state_dir)
+        print(client_secret(key, args.client_id))
+        return
     print(mint_token(settings.state_dir, args.client_id, ttl_seconds=args.days * 24 * 3600))
 
 

@@ -14,11 +14,13 @@ from services.common import logs
 from services.common.auth import TokenVerifier
 from services.common.db import make_engine
 from services.common.grpcserver import serve
+from services.common.metrics import serve_metrics
 
 
 async def main() -> None:
     settings = ApiSettings()  # type: ignore[call-arg]  # filled from the environment
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     servicer = TaskSchedulerServicer(engine, TokenVerifier.from_file(settings.jwks_file))
 

@@ -17,4 +17,6 @@ class ApiSettings(BaseSettings):
     # JWKS document with the public keys that sign bearer tokens.
     jwks_file: Path
     db_pool_size: int = 10
+    # Prometheus /metrics.
+    metrics_address: str = "127.0.0.1:9464"
     log_level: str = "INFO"

@@ -25,6 +25,7 @@ from services.common.errors import (
     StorageUnavailable,
     Unauthenticated,
 )
+from services.common.metrics import API_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ def translate_errors(method: Method) -> Method:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await method(self, request, context)
+            reply = await method(self, request, context)
+            API_REQUESTS.labels(method.__name__, "ok").inc()
+            return reply
         except SchedulerError as err:
+            API_REQUESTS.labels(method.__name__, err.reason).inc()
             log.info(
                 "request refused",
                 extra={"action": "refuse", "rpc": method.__name__, "reason": err.reason},
@@ -88,6 +92,7 @@ def translate_errors(method: Method) -> Method:
             # abort() raises an exception of grpc's own: let it through untouched.
             if isinstance(err, grpc.aio.AbortError):
                 raise
+            API_REQUESTS.labels(method.__name__, "INTERNAL").inc()
             log.exception("unexpected error", extra={"action": "crash", "rpc": method.__name__})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

@@ -8,6 +8,7 @@ import logging
 from services.common import bus, logs
 from services.common.db import make_engine
 from services.common.grpcserver import serve
+from services.common.metrics import serve_metrics
 from services.dialer.consumer import Dialer
 from services.dialer.settings import DialerSettings
 from services.dialer.simulated import SimulatedBackend
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 async def main() -> None:
     settings = DialerSettings()  # type: ignore[call-arg]  # filled from the environment
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
     nats_client, jetstream = await bus.connect(settings.nats_url, "dialer")
     backend = SimulatedBackend(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
@@ -16,7 +17,7 @@ from nats.js import JetStreamContext
 from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import bus
+from services.common import bus, metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dialer import repository
@@ -149,6 +150,9 @@ class Dialer:
     async def _call(self, request: events_pb2.DialRequest) -> None:
         context = _ids(request)
         log.info("dialing", extra={"action": "dial", **context})
+        if request.due_at_unix_ms:
+            metrics.DISPATCH_LATENESS.observe(max(0.0, time.time() - request.due_at_unix_ms / 1000))
+        metrics.CALLS_IN_PROGRESS.inc()
         plan = CallPlan(
             call_uuid=request.call_uuid,
             a_numbers=(request.a_number, *request.extended_a_numbers),
@@ -161,7 +165,11 @@ class Dialer:
         async def connected() -> None:
             await self._publish(request, events_pb2.CallEvent.KIND_CONNECTED, None)
 
-        report = await self._backend.place_call(plan, connected)
+        try:
+            report = await self._backend.place_call(plan, connected)
+        finally:
+            metrics.CALLS_IN_PROGRESS.dec()
+        metrics.CALLS.labels(report.outcome).inc()
         async with self._db_slots:
             await self._save(request.call_uuid, report)
         await self._publish(request, events_pb2.CallEvent.KIND_ENDED, report)

@@ -26,4 +26,6 @@ class DialerSettings(BaseSettings):
     # How long to keep retrying to report a result while NATS or PostgreSQL is down.
     report_retry_seconds: float = 600.0
     db_pool_size: int = 5
+    # Prometheus /metrics.
+    metrics_address: str = "127.0.0.1:9480"
     log_level: str = "INFO"

@@ -9,12 +9,14 @@ import logging
 from services.common import bus, logs
 from services.common.db import make_engine
 from services.common.grpcserver import serve
+from services.common.metrics import serve_metrics
 from services.common.wakeup import listen_forever
 from services.dispatcher.consumer import CallEventConsumer
 from services.dispatcher.outbox import OutboxPublisher
 from services.dispatcher.repository import WAKE_CHANNEL
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.stats import refresh_forever
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 async def main() -> None:
     settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
     nats_client, jetstream = await bus.connect(settings.nats_url, "dispatcher")
 
@@ -30,6 +33,7 @@ async def main() -> None:
     scheduler = Scheduler(engine, settings, wake, publisher.ready)
     consumer = CallEventConsumer(engine, jetstream, settings.result_batch, publisher.ready)
     listener = asyncio.create_task(listen_forever(settings.database_url, WAKE_CHANNEL, wake))
+    stats = asyncio.create_task(refresh_forever(engine, jetstream, settings.stats_interval_seconds))
     workers = [
         asyncio.create_task(scheduler.run()),
         asyncio.create_task(consumer.run()),
@@ -45,6 +49,7 @@ async def main() -> None:
         with contextlib.suppress(Exception):
             await publisher.flush()
         listener.cancel()
+        stats.cancel()
         for worker in workers:
             worker.cancel()
         await bus.close(nats_client)

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common import bus
+from services.common import bus, metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
@@ -86,6 +86,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
         resolved = resolved_view(task, resolution)
         tasks[event.task_id] = resolved  # a duplicate in the same batch is now stale
         changes.append(end_attempt_params(task.id, resolution))
+        metrics.ATTEMPTS_ENDED.labels(outcome).inc()
         messages.extend(task_event(resolved, name) for name in resolution.events)
         log.info(
             "attempt ended",

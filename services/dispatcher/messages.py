@@ -29,6 +29,7 @@ def dial_request(task: Any) -> Message:
         caller_id_name=params.get("caller_id_name", ""),
         caller_id_number=params.get("caller_id_number", ""),
         extension_id=task.extension_id,
+        due_at_unix_ms=int(task.next_run_at.timestamp() * 1000),
     )
     return Message(SUBJECT_DIAL, f"dial:{task.id}:{task.attempts}", request.SerializeToString())
 

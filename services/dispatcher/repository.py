@@ -255,3 +255,9 @@ async def take_outbox_batch(
 async def delete_outbox(conn: AsyncConnection, ids: Sequence[int]) -> None:
     """Forget messages JetStream has stored."""
     await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+
+
+async def count_tasks_by_status(conn: AsyncConnection) -> dict[str, int]:
+    """Tasks of all tenants by status (for the metrics)."""
+    rows = await conn.execute(text("SELECT status, count(*) FROM tasks GROUP BY status"))
+    return {str(status): int(count) for status, count in rows}

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
@@ -81,25 +84,9 @@ class Scheduler:
         return claimed
 
     async def _claim_for_queue(self, queue_id: int) -> int:
-        async with transaction(self._engine) as conn:
-            limit = await repository.lock_queue(conn, queue_id)
-            if limit is None:
-                return 0  # another dispatcher holds it, or it was just switched off
-            in_flight = await repository.count_in_flight(
-                conn, queue_id, self._settings.attempt_lease_seconds
-            )
-            free = limit - in_flight
-            if free <= 0:
-                return 0
-            how_many = min(free, self._settings.claim_batch)
-            started = await repository.claim_due_tasks(
-                conn, queue_id, how_many, self._settings.attempt_lease_seconds
-            )
-            messages = []
-            for task in sorted(started, key=lambda row: row.id):
-                messages.append(task_event(task, start_event(task.attempts)))
-                messages.append(dial_request(task))
-            await repository.add_to_outbox(conn, messages)
+        with metrics.CLAIM_SECONDS.time():
+            started = await self._claim_in_transaction(queue_id)
+        metrics.TASKS_CLAIMED.inc(len(started))
         for task in started:
             log.info(
                 "attempt started",
@@ -113,6 +100,31 @@ class Scheduler:
                 },
             )
         return len(started)
+
+    async def _claim_in_transaction(self, queue_id: int) -> Sequence[Any]:
+        async with transaction(self._engine) as conn:
+            limit = await repository.lock_queue(conn, queue_id)
+            if limit is None:
+                return []  # another dispatcher holds it, or it was just switched off
+            in_flight = await repository.count_in_flight(
+                conn, queue_id, self._settings.attempt_lease_seconds
+            )
+            free = limit - in_flight
+            metrics.QUEUE_LIMIT.labels(str(queue_id)).set(limit)
+            if free <= 0:
+                metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight)
+                return []
+            how_many = min(free, self._settings.claim_batch)
+            started = await repository.claim_due_tasks(
+                conn, queue_id, how_many, self._settings.attempt_lease_seconds
+            )
+            messages = []
+            for task in sorted(started, key=lambda row: row.id):
+                messages.append(task_event(task, start_event(task.attempts)))
+                messages.append(dial_request(task))
+            await repository.add_to_outbox(conn, messages)
+        metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
+        return started
 
     async def _expire_leases(self) -> int:
         """Resolve attempts whose lease ran out: with the call's result if the dialer saved

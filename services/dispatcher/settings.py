@@ -23,5 +23,9 @@ class DispatcherSettings(BaseSettings):
     outbox_batch: int = 500
     # Safety net only: wake-ups come from LISTEN/NOTIFY and the timer to the next due time.
     max_idle_seconds: float = 30.0
+    # How often the tasks-by-status and consumer-lag gauges are refreshed.
+    stats_interval_seconds: float = 15.0
     db_pool_size: int = 5
+    # Prometheus /metrics.
+    metrics_address: str = "127.0.0.1:9470"
     log_level: str = "INFO"

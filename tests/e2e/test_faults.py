@@ -5,6 +5,7 @@ dialed twice, and no queue goes over its concurrent_task_limit."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from datetime import datetime
 import httpx
 import psycopg
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from deploy.local.stack import Stack
 from tests.conftest import LONG_CALL_NUMBER, StateDirFactory, service_env, stack_settings
@@ -178,3 +181,33 @@ def test_sigterm_lets_the_dialers_finish_calls_in_progress(fault_stack: Stack) -
         )
         final = task_states(api, "sigterm", queue_id)
     assert [t["finish_result"] for t in final] == ["success", "success"]
+
+
+def test_kill_9_of_the_notifier_mid_delivery_loses_no_event(fault_stack: Stack) -> None:
+    first_seen = threading.Event()
+    received: list[str] = []
+
+    def hang_first(request: Request) -> Response:
+        received.append(request.headers["X-Callback-Event-Id"])
+        if len(received) == 1:
+            first_seen.set()
+            time.sleep(1.0)  # the notifier is killed while it waits for this answer
+        return Response("ok")
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.expect_request("/after").respond_with_handler(hang_first)
+    server.start()
+    try:
+        with rest(fault_stack, "hooks") as api:
+            task: dict[str, object] = {"a_number": "+15000000001", "b_number": "+15000000002"}
+            task["url_after"] = server.url_for("/after")
+            queue_id = add_queue_with_tasks(api, "hooks", 1, [task])
+            assert first_seen.wait(30), "the webhook never arrived"
+            fault_stack.kill_child("notifier-0")
+            fault_stack.start_replica("notifier", 0)
+            # Delivered again after the lease of the killed attempt: same event id.
+            wait_until(lambda: len(received) >= 2, 60, "the webhook to be delivered again")
+            (task_row,) = task_states(api, "hooks", queue_id)
+    finally:
+        server.stop()
+    assert set(received) == {f"{task_row['id']}:1:after"}

@@ -1,0 +1,65 @@
+"""`python -m services.notifier`: delivers webhooks for task events (many replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.common import bus, logs
+from services.common.db import make_engine
+from services.common.grpcserver import serve
+from services.common.metrics import serve_metrics
+from services.common.wakeup import listen_forever
+from services.notifier.addresses import parse_networks
+from services.notifier.consumer import EventConsumer
+from services.notifier.repository import WAKE_CHANNEL
+from services.notifier.sender import Sender
+from services.notifier.settings import NotifierSettings
+from services.notifier.transport import make_client
+
+log = logging.getLogger(__name__)
+
+
+async def main() -> None:
+    settings = NotifierSettings()  # type: ignore[call-arg]  # filled from the environment
+    logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
+    nats_client, jetstream = await bus.connect(settings.nats_url, "notifier")
+    allowed = parse_networks([n for n in settings.allowed_networks.split(",") if n.strip()])
+    client = make_client(
+        allowed,
+        connect_timeout=settings.connect_timeout_seconds,
+        read_timeout=settings.read_timeout_seconds,
+        max_connections=settings.max_in_flight,
+    )
+    wake = asyncio.Event()
+    consumer = EventConsumer(engine, jetstream)
+    sender = Sender(engine, client, settings, wake)
+    listener = asyncio.create_task(listen_forever(settings.database_url, WAKE_CHANNEL, wake))
+    workers = [asyncio.create_task(consumer.run()), asyncio.create_task(sender.run())]
+
+    def crash(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker died", exc_info=task.exception(), extra={"action": "crash"})
+            raise SystemExit(1)
+
+    for worker in workers:
+        worker.add_done_callback(crash)
+
+    async def shutdown() -> None:
+        consumer.stop()
+        sender.stop()
+        await asyncio.wait(workers, timeout=5)
+        # Deliveries in flight finish (bounded by their timeouts) or are retried elsewhere.
+        await asyncio.wait_for(sender.finished(), timeout=settings.lease_seconds)
+        listener.cancel()
+        await bus.close(nats_client)
+        await client.aclose()
+        await engine.dispose()
+
+    await serve(settings.grpc_address, lambda server: [], on_shutdown=shutdown, grace_seconds=1.0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

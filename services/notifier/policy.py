@@ -1,0 +1,60 @@
+"""What to do after one delivery attempt: delivered, retry later, or give up (pure rules)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+DELIVERED, RETRY, FAILED, DEAD = "delivered", "retry", "failed", "dead"
+
+# Order of a task's events within one attempt; seq = attempt * 10 + rank.
+EVENT_RANK = {"before": 0, "before_again": 0, "success": 1, "after": 2}
+
+
+def sequence(attempt: int, event: str) -> int:
+    return attempt * 10 + EVENT_RANK.get(event, 9)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    max_age_seconds: float = 24 * 3600
+    base_seconds: float = 1.0
+    cap_seconds: float = 600.0
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Exponential backoff with full jitter, after attempt number `attempt` (1-based)."""
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** (attempt - 1))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # DELIVERED, RETRY, FAILED or DEAD
+    reason: str
+    retry_after: float | None = None
+
+
+def judge(
+    policy: RetryPolicy,
+    *,
+    attempt: int,
+    age_seconds: float,
+    status_code: int | None,
+    error: str,
+    retryable_error: bool,
+) -> Verdict:
+    """2xx delivered; 429, 5xx, timeouts and connection errors retried; anything else final."""
+    if status_code is not None and 200 <= status_code < 300:
+        return Verdict(DELIVERED, f"HTTP {status_code}")
+    if status_code is not None:
+        retryable = status_code == 429 or status_code >= 500
+        reason = f"HTTP {status_code}"
+    else:
+        retryable = retryable_error
+        reason = error
+    if not retryable:
+        return Verdict(FAILED, reason)
+    if attempt >= policy.max_attempts or age_seconds >= policy.max_age_seconds:
+        return Verdict(DEAD, f"{reason}; gave up after {attempt} attempts")
+    return Verdict(RETRY, reason, policy.backoff(attempt))

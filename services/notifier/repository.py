@@ -1,0 +1,122 @@
+"""Every SQL statement the notifier runs, one function each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.models import WebhookAttempt, WebhookDelivery
+
+WAKE_CHANNEL = "callback_scheduler_webhooks"
+
+deliveries = cast(Table, WebhookDelivery.__table__)
+attempts = cast(Table, WebhookAttempt.__table__)
+
+
+async def add_deliveries(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Queue deliveries (an event seen twice is queued once) and wake the senders."""
+    if not rows:
+        return
+    await conn.execute(pg_insert(deliveries).on_conflict_do_nothing(), list(rows))
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+
+
+# A delivery waits while an earlier event of the same task is still pending (in flight or
+# waiting for a retry), so that a task's events arrive in order.
+_CLAIM_DUE = text("""
+    WITH due AS (
+        SELECT d.id FROM webhook_deliveries d
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                          WHERE e.status = 'pending' AND e.client_id = d.client_id
+                            AND e.task_id = d.task_id AND e.seq < d.seq)
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT :how_many
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE webhook_deliveries w
+    SET attempts = w.attempts + 1,
+        next_attempt_at = now() + make_interval(secs => :lease_seconds)
+    FROM due
+    WHERE w.id = due.id
+    RETURNING w.*, EXTRACT(EPOCH FROM now() - w.created_at) AS age_seconds
+""")
+
+
+async def claim_due(
+    conn: AsyncConnection, how_many: int, lease_seconds: float
+) -> Sequence[Row[Any]]:
+    """Take due deliveries for one attempt each; the lease keeps other notifiers off them."""
+    params = {"how_many": how_many, "lease_seconds": lease_seconds}
+    rows: Sequence[Row[Any]] = (await conn.execute(_CLAIM_DUE, params)).all()
+    return rows
+
+
+async def seconds_until_next_due(conn: AsyncConnection) -> float | None:
+    """Seconds until the next pending delivery is due (None if there is none)."""
+    stmt = text(
+        "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) "
+        "FROM webhook_deliveries WHERE status = 'pending'"
+    )
+    value = (await conn.execute(stmt)).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+async def record_attempt(conn: AsyncConnection, **values: Any) -> None:
+    """Keep one attempt's outcome (status code, error, duration)."""
+    await conn.execute(attempts.insert().values(**values))
+
+
+async def finish(conn: AsyncConnection, delivery_id: int, status: str, error: str) -> None:
+    """delivered, failed (final answer) or dead (retries exhausted)."""
+    stmt = text("""
+        UPDATE webhook_deliveries
+        SET status = :status, last_error = :error, finished_at = now()
+        WHERE id = :id
+    """)
+    await conn.execute(stmt, {"id": delivery_id, "status": status, "error": error})
+
+
+async def retry_later(
+    conn: AsyncConnection, delivery_id: int, retry_after: float, error: str
+) -> None:
+    """Try again after the backoff."""
+    stmt = text("""
+        UPDATE webhook_deliveries
+        SET next_attempt_at = now() + make_interval(secs => :retry_after), last_error = :error
+        WHERE id = :id
+    """)
+    await conn.execute(stmt, {"id": delivery_id, "retry_after": retry_after, "error": error})
+
+
+async def list_dead(conn: AsyncConnection, client_id: str | None, limit: int) -> Sequence[Row[Any]]:
+    """Dead letters, newest first."""
+    stmt = select(deliveries).where(deliveries.c.status == "dead")
+    if client_id is not None:
+        stmt = stmt.where(deliveries.c.client_id == client_id)
+    rows: Sequence[Row[Any]] = (
+        await conn.execute(stmt.order_by(deliveries.c.id.desc()).limit(limit))
+    ).all()
+    return rows
+
+
+async def replay(conn: AsyncConnection, delivery_ids: Sequence[int]) -> int:
+    """Give dead deliveries a fresh set of attempts, now."""
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(delivery_ids), deliveries.c.status == "dead")
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=text("now()"),
+            created_at=text("now()"),  # the retry age limit starts again
+            finished_at=None,
+        )
+    )
+    count = (await conn.execute(stmt)).rowcount
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+    return int(count)

@@ -1,0 +1,118 @@
+"""Every service exposes Prometheus metrics, and the key series move when a task runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpserver import HTTPServer
+
+from deploy.local.stack import Stack
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    reply = httpx.get(url, timeout=10)
+    assert reply.status_code == 200, url
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+def total(stack: Stack, kind: str, replicas: int, name: str, **labels: str) -> float:
+    """A series summed over the replicas of one kind of service."""
+    wanted = tuple(sorted(labels.items()))
+    value = 0.0
+    for index in range(replicas):
+        for (sample, sample_labels), number in scrape(stack.metrics_url(kind, index)).items():
+            if sample == name and all(item in sample_labels for item in wanted):
+                value += number
+    return value
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_every_service_serves_its_key_series(stack: Stack) -> None:
+    # Series without labels exist from the start; labelled ones once used (next test).
+    expected = {
+        ("api", 1): ["process_cpu_seconds_total"],
+        ("dispatcher", stack.settings.dispatchers): [
+            "callback_claim_seconds_count",
+            "callback_attempts_started_total",
+        ],
+        ("dialer", stack.settings.dialers): [
+            "callback_dispatch_lateness_seconds_count",
+            "callback_calls_in_progress",
+        ],
+        ("notifier", stack.settings.notifiers): ["callback_webhook_seconds_count"],
+    }
+    for (kind, replicas), names in expected.items():
+        for index in range(replicas):
+            present = {name for name, _ in scrape(stack.metrics_url(kind, index))}
+            for name in names:
+                assert name in present, (kind, index, name)
+
+
+def test_key_series_move_when_a_task_runs(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    d, n = stack.settings.dispatchers, stack.settings.dialers
+    before = {
+        "started": total(stack, "dispatcher", d, "callback_attempts_started_total"),
+        "connected": total(stack, "dialer", n, "callback_calls_total", outcome="connected"),
+        "lateness": total(stack, "dialer", n, "callback_dispatch_lateness_seconds_count"),
+        "created": total(
+            stack, "api", 1, "callback_api_requests_total", rpc="CreateTasks", result="ok"
+        ),
+        "webhooks": total(
+            stack, "notifier", 1, "callback_webhook_attempts_total", outcome="delivered"
+        ),
+    }
+    receiver = HTTPServer(host="127.0.0.1", port=0)
+    receiver.expect_request("/after").respond_with_data("ok")
+    receiver.start()
+    try:
+        queue = api.post(f"/client/{tenant}/task_scheduler/", json={"status": "on"}).json()
+        task = {"a_number": "+15550008001", "b_number": "+15550008002"}
+        task["url_after"] = receiver.url_for("/after")
+        reply = api.post(
+            f"/client/{tenant}/task_scheduler/{queue['id']}/tasks/", json={"tasks": [task]}
+        )
+        assert reply.status_code == 200
+        wait_until(lambda: len(receiver.log) == 1, 30, "the task to finish and notify")
+    finally:
+        receiver.stop()
+
+    def moved(key: str, kind: str, replicas: int, name: str, **labels: str) -> bool:
+        return total(stack, kind, replicas, name, **labels) > before[key]
+
+    wait_until(
+        lambda: moved("started", "dispatcher", d, "callback_attempts_started_total"), 10, "claims"
+    )
+    assert moved("connected", "dialer", n, "callback_calls_total", outcome="connected")
+    assert moved("lateness", "dialer", n, "callback_dispatch_lateness_seconds_count")
+    assert moved("created", "api", 1, "callback_api_requests_total", rpc="CreateTasks", result="ok")
+    wait_until(
+        lambda: moved(
+            "webhooks", "notifier", 1, "callback_webhook_attempts_total", outcome="delivered"
+        ),
+        10,
+        "the webhook counter",
+    )
+    wait_until(
+        lambda: total(stack, "dispatcher", 1, "callback_tasks", status="finished") >= 1,
+        10,
+        "the tasks-by-status gauge",
+    )
+    lag_series = {
+        dict(labels).get("consumer")
+        for name, labels in scrape(stack.metrics_url("dispatcher", 0))
+        if name == "callback_nats_consumer_pending"
+    }
+    assert {"dialer", "dispatcher-calls", "notifier"} <= lag_series
