@@ -119,3 +119,40 @@ def test_database_down_is_503_and_recovers_without_a_restart(
         assert back.json() == queue
         names = [q["name"] for q in api.get("/client/outage/task_scheduler/").json()]
         assert names == ["before"]
+
+
+def test_postgresql_restart_mid_run_loses_no_task(
+    external_stack: Stack, debian_postgres: DebianPostgres
+) -> None:
+    """Dispatchers, dialers and the notifier ride out a PostgreSQL restart: every task ends."""
+    count = 20
+    with client_for(external_stack, "pgdown") as api:
+        queue = api.post(
+            "/client/pgdown/task_scheduler/", json={"status": "on", "concurrent_task_limit": 3}
+        ).json()
+        tasks = [
+            {"a_number": f"+1600000{i:04d}", "b_number": "+16000009999", "try_count": 3}
+            for i in range(count)
+        ]
+        path = f"/client/pgdown/task_scheduler/{queue['id']}"
+        assert api.post(f"{path}/tasks/", json={"tasks": tasks}).status_code == 200
+
+        def finished() -> int:
+            reply = api.get(f"{path}/task/")
+            if reply.status_code != 200:
+                return -1
+            return sum(t["status"] == "finished" for t in reply.json())
+
+        deadline = time.monotonic() + 30
+        while finished() < 3:
+            assert time.monotonic() < deadline, "no task finished before the restart"
+            time.sleep(0.05)
+        debian_postgres.stop()
+        time.sleep(1.0)  # PostgreSQL stays down for a while, as in a real restart
+        debian_postgres.start()
+        deadline = time.monotonic() + 90
+        while finished() != count:
+            assert time.monotonic() < deadline, api.get(f"{path}/task/").text
+            time.sleep(0.2)
+        final = api.get(f"{path}/task/").json()
+    assert {t["finish_result"] for t in final} == {"success"}, final
