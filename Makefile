@@ -9,7 +9,8 @@ PROTOS := $(wildcard proto/scheduler/v1/*.proto)
 DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench
+.PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench \
+	k8s-envoy-config
 
 all: lint typecheck test
 
@@ -44,6 +45,17 @@ system-deps:
 		echo "installing Debian PostgreSQL (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
+	@# kubectl (with its built-in kustomize) renders deploy/k8s in the tests.
+	@if ! command -v kubectl >/dev/null; then \
+		echo "installing kubectl (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null \
+			|| echo "kubectl is not in this machine's apt sources: install kubectl >= 1.27 by hand" >&2; \
+	fi
+
+# The Envoy config in the Kubernetes manifests, rendered by the same code as `make run`'s
+# (committed; a test fails when it is stale), and the descriptor set its ConfigMap carries.
+k8s-envoy-config: gen
+	$(PY) -m deploy.k8s.envoy_config --descriptor-file $(DESCRIPTOR)
 
 run: gen
 	$(PY) -m deploy.local.stack

@@ -45,8 +45,11 @@ STREAM_EVENTS = Stream(
 STREAMS = (STREAM_DIAL, STREAM_CALLS, STREAM_EVENTS)
 
 
-async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
-    """Connect (retrying until NATS is up, reconnecting forever) and make sure streams exist."""
+async def connect(
+    url: str, name: str, *, stream_replicas: int = 1
+) -> tuple[NATS, JetStreamContext]:
+    """Connect (retrying until NATS is up, reconnecting forever) and make sure streams exist
+    with `stream_replicas` copies (3 on a NATS cluster)."""
 
     async def reconnected() -> None:
         log.info("nats reconnected", extra={"action": "nats_reconnected"})
@@ -65,7 +68,7 @@ async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
         disconnected_cb=disconnected,
     )
     jetstream = client.jetstream(timeout=5)
-    await ensure_streams(jetstream)
+    await ensure_streams(jetstream, replicas=stream_replicas)
     return client, jetstream
 
 

@@ -21,7 +21,9 @@ async def main() -> None:
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
-    nats_client, jetstream = await bus.connect(settings.nats_url, "dialer")
+    nats_client, jetstream = await bus.connect(
+        settings.nats_url, "dialer", stream_replicas=settings.nats_stream_replicas
+    )
     backend = SimulatedBackend(
         settings.simulated_rules,
         ring_timeout_seconds=settings.ring_timeout_seconds,

@@ -15,6 +15,10 @@ class DialerSettings(BaseSettings):
 
     database_url: str = Field(validation_alias="DATABASE_URL")
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # Copies of each JetStream stream: 3 on a NATS cluster (every service must agree).
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
+    )
     grpc_address: str = "127.0.0.1:50053"
     backend: Literal["simulated"] = "simulated"
     max_concurrent_calls: int = 1000

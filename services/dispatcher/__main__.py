@@ -26,7 +26,9 @@ async def main() -> None:
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
-    nats_client, jetstream = await bus.connect(settings.nats_url, "dispatcher")
+    nats_client, jetstream = await bus.connect(
+        settings.nats_url, "dispatcher", stream_replicas=settings.nats_stream_replicas
+    )
 
     wake = asyncio.Event()
     publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)

@@ -25,7 +25,9 @@ async def main() -> None:
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
-    nats_client, jetstream = await bus.connect(settings.nats_url, "notifier")
+    nats_client, jetstream = await bus.connect(
+        settings.nats_url, "notifier", stream_replicas=settings.nats_stream_replicas
+    )
     allowed = parse_networks([n for n in settings.allowed_networks.split(",") if n.strip()])
     client = make_client(
         allowed,
