@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from services.common import bus, logs
 from services.common.db import make_engine
 from services.common.grpcserver import serve
 from services.common.metrics import serve_metrics
+from services.common.supervision import exit_when_failed
 from services.dialer.consumer import Dialer
 from services.dialer.settings import DialerSettings
 from services.dialer.simulated import SimulatedBackend
-
-log = logging.getLogger(__name__)
 
 
 async def main() -> None:
@@ -32,13 +30,7 @@ async def main() -> None:
     dialer = Dialer(engine, jetstream, backend, settings)
     worker = asyncio.create_task(dialer.run())
 
-    def crash(task: asyncio.Task[None]) -> None:
-        # A dialer that cannot take calls must not look healthy: exit, and be restarted.
-        if not task.cancelled() and task.exception() is not None:
-            log.error("worker died", exc_info=task.exception(), extra={"action": "crash"})
-            raise SystemExit(1)
-
-    worker.add_done_callback(crash)
+    worker.add_done_callback(exit_when_failed)
 
     async def shutdown() -> None:
         # Calls in progress finish first (and report); no new call starts.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from services.common import bus, logs
 from services.common.db import make_engine
 from services.common.grpcserver import serve
 from services.common.metrics import serve_metrics
+from services.common.supervision import exit_when_failed
 from services.common.wakeup import listen_forever
 from services.dispatcher.consumer import CallEventConsumer
 from services.dispatcher.outbox import OutboxPublisher
@@ -17,8 +17,6 @@ from services.dispatcher.repository import WAKE_CHANNEL
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.stats import refresh_forever
-
-log = logging.getLogger(__name__)
 
 
 async def main() -> None:
@@ -57,13 +55,8 @@ async def main() -> None:
         await bus.close(nats_client)
         await engine.dispose()
 
-    def crash(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("worker died", exc_info=task.exception(), extra={"action": "crash"})
-            raise SystemExit(1)
-
     for worker in workers:
-        worker.add_done_callback(crash)
+        worker.add_done_callback(exit_when_failed)
     await serve(settings.grpc_address, lambda server: [], on_shutdown=shutdown)
 
 

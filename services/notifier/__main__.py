@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from services.common import bus, logs
 from services.common.db import make_engine
 from services.common.grpcserver import serve
 from services.common.metrics import serve_metrics
+from services.common.supervision import exit_when_failed
 from services.common.wakeup import listen_forever
 from services.notifier.addresses import parse_networks
 from services.notifier.consumer import EventConsumer
@@ -16,8 +16,6 @@ from services.notifier.repository import WAKE_CHANNEL
 from services.notifier.sender import Sender
 from services.notifier.settings import NotifierSettings
 from services.notifier.transport import make_client
-
-log = logging.getLogger(__name__)
 
 
 async def main() -> None:
@@ -41,13 +39,8 @@ async def main() -> None:
     listener = asyncio.create_task(listen_forever(settings.database_url, WAKE_CHANNEL, wake))
     workers = [asyncio.create_task(consumer.run()), asyncio.create_task(sender.run())]
 
-    def crash(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("worker died", exc_info=task.exception(), extra={"action": "crash"})
-            raise SystemExit(1)
-
     for worker in workers:
-        worker.add_done_callback(crash)
+        worker.add_done_callback(exit_when_failed)
 
     async def shutdown() -> None:
         consumer.stop()

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
@@ -19,6 +19,8 @@ from werkzeug import Request, Response
 
 from deploy.local.stack import Stack
 from tests.conftest import LONG_CALL_NUMBER, StateDirFactory, service_env, stack_settings
+from tests.e2e.dispatch_helpers import max_overlap
+from tests.e2e.dispatch_helpers import wait_for as wait_until
 
 DIALERS = 2
 DISPATCHERS = 2
@@ -42,13 +44,6 @@ def fault_stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
 def rest(stack: Stack, client_id: str) -> httpx.Client:
     headers = {"Authorization": f"Bearer {stack.token(client_id)}"}
     return httpx.Client(base_url=stack.rest_url, headers=headers, timeout=30)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def add_queue_with_tasks(
@@ -77,15 +72,6 @@ def calls_of_queue(stack: Stack, queue_id: int) -> list[tuple[int, int, datetime
             (queue_id,),
         ).fetchall()
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-
-def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = peak = 0
-    for _, step in edges:  # at equal times, ends (-1) sort before starts (+1)
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 def dials_logged(stack: Stack, queue_id: int) -> Counter[tuple[int, int]]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 
 from deploy.local.stack import Stack
+from tests.e2e.dispatch_helpers import wait_for as wait_until
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -31,13 +29,6 @@ def total(stack: Stack, kind: str, replicas: int, name: str, **labels: str) -> f
             if sample == name and all(item in sample_labels for item in wanted):
                 value += number
     return value
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_every_service_serves_its_key_series(stack: Stack) -> None:

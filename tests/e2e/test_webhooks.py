@@ -21,15 +21,9 @@ from deploy.local.keys import ensure_webhook_signing_key
 from deploy.local.stack import ROOT, Stack
 from services.notifier.signing import client_secret, verify
 from tests.conftest import BUSY_NUMBER
+from tests.e2e.dispatch_helpers import wait_for as wait_until
 
 Handler = Callable[[Request], Response]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
