@@ -22,6 +22,7 @@ from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dialer import repository
 from services.dialer.backend import CallPlan, CallReport, TelephonyBackend
+from services.dialer.records import RecordWriter
 from services.dialer.settings import DialerSettings
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ class Dialer:
         self._settings = settings
         self._calls: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
-        # Calls ending together queue here for a connection instead of timing out on the pool.
-        self._db_slots = asyncio.Semaphore(settings.db_pool_size)
+        self._records = RecordWriter(engine, settings.report_retry_seconds)
+        self._record_writer: asyncio.Task[None] | None = None
         self._stopping = False
 
     def stop(self) -> None:
@@ -85,8 +86,11 @@ class Dialer:
     async def calls_finished(self) -> None:
         if self._calls:
             await asyncio.wait(set(self._calls))
+        if self._record_writer is not None:
+            self._record_writer.cancel()
 
     async def run(self) -> None:
+        self._record_writer = asyncio.create_task(self._records.run())
         subscription = await bus.pull_consumer_when_ready(
             self._jetstream, bus.STREAM_DIAL, DURABLE, ack_wait_seconds=30
         )
@@ -170,34 +174,12 @@ class Dialer:
         finally:
             metrics.CALLS_IN_PROGRESS.dec()
         metrics.CALLS.labels(report.outcome).inc()
-        async with self._db_slots:
-            await self._save(request.call_uuid, report)
+        try:
+            await self._records.save(request.call_uuid, report)
+        except Exception:
+            return  # not stored and not reported: the attempt's lease resolves it
         await self._publish(request, events_pb2.CallEvent.KIND_ENDED, report)
         log.info("call ended", extra={"action": "call_ended", "outcome": report.outcome, **context})
-
-    async def _save(self, call_uuid: str, report: CallReport) -> None:
-        """Store the record; retried through a database outage (the dispatcher's lease
-        expiry reads it from here if the ended event is lost)."""
-        delay, waited = 0.2, 0.0
-        while True:
-            try:
-                async with transaction(self._engine) as conn:
-                    await repository.finish_call(
-                        conn,
-                        call_uuid,
-                        result=report.outcome,
-                        comment=report.comment,
-                        ended_at=report.ended,
-                        record=report.as_record(),
-                    )
-                return
-            except StorageUnavailable:
-                if waited >= self._settings.report_retry_seconds:
-                    log.error("call record not saved", extra={"action": "save_failed"})
-                    return
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 5.0)
 
     async def _publish(
         self, request: events_pb2.DialRequest, kind: int, report: CallReport | None

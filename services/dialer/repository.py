@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, text, update
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,19 +54,15 @@ async def start_calls(conn: AsyncConnection, new_calls: Sequence[NewCall]) -> se
     return {row.call_uuid for row in await conn.execute(stmt, rows)}
 
 
-async def finish_call(
-    conn: AsyncConnection,
-    call_uuid: str,
-    *,
-    result: str,
-    comment: str,
-    ended_at: datetime,
-    record: dict[str, Any],
-) -> None:
-    """Store how the call went (its legs, times and result)."""
-    stmt = (
-        update(calls)
-        .where(calls.c.call_uuid == call_uuid, calls.c.result == "in_progress")
-        .values(result=result, comment=comment, ended_at=ended_at, record=record)
-    )
-    await conn.execute(stmt)
+_FINISH_CALL = text("""
+    UPDATE calls
+    SET result = :result, comment = :comment, ended_at = :ended_at,
+        record = CAST(:record AS jsonb)
+    WHERE call_uuid = :call_uuid AND result = 'in_progress'
+""")
+
+
+async def finish_calls(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Store how calls went (legs, times, result); one round trip for many (executemany)."""
+    params = [{**row, "record": json.dumps(row["record"])} for row in rows]
+    await conn.execute(_FINISH_CALL, params)
