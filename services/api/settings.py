@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="API_")
 
-    # Shared with every service, hence no prefix.
-    database_url: str = Field(validation_alias="DATABASE_URL")
     grpc_address: str = "127.0.0.1:50051"
     # JWKS document with the public keys that sign bearer tokens.
     jwks_file: Path
-    db_pool_size: int = 10
-    # Prometheus /metrics.
     metrics_address: str = "127.0.0.1:9464"
-    log_level: str = "INFO"
+    db_pool_size: int = 10

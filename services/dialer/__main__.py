@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import bus, logs
-from services.common.db import make_engine
+from services.common import bus
+from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
-from services.common.metrics import serve_metrics
 from services.common.supervision import exit_when_failed
 from services.dialer.consumer import Dialer
 from services.dialer.settings import DialerSettings
@@ -16,12 +15,7 @@ from services.dialer.simulated import SimulatedBackend
 
 async def main() -> None:
     settings = DialerSettings()  # type: ignore[call-arg]  # filled from the environment
-    logs.configure(settings.log_level)
-    serve_metrics(settings.metrics_address)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
-    nats_client, jetstream = await bus.connect(
-        settings.nats_url, "dialer", stream_replicas=settings.nats_stream_replicas
-    )
+    engine, nats_client, jetstream = await start_worker(settings, "dialer")
     backend = SimulatedBackend(
         settings.simulated_rules,
         ring_timeout_seconds=settings.ring_timeout_seconds,

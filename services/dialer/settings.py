@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from services.common.settings import WorkerSettings
 from services.dialer.simulated import DEFAULT_RULES, Rule
 
 
-class DialerSettings(BaseSettings):
+class DialerSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="DIALER_")
 
-    database_url: str = Field(validation_alias="DATABASE_URL")
-    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
-    # Copies of each JetStream stream: 3 on a NATS cluster (every service must agree).
-    nats_stream_replicas: int = Field(
-        default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
-    )
+    metrics_address: str = "127.0.0.1:9480"
     grpc_address: str = "127.0.0.1:50053"
     backend: Literal["simulated"] = "simulated"
     max_concurrent_calls: int = 1000
@@ -29,7 +24,3 @@ class DialerSettings(BaseSettings):
     simulated_rules: tuple[Rule, ...] = DEFAULT_RULES
     # How long to keep retrying to report a result while NATS or PostgreSQL is down.
     report_retry_seconds: float = 600.0
-    db_pool_size: int = 5
-    # Prometheus /metrics.
-    metrics_address: str = "127.0.0.1:9480"
-    log_level: str = "INFO"

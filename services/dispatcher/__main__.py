@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.common import bus, logs
-from services.common.db import make_engine
+from services.common import bus
+from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
-from services.common.metrics import serve_metrics
 from services.common.supervision import exit_when_failed
 from services.common.wakeup import listen_forever
 from services.dispatcher.consumer import CallEventConsumer
@@ -21,12 +20,7 @@ from services.dispatcher.stats import refresh_forever
 
 async def main() -> None:
     settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
-    logs.configure(settings.log_level)
-    serve_metrics(settings.metrics_address)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
-    nats_client, jetstream = await bus.connect(
-        settings.nats_url, "dispatcher", stream_replicas=settings.nats_stream_replicas
-    )
+    engine, nats_client, jetstream = await start_worker(settings, "dispatcher")
 
     wake = asyncio.Event()
     publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)

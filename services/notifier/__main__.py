@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import bus, logs
-from services.common.db import make_engine
+from services.common import bus
+from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
-from services.common.metrics import serve_metrics
 from services.common.supervision import exit_when_failed
 from services.common.wakeup import listen_forever
 from services.notifier.addresses import parse_networks
@@ -20,12 +19,7 @@ from services.notifier.transport import make_client
 
 async def main() -> None:
     settings = NotifierSettings()  # type: ignore[call-arg]  # filled from the environment
-    logs.configure(settings.log_level)
-    serve_metrics(settings.metrics_address)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
-    nats_client, jetstream = await bus.connect(
-        settings.nats_url, "notifier", stream_replicas=settings.nats_stream_replicas
-    )
+    engine, nats_client, jetstream = await start_worker(settings, "notifier")
     allowed = parse_networks([n for n in settings.allowed_networks.split(",") if n.strip()])
     client = make_client(
         allowed,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import WorkerSettings
 
 
-class NotifierSettings(BaseSettings):
+class NotifierSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFIER_")
 
-    database_url: str = Field(validation_alias="DATABASE_URL")
-    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
-    # Copies of each JetStream stream: 3 on a NATS cluster (every service must agree).
-    nats_stream_replicas: int = Field(
-        default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
-    )
+    metrics_address: str = "127.0.0.1:9490"
     grpc_address: str = "127.0.0.1:50080"
     # Master key from which each client's signing secret is derived (a Secret in production).
     signing_key: str
@@ -29,10 +25,6 @@ class NotifierSettings(BaseSettings):
     max_age_seconds: float = 24 * 3600
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 600.0
-    db_pool_size: int = 5
-    # Prometheus /metrics.
-    metrics_address: str = "127.0.0.1:9490"
-    log_level: str = "INFO"
 
     @property
     def lease_seconds(self) -> float:

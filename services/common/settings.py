@@ -1,0 +1,27 @@
+"""Settings every service reads. Shared names (DATABASE_URL, NATS_*) have no prefix; the
+rest take the subclass's prefix (API_, DISPATCHER_, ...)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+
+class ServiceSettings(BaseSettings):
+    database_url: str = Field(validation_alias="DATABASE_URL")
+    # gRPC server (the api's service, or only the standard health service for probes).
+    grpc_address: str
+    # Prometheus /metrics.
+    metrics_address: str
+    db_pool_size: int = 5
+    log_level: str = "INFO"
+
+
+class WorkerSettings(ServiceSettings):
+    """The services that also work through NATS JetStream."""
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # Copies of each JetStream stream: 3 on a NATS cluster (every service must agree).
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
+    )
