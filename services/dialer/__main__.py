@@ -8,19 +8,46 @@ from services.common import bus
 from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
 from services.common.supervision import exit_when_failed
+from services.dialer.backend import TelephonyBackend
 from services.dialer.consumer import Dialer
 from services.dialer.settings import DialerSettings
 from services.dialer.simulated import SimulatedBackend
+from services.dialer.sip.backend import SipBackend, parse_address
+from services.dialer.sip.leg import Account
+from services.dialer.sip.ua import Route
+
+
+async def open_backend(settings: DialerSettings) -> TelephonyBackend:
+    if settings.backend == "simulated":
+        return SimulatedBackend(
+            settings.simulated_rules,
+            ring_timeout_seconds=settings.ring_timeout_seconds,
+            max_call_seconds=settings.max_call_seconds,
+        )
+    routes = [
+        Route(r.pattern, parse_address(r.proxy), r.domain or parse_address(r.proxy).host)
+        for r in settings.sip_routes
+    ]
+    if settings.sip_proxy:
+        proxy = parse_address(settings.sip_proxy)
+        routes.append(Route("*", proxy, settings.sip_domain or proxy.host))
+    return await SipBackend.open(
+        transport=settings.sip_transport,
+        listen=settings.sip_listen,
+        advertise=settings.sip_advertise,
+        routes=tuple(routes),
+        accounts={k: Account(a.username, a.password) for k, a in settings.sip_accounts.items()},
+        assert_identity=settings.sip_assert_identity,
+        socket_buffer_bytes=settings.sip_socket_buffer_bytes,
+        ring_timeout_seconds=settings.ring_timeout_seconds,
+        max_call_seconds=settings.max_call_seconds,
+    )
 
 
 async def main() -> None:
     settings = DialerSettings()  # type: ignore[call-arg]  # filled from the environment
     engine, nats_client, jetstream = await start_worker(settings, "dialer")
-    backend = SimulatedBackend(
-        settings.simulated_rules,
-        ring_timeout_seconds=settings.ring_timeout_seconds,
-        max_call_seconds=settings.max_call_seconds,
-    )
+    backend = await open_backend(settings)
     dialer = Dialer(engine, jetstream, backend, settings)
     worker = asyncio.create_task(dialer.run())
 

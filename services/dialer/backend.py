@@ -34,6 +34,11 @@ class Leg:
     answered: datetime | None = None
     ended: datetime | None = None
     hangup_by: str = ""
+    # SIP only: the leg's Call-ID, its final response ("486 Busy Here") and whether the
+    # phone confirmed the teardown (answered our BYE, or sent its own).
+    sip_call_id: str = ""
+    final_response: str = ""
+    teardown_confirmed: bool = False
 
     def as_record(self) -> dict[str, Any]:
         ring = (self.answered or self.ended) if self.ring_started else None
@@ -47,6 +52,9 @@ class Leg:
             "ring_seconds": _seconds(self.ring_started, ring),
             "talk_seconds": _seconds(self.answered, self.ended),
             "hangup_by": self.hangup_by,
+            "sip_call_id": self.sip_call_id,
+            "final_response": self.final_response,
+            "teardown_confirmed": self.teardown_confirmed,
         }
 
 

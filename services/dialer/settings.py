@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import WorkerSettings
 from services.dialer.simulated import DEFAULT_RULES, Rule
+
+
+class SipRoute(BaseModel):
+    """Numbers matching `pattern` (a glob; first match wins) go to `proxy` (host:port)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pattern: str
+    proxy: str
+    # The host part of the request URI (sip:<number>@<domain>); default: the proxy's host.
+    domain: str = ""
+
+
+class SipAccount(BaseModel):
+    """Digest credentials for the trunk (answers 401/407 challenges)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    username: str
+    password: str
 
 
 class DialerSettings(WorkerSettings):
@@ -15,7 +36,7 @@ class DialerSettings(WorkerSettings):
 
     metrics_address: str = "127.0.0.1:9480"
     grpc_address: str = "127.0.0.1:50053"
-    backend: Literal["simulated"] = "simulated"
+    backend: Literal["simulated", "sip"] = "simulated"
     max_concurrent_calls: int = 1000
     # Keep ring timeout + max call duration below the dispatcher's attempt lease.
     ring_timeout_seconds: float = 60.0
@@ -24,3 +45,22 @@ class DialerSettings(WorkerSettings):
     simulated_rules: tuple[Rule, ...] = DEFAULT_RULES
     # How long to keep retrying to report a result while NATS or PostgreSQL is down.
     report_retry_seconds: float = 600.0
+
+    # --- the sip backend ---
+    sip_transport: Literal["udp", "tcp"] = "udp"
+    # Where the dialer's SIP socket listens; port 0 picks a free one.
+    sip_listen: str = "0.0.0.0:5060"
+    # The host put in Via and Contact (the pod's address); default: the listen address, or
+    # the local address towards the proxy when listening on 0.0.0.0.
+    sip_advertise: str = ""
+    # The trunk or PBX every number goes to (host:port), unless a route matches first.
+    sip_proxy: str = ""
+    sip_domain: str = ""
+    # JSON list of {"pattern", "proxy", "domain"}: numbers to send elsewhere, first match wins.
+    sip_routes: tuple[SipRoute, ...] = ()
+    # JSON object: extension_id -> {"username", "password"}; "0" is the default account.
+    sip_accounts: dict[int, SipAccount] = Field(default_factory=dict)
+    # Send the caller id in P-Asserted-Identity too (for trunks that trust us, RFC 3325).
+    sip_assert_identity: bool = False
+    # Socket send/receive buffers: bursts of UDP overflow the kernel's defaults.
+    sip_socket_buffer_bytes: int = 4 * 1024 * 1024

@@ -1,0 +1,1 @@
+"""SIP third-party call control: the `sip` telephony backend of the dialer."""

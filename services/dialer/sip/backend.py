@@ -1,0 +1,115 @@
+"""The `sip` telephony backend: callbacks as real SIP calls through a trunk, PBX or phones.
+
+One UDP socket (or TCP listener) per dialer; every callback runs as RFC 3725 third-party call
+control (see callback.py). Settings: DIALER_SIP_* in services/dialer/settings.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime
+
+from services.dialer.backend import CallPlan, CallReport, OnConnected
+from services.dialer.sip.callback import Callback
+from services.dialer.sip.leg import Account
+from services.dialer.sip.message import Address
+from services.dialer.sip.transport import TcpTransport, Transport, UdpTransport
+from services.dialer.sip.ua import Route, UserAgent
+
+log = logging.getLogger(__name__)
+
+
+def parse_address(text: str, default_port: int = 5060) -> Address:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    return Address(host or "0.0.0.0", int(port) if port else default_port)
+
+
+def outgoing_address(towards: Address) -> str:
+    """The local address the kernel would use to reach `towards` (a UDP connect sends
+    nothing): what Via and Contact advertise when listening on 0.0.0.0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((towards.host, towards.port))
+        return str(probe.getsockname()[0])
+
+
+class SipBackend:
+    name = "sip"
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        accounts: dict[int, Account],
+        *,
+        assert_identity: bool,
+        ring_timeout_seconds: float,
+        max_call_seconds: float,
+    ) -> None:
+        self.ua = ua
+        self._accounts = accounts
+        self._assert_identity = assert_identity
+        self._ring_timeout = ring_timeout_seconds
+        self._max_call = max_call_seconds
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        transport: str,
+        listen: str,
+        advertise: str,
+        routes: tuple[Route, ...],
+        accounts: dict[int, Account],
+        assert_identity: bool,
+        socket_buffer_bytes: int,
+        ring_timeout_seconds: float,
+        max_call_seconds: float,
+    ) -> SipBackend:
+        bind = parse_address(listen)
+        if not advertise and bind.host == "0.0.0.0" and routes:
+            advertise = outgoing_address(routes[-1].proxy)
+        ua_box: list[UserAgent] = []
+        kind = TcpTransport if transport == "tcp" else UdpTransport
+        sip_transport: Transport = await kind.bind(
+            bind,
+            advertise,
+            lambda message, source: ua_box[0].receive(message, source),
+            lambda destination, error: ua_box[0].transport_failed(destination, error),
+            socket_buffer_bytes,
+        )
+        ua = UserAgent(sip_transport, routes)
+        ua_box.append(ua)
+        local = sip_transport.local
+        address = f"{local.host}:{local.port}"
+        log.info("SIP ready", extra={"action": "sip_ready", "transport": transport, "at": address})
+        return cls(
+            ua,
+            accounts,
+            assert_identity=assert_identity,
+            ring_timeout_seconds=ring_timeout_seconds,
+            max_call_seconds=max_call_seconds,
+        )
+
+    def close(self) -> None:
+        self.ua.transport.close()
+
+    async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
+        account = self._accounts.get(plan.extension_id) or self._accounts.get(0)
+        try:
+            callback = Callback(
+                self.ua,
+                plan,
+                account,
+                assert_identity=self._assert_identity,
+                ring_timeout=self._ring_timeout,
+                max_call=self._max_call,
+            )
+        except LookupError as err:  # no route for a number
+            now = datetime.now(UTC)
+            return CallReport(outcome="error", comment=str(err), started=now, ended=now)
+        try:
+            return await callback.run(on_connected)
+        except Exception as err:
+            # A defect here must not lose the call: it is reported as an error with its legs.
+            log.exception("callback failed", extra={"action": "sip_error"})
+            return callback.report("error", f"internal error: {err}")

@@ -1,0 +1,159 @@
+"""One callback as third-party call control, RFC 3725 flow IV (section 4.4):
+
+1. INVITE every A number at once, without SDP; the first 2xx wins, the rest are CANCELled.
+2. ACK A at once with a "black hole" answer (inactive media), so A's phone never waits on us.
+3. INVITE B without SDP; B's 2xx carries B's offer.
+4. re-INVITE A with B's offer; ACK A; ACK B with A's answer. A and B now talk to each other.
+5. The first BYE (A, B, or ours at the maximum duration) ends the other leg with our BYE.
+
+Flow I (A's offer to B, A's ACK held until B answers) fails when B rings long: A's phone gives
+up on its unacknowledged 2xx after 64*T1 = 32 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from services.dialer.backend import CallPlan, CallReport, OnConnected
+from services.dialer.sip.leg import Account, Caller, OutboundLeg
+from services.dialer.sip.sdp import black_hole_answer, media_lines, with_origin
+from services.dialer.sip.ua import UserAgent
+
+log = logging.getLogger(__name__)
+
+_FAILED = {"busy": "busy", "no_answer": "no_answer", "rejected": "rejected"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(leg: OutboundLeg) -> str:
+    response = leg.final_response or "no response"
+    return f"{leg.role.upper()} {leg.number}: {leg.result.replace('_', ' ')} ({response})"
+
+
+class Callback:
+    def __init__(
+        self,
+        ua: UserAgent,
+        plan: CallPlan,
+        account: Account | None,
+        *,
+        assert_identity: bool,
+        ring_timeout: float,
+        max_call: float,
+    ) -> None:
+        caller = Caller(plan.caller_id_name, plan.caller_id_number, assert_identity)
+        self.ua = ua
+        self.plan = plan
+        self.a_legs = [OutboundLeg(ua, "a", n, caller, account) for n in plan.a_numbers]
+        self.b = OutboundLeg(ua, "b", plan.b_number, caller, account)
+        self.ring_timeout = ring_timeout
+        self.max_call = max_call
+        self.started = _now()
+        self.connected_at: datetime | None = None
+
+    def legs(self) -> list[OutboundLeg]:
+        legs = list(self.a_legs)
+        if self.b.transaction is not None:
+            legs.append(self.b)
+        return legs
+
+    def report(self, outcome: str, comment: str) -> CallReport:
+        return CallReport(
+            outcome=outcome,
+            comment=comment,
+            started=self.started,
+            ended=_now(),
+            legs=tuple(leg.record() for leg in self.legs()),
+            connected_at=self.connected_at,
+        )
+
+    async def run(self, on_connected: OnConnected) -> CallReport:
+        a = await self._ring_a()
+        if a is None:
+            primary = self.a_legs[0]
+            outcome = f"a_{_FAILED[primary.result]}" if primary.result in _FAILED else "error"
+            return self.report(outcome, "; ".join(_describe(leg) for leg in self.a_legs))
+
+        if not a.answer_sdp:
+            a.ack()
+            await a.hang_up("system")
+            return self.report("error", f"A {a.number} answered without an SDP offer")
+        a.ack(black_hole_answer(a.answer_sdp, a.origin.next()))
+
+        # A hanging up while B rings stops B's ringing.
+        a.on_remote_hangup = lambda: self.b.stop("other")
+        b_answered = await self.b.ring(self.ring_timeout)
+        if a.remote_hangup.is_set():
+            if b_answered:
+                self.b.ack(black_hole_answer(self.b.answer_sdp, self.b.origin.next()))
+                await self.b.hang_up("a")
+            a.hangup_by = "a"
+            self.b.result = "cancelled" if not b_answered else self.b.result
+            return self.report("b_no_answer", f"A {a.number} hung up while B rang")
+        if not b_answered:
+            await a.hang_up("system")
+            outcome = f"b_{_FAILED[self.b.result]}" if self.b.result in _FAILED else "error"
+            return self.report(outcome, _describe(self.b))
+        if not self.b.answer_sdp:
+            self.b.ack()
+            await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
+            return self.report("error", f"B {self.b.number} answered without an SDP offer")
+
+        # A gets B's offer (under our origin towards A); B gets A's answer (ours towards B).
+        offer = with_origin(self.b.answer_sdp, a.origin.next(), len(media_lines(a.answer_sdp)))
+        answer = await a.reinvite(offer)
+        if answer.status >= 300 or not answer.body:
+            self.b.ack(black_hole_answer(self.b.answer_sdp, self.b.origin.next()))
+            await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
+            reason = f"{answer.status} {answer.reason}"
+            return self.report("error", f"A {a.number} refused B's media ({reason})")
+        self.b.ack(with_origin(answer.body, self.b.origin.next()))
+        self.connected_at = _now()
+        await on_connected()
+        return await self._talk(a)
+
+    async def _ring_a(self) -> OutboundLeg | None:
+        """Ring every A number at once; the first to answer wins, the others are CANCELled."""
+        if len(self.a_legs) == 1:
+            leg = self.a_legs[0]
+            return leg if await leg.ring(self.ring_timeout) else None
+        ringing = {asyncio.ensure_future(leg.ring(self.ring_timeout)): leg for leg in self.a_legs}
+        winner: OutboundLeg | None = None
+        pending = set(ringing)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.result() and winner is None:
+                    winner = ringing[task]
+                    for other in self.a_legs:
+                        if other is not winner:
+                            other.stop("other")
+        # A leg that answered anyway, just after the winner, is acknowledged and hung up.
+        late = [leg for leg in self.a_legs if leg is not winner and leg.dialog is not None]
+        for leg in late:
+            leg.ack(black_hole_answer(leg.answer_sdp, leg.origin.next()))
+        await asyncio.gather(*(leg.hang_up("system") for leg in late))
+        return winner
+
+    async def _talk(self, a: OutboundLeg) -> CallReport:
+        b = self.b
+        hangups = {
+            asyncio.ensure_future(a.remote_hangup.wait()): "a",
+            asyncio.ensure_future(b.remote_hangup.wait()): "b",
+        }
+        done, pending = await asyncio.wait(
+            hangups, timeout=self.max_call, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        by = hangups[next(iter(done))] if done else "system"
+        a.hangup_by = b.hangup_by = by
+        await asyncio.gather(a.hang_up(by), b.hang_up(by))
+        confirmed = a.teardown_confirmed and b.teardown_confirmed
+        comment = "" if confirmed else "teardown not confirmed by every phone"
+        return self.report("connected", comment)

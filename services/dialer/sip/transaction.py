@@ -1,0 +1,133 @@
+"""Client transactions (RFC 3261 17.1): retransmissions, timeouts and the ACK of non-2xx.
+
+Timers use loop.call_later handles rather than a task per transaction: a thousand calls at
+once keep several thousand transactions alive, and timer handles cost far less than tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from services.dialer.sip.message import Address, Message
+
+T1 = 0.5  # RTT estimate (RFC 3261 17.1.1.1)
+T2 = 4.0  # longest retransmit interval of non-INVITE requests
+T4 = 5.0  # longest a message stays in the network
+
+
+def timeout_response(request: Message, reason: str = "Request Timeout") -> Message:
+    """The 408 a transaction reports to its user when no final response came (17.1.1.2)."""
+    response = Message(status=408, reason=reason)
+    response.headers = [("Call-ID", request.call_id), ("CSeq", request.get("CSeq"))]
+    return response
+
+
+class ClientTransaction:
+    """One request we sent. Responses go to `responses` in arrival order; a final response
+    (or a synthesized 408 on timeout or transport failure) ends it for its user."""
+
+    def __init__(
+        self,
+        request: Message,
+        destination: Address,
+        send: Callable[[bytes, Address], None],
+        reliable: bool,
+        t1: float = T1,
+    ) -> None:
+        self.request = request
+        self.destination = destination
+        self.key = (request.branch, request.method)
+        self.responses: asyncio.Queue[Message] = asyncio.Queue()
+        self.provisional: Message | None = None
+        self.final: Message | None = None
+        self.retransmissions = 0
+        self._send = send
+        self._reliable = reliable
+        self._t1 = t1
+        self._data = request.encode()
+        self._interval = t1
+        self._retransmit_timer: asyncio.TimerHandle | None = None
+        self._timeout_timer: asyncio.TimerHandle | None = None
+        self._ack: bytes | None = None
+        self.on_end: Callable[[ClientTransaction], None] = lambda _: None
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._send(self._data, self.destination)
+        if not self._reliable:
+            self._retransmit_timer = loop.call_later(self._interval, self._retransmit)
+        # Timer B (INVITE) / Timer F (non-INVITE): 64*T1 without a final response.
+        self._timeout_timer = loop.call_later(64 * self._t1, self._time_out)
+
+    def _retransmit(self) -> None:
+        if self.final is not None:
+            return
+        self.retransmissions += 1
+        self._send(self._data, self.destination)
+        # INVITE: Timer A doubles without bound; non-INVITE: Timer E is capped at T2 (17.1.2.2).
+        self._interval = self._interval * 2 if self.is_invite else min(self._interval * 2, T2)
+        self._retransmit_timer = asyncio.get_running_loop().call_later(
+            self._interval, self._retransmit
+        )
+
+    def _time_out(self) -> None:
+        if self.final is None:
+            self.fail(timeout_response(self.request))
+
+    def fail(self, response: Message) -> None:
+        """End with a synthesized final response (timeout, transport error)."""
+        self.final = response
+        self._stop_timers()
+        self.responses.put_nowait(response)
+        self.on_end(self)
+
+    def _stop_timers(self) -> None:
+        for timer in (self._retransmit_timer, self._timeout_timer):
+            if timer is not None:
+                timer.cancel()
+
+    def receive(self, response: Message) -> None:
+        if response.status < 200:
+            if self.final is None:
+                self.provisional = self.provisional or response
+                if self.is_invite and self._retransmit_timer is not None:
+                    # Proceeding: an INVITE is no longer retransmitted (17.1.1.2); Timer B is
+                    # also stopped, the user's ring timeout (with CANCEL) takes over.
+                    self._stop_timers()
+                self.responses.put_nowait(response)
+            return
+        if self.is_invite and response.status >= 300:
+            if self._ack is None:
+                self._ack = self._non_2xx_ack(response)
+            # Every copy of the final response is acknowledged again (17.1.1.2, Timer D).
+            self._send(self._ack, self.destination)
+        if self.final is not None:
+            if self.is_invite and response.status < 300:
+                # More 2xx: a retransmission or another fork's answer, for the user to ACK.
+                self.responses.put_nowait(response)
+            return
+        self.final = response
+        self._stop_timers()
+        self.responses.put_nowait(response)
+        loop = asyncio.get_running_loop()
+        # Stay to absorb retransmissions: Timer D (INVITE non-2xx), Timer K (non-INVITE), or
+        # RFC 6026's Accepted state for 2xx of an INVITE; all bounded by 64*T1.
+        linger = 0.0 if self._reliable and not self.is_invite else 64 * self._t1
+        loop.call_later(linger, self.on_end, self)
+
+    def _non_2xx_ack(self, response: Message) -> bytes:
+        """The ACK of a non-2xx final response belongs to the INVITE's transaction: same
+        branch, Request-URI and Route, the response's To (with tag) (RFC 3261 17.1.1.3)."""
+        ack = Message(method="ACK", uri=self.request.uri)
+        for name in ("Via", "Max-Forwards", "From"):
+            ack.headers.append((name, self.request.get(name)))
+        ack.headers.append(("To", response.get("To")))
+        ack.headers.append(("Call-ID", self.request.call_id))
+        ack.headers.append(("CSeq", f"{self.request.cseq[0]} ACK"))
+        ack.headers.extend((name, value) for name, value in self.request.headers if name == "Route")
+        return ack.encode()

@@ -1,0 +1,194 @@
+"""SIP over UDP and TCP (RFC 3261 18): one socket (or listener) per dialer, messages in and out.
+
+UDP bursts overflow Linux's default socket buffers (~200 KiB): with 1,000 callbacks at once
+most datagrams were lost until the buffers were raised to a few MB, hence `buffer_bytes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from services.dialer.sip.message import Address, Message, ParseError, parse, stream_frame
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[Message, Address], None]
+# A destination could not be reached (connection refused, reset): the address and why.
+OnError = Callable[[Address, str], None]
+
+
+class Transport(Protocol):
+    name: str  # "UDP" or "TCP", as written in Via
+    reliable: bool  # no retransmissions needed (RFC 3261 17.1.1.2)
+    local: Address  # the address we advertise in Via and Contact
+
+    def send(self, data: bytes, to: Address) -> None:
+        """Send without waiting; failures are reported to the transport's OnError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _sized(sock: socket.socket, buffer_bytes: int) -> None:
+    if buffer_bytes:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
+
+
+def _deliver(on_message: OnMessage, data: bytes, source: Address) -> None:
+    try:
+        message = parse(data)
+    except ParseError as err:
+        log.warning("unreadable SIP message", extra={"action": "drop", "error": str(err)})
+        return
+    on_message(message, source)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, on_message: OnMessage) -> None:
+        self._on_message = on_message
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        _deliver(self._on_message, data, Address(str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors of an unconnected socket carry no address: the transaction timers
+        # (RFC 3261 17.1.1.2 Timer B, 17.1.2.2 Timer F) turn the silence into a timeout.
+        log.debug("UDP error", extra={"action": "udp_error", "error": str(exc)})
+
+
+class UdpTransport:
+    name = "UDP"
+    reliable = False
+
+    def __init__(self, sock: socket.socket, endpoint: asyncio.DatagramTransport, local: Address):
+        self._sock = sock
+        self._endpoint = endpoint
+        self.local = local
+
+    @classmethod
+    async def bind(
+        cls,
+        bind: Address,
+        advertise: str,
+        on_message: OnMessage,
+        on_error: OnError,
+        buffer_bytes: int,
+    ) -> UdpTransport:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        _sized(sock, buffer_bytes)
+        sock.bind((bind.host, bind.port))
+        sock.setblocking(False)
+        endpoint, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Datagrams(on_message), sock=sock
+        )
+        port = sock.getsockname()[1]
+        return cls(sock, endpoint, Address(advertise or bind.host, port))
+
+    def send(self, data: bytes, to: Address) -> None:
+        self._endpoint.sendto(data, (to.host, to.port))
+
+    def close(self) -> None:
+        self._endpoint.close()
+
+
+class _Stream(asyncio.Protocol):
+    """One TCP connection: frames messages by Content-Length (RFC 3261 18.3)."""
+
+    def __init__(self, owner: TcpTransport) -> None:
+        self._owner = owner
+        self._buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.peer = Address("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = Address(str(host), int(port))
+        self._owner.connections.setdefault(self.peer, self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (framed := stream_frame(self._buffer)) is not None:
+            message, self._buffer = framed
+            _deliver(self._owner.on_message, message, self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for key, stream in list(self._owner.connections.items()):
+            if stream is self:
+                del self._owner.connections[key]
+
+
+class TcpTransport:
+    name = "TCP"
+    reliable = True
+
+    def __init__(self, on_message: OnMessage, on_error: OnError, buffer_bytes: int) -> None:
+        self.on_message = on_message
+        self.connections: dict[Address, _Stream] = {}
+        self._on_error = on_error
+        self._buffer_bytes = buffer_bytes
+        # Messages waiting for a connection being opened, per destination.
+        self._connecting: dict[Address, list[bytes]] = {}
+        self._server: asyncio.Server | None = None
+        self.local = Address("", 0)
+
+    @classmethod
+    async def bind(
+        cls,
+        bind: Address,
+        advertise: str,
+        on_message: OnMessage,
+        on_error: OnError,
+        buffer_bytes: int,
+    ) -> TcpTransport:
+        transport = cls(on_message, on_error, buffer_bytes)
+        transport._server = await asyncio.get_running_loop().create_server(
+            lambda: _Stream(transport), bind.host, bind.port, reuse_address=True
+        )
+        port = transport._server.sockets[0].getsockname()[1]
+        transport.local = Address(advertise or bind.host, port)
+        return transport
+
+    def send(self, data: bytes, to: Address) -> None:
+        stream = self.connections.get(to)
+        writer = stream.transport if stream is not None else None
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+        elif to in self._connecting:
+            self._connecting[to].append(data)
+        else:
+            self._connecting[to] = [data]
+            connecting = asyncio.ensure_future(self._connect(to))
+            connecting.add_done_callback(lambda _: None)
+
+    async def _connect(self, to: Address) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _sized(sock, self._buffer_bytes)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (to.host, to.port))
+            _, stream = await loop.create_connection(lambda: _Stream(self), sock=sock)
+        except OSError as err:
+            sock.close()
+            self._connecting.pop(to, None)
+            self._on_error(to, f"TCP {to.host}:{to.port}: {err.strerror or err}")
+            return
+        # Keyed by where we dialled, so responses and later requests reuse it (RFC 3261 18.1.1).
+        self.connections[to] = stream
+        assert stream.transport is not None
+        for data in self._connecting.pop(to, []):
+            stream.transport.write(data)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for stream in list(self.connections.values()):
+            if stream.transport is not None:
+                stream.transport.close()

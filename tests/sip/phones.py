@@ -1,0 +1,265 @@
+"""sipp playing phones: UAS scenarios built per test, one sipp process per phone address.
+
+A phone's own verdict counts: sipp exits 0 only when every call it was told to expect went
+through its scenario, including the checks on what the controller sent (`check_it` regexps:
+a black-hole answer in A's first ACK, B's media in the re-INVITE, A's media in B's ACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tests.conftest import free_port_block
+
+Behaviour = Literal["answer", "busy", "no_answer", "reject"]
+# "a": answers with an offer, then takes a re-INVITE (flow IV's A side).
+# "b": answers with an offer; its ACK brings the other phone's answer.
+# "a_dropped": answers, is acknowledged with a black hole, then gets our BYE (B failed).
+Role = Literal["a", "b", "a_dropped"]
+Hangup = Literal["phone", "controller"]
+
+_RESPONSE_HEAD = """SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      {to}
+      [last_Call-ID:]
+      {cseq}
+      Contact: <sip:phone@[local_ip]:[local_port];transport=[transport]>
+"""
+_TAGGED_TO = "[last_To:];tag=[pid]SIPpTag01[call_number]"
+_SDP = """Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=phone 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+"""
+
+
+def _send(head: str, body: str = "Content-Length: 0\n", retrans: bool = False) -> str:
+    attribute = ' retrans="500"' if retrans else ""
+    return f"  <send{attribute}><![CDATA[\n      {head}      {body}    ]]></send>\n"
+
+
+def _response(status: str, *, tagged: bool = True, sdp: bool = False, extra: str = "") -> str:
+    head = _RESPONSE_HEAD.format(
+        status=status, to=_TAGGED_TO if tagged else "[last_To:]", cseq="[last_CSeq:]"
+    )
+    return _send(head + extra, _SDP if sdp else "Content-Length: 0\n", retrans=sdp)
+
+
+_CAPTURES = {
+    "dialog": '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>'
+    '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
+    "cseq": '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq"/>',
+}
+
+
+def _recv(request: str, *checks: str, captures: tuple[str, ...] = ()) -> str:
+    # sipp refuses a scenario with a variable assigned but never used: capture only what
+    # the scenario sends back later.
+    actions = [_CAPTURES[name] for name in captures]
+    actions += [
+        f'<ereg regexp="{regexp}" search_in="msg" check_it="true" assign_to="checked"/>'
+        for regexp in checks
+    ]
+    inner = f"<action>{''.join(actions)}</action>" if actions else ""
+    return f'  <recv request="{request}">{inner}</recv>\n'
+
+
+_BYE = """BYE [$remote_contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:phone@[local_ip]>;tag=[pid]SIPpTag01[call_number]
+      To:[$remote_from]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+"""
+
+# What the controller must send each phone (checked by sipp itself).
+BLACK_HOLE = "a=inactive"
+REAL_MEDIA = r"c=IN IP4 127\.0\.0\.[0-9]+"
+
+
+def scenario(
+    behaviour: Behaviour,
+    role: Role = "a",
+    *,
+    ring_ms: int = 200,
+    talk_ms: int = 500,
+    hangup: Hangup = "controller",
+    challenge: tuple[str, str] | None = None,
+) -> str:
+    captures = ("cseq",) if behaviour == "no_answer" else ()
+    if hangup == "phone" and role != "a_dropped" and behaviour == "answer":
+        captures = ("dialog",)
+    steps = [_recv("INVITE", captures=captures)]
+    if challenge:
+        username, password = challenge
+        steps.append(
+            _response(
+                "401 Unauthorized",
+                extra='WWW-Authenticate: Digest realm="callback.test", '
+                'nonce="[pid][call_number]a1b2", qop="auth", algorithm=MD5\n      ',
+            )
+        )
+        steps.append(_recv("ACK"))
+        steps.append(
+            '  <recv request="INVITE"><action><verifyauth assign_to="authvalid" '
+            f'username="{username}" password="{password}"/>'
+            f"{''.join(_CAPTURES[name] for name in captures)}</action></recv>\n"
+            '  <nop test="authvalid" next="authorized"/>\n'
+            # Wrong credentials: the call fails (a message that never comes, short timeout).
+            '  <recv request="NEVER" timeout="100"/>\n'
+            '  <label id="authorized"/>\n'
+        )
+    steps.append(_response("100 Trying", tagged=False))
+    if behaviour in ("busy", "reject"):
+        status = "486 Busy Here" if behaviour == "busy" else "603 Decline"
+        steps += [f'  <pause milliseconds="{ring_ms}"/>\n', _response(status), _recv("ACK")]
+        return _wrap(steps)
+    steps.append(_response("180 Ringing"))
+    if behaviour == "no_answer":
+        cancelled = _RESPONSE_HEAD.format(
+            status="487 Request Terminated", to=_TAGGED_TO, cseq="CSeq: [$invite_cseq] INVITE"
+        )
+        steps += [
+            _recv("CANCEL"),
+            _response("200 OK", tagged=False),
+            _send(cancelled),
+            _recv("ACK"),
+        ]
+        return _wrap(steps)
+    steps += [f'  <pause milliseconds="{ring_ms}"/>\n', _response("200 OK", sdp=True)]
+    if role == "b":
+        steps.append(_recv("ACK", REAL_MEDIA))
+    else:
+        steps.append(_recv("ACK", BLACK_HOLE))
+        if role == "a_dropped":
+            steps += [_recv("BYE"), _response("200 OK", tagged=False)]
+            return _wrap(steps)
+        steps += [
+            _recv("INVITE", REAL_MEDIA),
+            _response("200 OK", tagged=False, sdp=True),
+            _recv("ACK"),
+        ]
+    if hangup == "phone":
+        steps += [
+            f'  <pause milliseconds="{talk_ms}"/>\n',
+            _send(_BYE),
+            '  <recv response="200"/>\n',
+        ]
+    else:
+        steps += [_recv("BYE"), _response("200 OK", tagged=False)]
+    return _wrap(steps)
+
+
+def _wrap(steps: list[str]) -> str:
+    body = "".join(steps)
+    if 'assign_to="checked"' in body:  # referenced twice at least, or sipp refuses it
+        body += '  <nop hide="true"><action><assignstr assign_to="checked" value=""/></action></nop>\n'
+
+    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="phone">\n{body}</scenario>\n'
+
+
+def sipp_path() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        raise RuntimeError("sipp is not installed (make test installs Debian's sip-tester)")
+    return path
+
+
+def _bound(host: str, port: int, transport: str) -> bool:
+    """Whether a socket is bound at host:port (read from /proc: no packet sent)."""
+    table = Path("/proc/net/udp" if transport == "udp" else "/proc/net/tcp").read_text()
+    wanted = "".join(f"{int(part):02X}" for part in reversed(host.split("."))) + f":{port:04X}"
+    return any(line.split()[1] == wanted for line in table.splitlines()[1:])
+
+
+@dataclass
+class Phone:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    async def finished(self, timeout: float = 60.0) -> int:
+        """sipp's exit status: 0 when every expected call completed its scenario."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(None, self.process.wait), timeout)
+
+    def output(self) -> str:
+        out = (self.workdir / "sipp.log").read_text(errors="replace")
+        errors = "".join(p.read_text(errors="replace") for p in self.workdir.glob("*errors*"))
+        return out[-3000:] + errors[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+async def start_phone(
+    host: str,
+    scenario_xml: str,
+    *,
+    calls: int = 1,
+    transport: Literal["udp", "tcp"] = "udp",
+    port: int = 5060,
+    timeout_seconds: int = 60,
+) -> Phone:
+    workdir = Path(tempfile.mkdtemp(prefix="phone-"))
+    (workdir / "phone.xml").write_text(scenario_xml)
+    control = free_port_block(3)
+    media = control + 1  # sipp binds media and media+2 (RTP, RTCP) on the phone's address
+    command = [
+        sipp_path(),
+        "-sf",
+        "phone.xml",
+        "-i",
+        host,
+        "-p",
+        str(port),
+        "-t",
+        "u1" if transport == "udp" else "t1",
+        "-m",
+        str(calls),
+        "-timeout",
+        f"{timeout_seconds}s",
+        "-timeout_error",
+        "-nostdin",
+        "-ci",
+        "127.0.0.1",
+        "-cp",
+        str(control),
+        "-mp",
+        str(media),
+        "-mi",
+        host,
+        "-buff_size",
+        str(4 * 1024 * 1024),
+        "-max_recv_loops",
+        "10000",
+        "-trace_err",
+    ]
+    with (workdir / "sipp.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not _bound(host, port, transport):
+        if process.poll() is not None or loop.time() > deadline:
+            log_text = (workdir / "sipp.log").read_text(errors="replace")
+            raise RuntimeError(f"sipp did not start on {host}:{port}: {log_text[-2000:]}")
+        await asyncio.sleep(0.02)
+    return Phone(host, port, process, workdir)
+
