@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +23,8 @@ Behaviour = Literal["answer", "busy", "no_answer", "reject"]
 # "a": answers with an offer, then takes a re-INVITE (flow IV's A side).
 # "b": answers with an offer; its ACK brings the other phone's answer.
 # "a_dropped": answers, is acknowledged with a black hole, then gets our BYE (B failed).
-Role = Literal["a", "b", "a_dropped"]
+# "a_hangs_up_early": answers, is acknowledged, then hangs up itself while B still rings.
+Role = Literal["a", "b", "a_dropped", "a_hangs_up_early"]
 Hangup = Literal["phone", "controller"]
 
 _RESPONSE_HEAD = """SIP/2.0 {status}
@@ -70,7 +73,7 @@ def _recv(request: str, *checks: str, captures: tuple[str, ...] = ()) -> str:
     # the scenario sends back later.
     actions = [_CAPTURES[name] for name in captures]
     actions += [
-        f'<ereg regexp="{regexp}" search_in="msg" check_it="true" assign_to="checked"/>'
+        f'<ereg regexp="{escape(regexp)}" search_in="msg" check_it="true" assign_to="checked"/>'
         for regexp in checks
     ]
     inner = f"<action>{''.join(actions)}</action>" if actions else ""
@@ -99,30 +102,32 @@ def scenario(
     talk_ms: int = 500,
     hangup: Hangup = "controller",
     challenge: tuple[str, str] | None = None,
+    invite_checks: tuple[str, ...] = (),
 ) -> str:
     captures = ("cseq",) if behaviour == "no_answer" else ()
-    if hangup == "phone" and role != "a_dropped" and behaviour == "answer":
+    if behaviour == "answer" and (
+        role == "a_hangs_up_early" or (hangup == "phone" and role != "a_dropped")
+    ):
         captures = ("dialog",)
-    steps = [_recv("INVITE", captures=captures)]
+    steps = [_recv("INVITE", *invite_checks, captures=captures)]
     if challenge:
         username, password = challenge
-        steps.append(
-            _response(
-                "401 Unauthorized",
-                extra='WWW-Authenticate: Digest realm="callback.test", '
-                'nonce="[pid][call_number]a1b2", qop="auth", algorithm=MD5\n      ',
-            )
+        unauthorized = _response(
+            "401 Unauthorized",
+            extra='WWW-Authenticate: Digest realm="callback.test", '
+            'nonce="[pid][call_number]a1b2", qop="auth", algorithm=MD5\n      ',
         )
-        steps.append(_recv("ACK"))
+        steps += [unauthorized, _recv("ACK")]
         steps.append(
             '  <recv request="INVITE"><action><verifyauth assign_to="authvalid" '
             f'username="{username}" password="{password}"/>'
             f"{''.join(_CAPTURES[name] for name in captures)}</action></recv>\n"
             '  <nop test="authvalid" next="authorized"/>\n'
-            # Wrong credentials: the call fails (a message that never comes, short timeout).
-            '  <recv request="NEVER" timeout="100"/>\n'
-            '  <label id="authorized"/>\n'
         )
+        # Wrong credentials: challenged again (as PBXs do), then the call fails in sipp's
+        # view (a message that never comes, short timeout).
+        steps += [unauthorized, _recv("ACK"), '  <recv request="NEVER" timeout="100"/>\n']
+        steps.append('  <label id="authorized"/>\n')
     steps.append(_response("100 Trying", tagged=False))
     if behaviour in ("busy", "reject"):
         status = "486 Busy Here" if behaviour == "busy" else "603 Decline"
@@ -148,6 +153,13 @@ def scenario(
         if role == "a_dropped":
             steps += [_recv("BYE"), _response("200 OK", tagged=False)]
             return _wrap(steps)
+        if role == "a_hangs_up_early":
+            steps += [
+                f'  <pause milliseconds="{talk_ms}"/>\n',
+                _send(_BYE),
+                '  <recv response="200"/>\n',
+            ]
+            return _wrap(steps)
         steps += [
             _recv("INVITE", REAL_MEDIA),
             _response("200 OK", tagged=False, sdp=True),
@@ -167,9 +179,9 @@ def scenario(
 def _wrap(steps: list[str]) -> str:
     body = "".join(steps)
     if 'assign_to="checked"' in body:  # referenced twice at least, or sipp refuses it
-        body += '  <nop hide="true"><action><assignstr assign_to="checked" value=""/></action></nop>\n'
-
-    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="phone">\n{body}</scenario>\n'
+        body += '  <nop><action><assignstr assign_to="checked" value=""/></action></nop>\n'
+    head = '<?xml version="1.0" encoding="ISO-8859-1" ?>'
+    return f'{head}\n<scenario name="phone">\n{body}</scenario>\n'
 
 
 def sipp_path() -> str:
@@ -193,10 +205,11 @@ class Phone:
     process: subprocess.Popen[bytes]
     workdir: Path
 
-    async def finished(self, timeout: float = 60.0) -> int:
-        """sipp's exit status: 0 when every expected call completed its scenario."""
+    async def finished(self) -> int:
+        """sipp's exit status: 0 when every expected call completed its scenario (sipp's own
+        -timeout bounds the wait)."""
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(loop.run_in_executor(None, self.process.wait), timeout)
+        return await loop.run_in_executor(None, self.process.wait)
 
     def output(self) -> str:
         out = (self.workdir / "sipp.log").read_text(errors="replace")
@@ -253,7 +266,9 @@ async def start_phone(
         "-trace_err",
     ]
     with (workdir / "sipp.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(  # noqa: ASYNC220  # starts at once; nothing to await
+            command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+        )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while not _bound(host, port, transport):
@@ -263,3 +278,17 @@ async def start_phone(
         await asyncio.sleep(0.02)
     return Phone(host, port, process, workdir)
 
+
+
+def free_phone_port(*hosts: str) -> int:
+    """A port free for UDP and TCP on every phone address."""
+    while True:
+        port = free_port_block(1)
+        try:
+            for host in hosts:
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as sock:
+                        sock.bind((host, port))
+            return port
+        except OSError:
+            continue

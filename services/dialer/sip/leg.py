@@ -53,8 +53,8 @@ def _result_of(response: Message, stopped_by: str) -> str:
         return "busy"
     if status in (480, 487) or (status == 408 and response.get("Via")):
         return "no_answer"
-    if status in (401, 407) or status >= 500 or status == 408:
-        return "error"  # credentials refused, trunk failure, or no response at all
+    if status in (401, 407, 408) or 500 <= status < 600:
+        return "error"  # credentials refused, no response at all, or a server failure
     return "rejected"
 
 
@@ -140,6 +140,7 @@ class OutboundLeg:
                     # No final response after the CANCEL: give up on the INVITE (9.1).
                     return self._final(timeout_response(transaction.request, "No Final Response"))
                 self.stop("timeout")
+                deadline = loop.time() + 64 * self.ua.t1 + 1
                 continue
             if response is _STOP or (self._stopped_by and response.status < 200):
                 if not cancel_sent and transaction.provisional is not None:

@@ -90,7 +90,8 @@ class UdpTransport:
         return cls(sock, endpoint, Address(advertise or bind.host, port))
 
     def send(self, data: bytes, to: Address) -> None:
-        self._endpoint.sendto(data, (to.host, to.port))
+        if not self._endpoint.is_closing():
+            self._endpoint.sendto(data, (to.host, to.port))
 
     def close(self) -> None:
         self._endpoint.close()
