@@ -45,6 +45,11 @@ system-deps:
 		echo "installing Debian PostgreSQL (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
+	@# sipp plays the phones in the SIP backend's tests and benchmark.
+	@if ! command -v sipp >/dev/null; then \
+		echo "installing sipp (apt: sip-tester)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; \
+	fi
 	@# kubectl (with its built-in kustomize) renders deploy/k8s in the tests.
 	@if ! command -v kubectl >/dev/null; then \
 		echo "installing kubectl (apt)"; \

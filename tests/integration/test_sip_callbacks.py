@@ -99,9 +99,11 @@ def legs(report: CallReport) -> dict[str, Leg]:
 
 
 async def test_both_answer_b_hangs_up(sip: Lab) -> None:
-    await sip.phone(A, scenario("answer", "a", invite_checks=(r'From: "Sales" <sip:5550000@',)))
+    caller_id = (r'From: "Sales" <sip:5550000@', r'P-Asserted-Identity: "Sales" <sip:5550000@')
+    await sip.phone(A, scenario("answer", "a", invite_checks=caller_id))
     await sip.phone(B, scenario("answer", "b", hangup="phone", talk_ms=300))
-    report = await sip.call(caller_id_name="Sales", caller_id_number="5550000")
+    backend = await sip.backend(assert_identity=True)
+    report = await sip.call(caller_id_name="Sales", caller_id_number="5550000", backend=backend)
     assert report.outcome == "connected", report
     a, b = legs(report)["1001"], legs(report)["2001"]
     assert (a.role, b.role) == ("a", "b")
@@ -122,6 +124,13 @@ async def test_a_hangs_up_during_the_call(sip: Lab) -> None:
     assert report.outcome == "connected"
     assert {leg.hangup_by for leg in report.legs} == {"a"}
     assert all(leg.teardown_confirmed for leg in report.legs)
+
+
+async def test_in_dialog_requests_follow_the_record_route(sip: Lab) -> None:
+    await sip.phone(A, scenario("answer", "a", record_route=True))
+    await sip.phone(B, scenario("answer", "b", hangup="phone"))
+    report = await sip.call()
+    assert report.outcome == "connected", report
 
 
 async def test_maximum_call_duration_hangs_up_both(sip: Lab) -> None:

@@ -103,6 +103,7 @@ def scenario(
     hangup: Hangup = "controller",
     challenge: tuple[str, str] | None = None,
     invite_checks: tuple[str, ...] = (),
+    record_route: bool = False,
 ) -> str:
     captures = ("cseq",) if behaviour == "no_answer" else ()
     if behaviour == "answer" and (
@@ -145,11 +146,18 @@ def scenario(
             _recv("ACK"),
         ]
         return _wrap(steps)
-    steps += [f'  <pause milliseconds="{ring_ms}"/>\n', _response("200 OK", sdp=True)]
+    # A proxy on the path would add this; the controller must then route every in-dialog
+    # request through it (Route: the reversed Record-Route set, RFC 3261 12.1.2).
+    route = "Record-Route: <sip:[local_ip]:[local_port];transport=[transport];lr;rr=phone>\n      "
+    steps += [
+        f'  <pause milliseconds="{ring_ms}"/>\n',
+        _response("200 OK", sdp=True, extra=route if record_route else ""),
+    ]
+    routed = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
     if role == "b":
         steps.append(_recv("ACK", REAL_MEDIA))
     else:
-        steps.append(_recv("ACK", BLACK_HOLE))
+        steps.append(_recv("ACK", BLACK_HOLE, *routed))
         if role == "a_dropped":
             steps += [_recv("BYE"), _response("200 OK", tagged=False)]
             return _wrap(steps)
@@ -161,9 +169,9 @@ def scenario(
             ]
             return _wrap(steps)
         steps += [
-            _recv("INVITE", REAL_MEDIA),
+            _recv("INVITE", REAL_MEDIA, *routed),
             _response("200 OK", tagged=False, sdp=True),
-            _recv("ACK"),
+            _recv("ACK", *routed),
         ]
     if hangup == "phone":
         steps += [
@@ -172,7 +180,7 @@ def scenario(
             '  <recv response="200"/>\n',
         ]
     else:
-        steps += [_recv("BYE"), _response("200 OK", tagged=False)]
+        steps += [_recv("BYE", *routed), _response("200 OK", tagged=False)]
     return _wrap(steps)
 
 
@@ -277,7 +285,6 @@ async def start_phone(
             raise RuntimeError(f"sipp did not start on {host}:{port}: {log_text[-2000:]}")
         await asyncio.sleep(0.02)
     return Phone(host, port, process, workdir)
-
 
 
 def free_phone_port(*hosts: str) -> int:

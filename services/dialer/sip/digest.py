@@ -40,6 +40,7 @@ def authorization(
     username: str,
     password: str,
     nonce_count: int = 1,
+    cnonce: str = "",
 ) -> str:
     """The Authorization / Proxy-Authorization header value answering a challenge."""
     algorithm = challenge.get("algorithm", "MD5").upper()
@@ -59,7 +60,7 @@ def authorization(
         f"algorithm={algorithm}",
     ]
     if "qop" in challenge:
-        cnonce, nc = secrets.token_hex(8), f"{nonce_count:08x}"
+        cnonce, nc = cnonce or secrets.token_hex(8), f"{nonce_count:08x}"
         response = h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
         fields += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
     else:  # RFC 2069 compatibility (RFC 2617 3.2.2.1)
