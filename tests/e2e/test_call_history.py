@@ -28,7 +28,8 @@ RECORD_FIELDS = {
 }  # fmt: skip
 LEG_FIELDS = {
     "role", "number", "result", "ring_started_utc", "answered_utc", "ended_utc",
-    "ring_seconds", "talk_seconds", "hangup_by",
+    "ring_seconds", "talk_seconds", "hangup_by", "sip_call_id", "final_response",
+    "teardown_confirmed",
 }  # fmt: skip
 
 

@@ -99,7 +99,8 @@ def test_digest_matches_rfc_2617_example() -> None:
         password="Circle Of Life",
         cnonce="0a4f113b",
     )
-    fields = dict(item.split("=", 1) for item in digest.split_list(header.removeprefix("Digest ")))
+    pairs = (item.split("=", 1) for item in split_list(header.removeprefix("Digest ")))
+    fields = {name: value for name, value in pairs}
     assert fields["qop"] == "auth" and fields["nc"] == "00000001"
     assert fields["response"] == '"6629fae49393a05397450978507c4ef1"'
     assert fields["opaque"] == '"5ccc069c403ebaf9f0171e9517f40e41"'
