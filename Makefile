@@ -10,7 +10,7 @@ DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench \
-	k8s-envoy-config
+	k8s-envoy-config bench-sip
 
 all: lint typecheck test
 
@@ -88,3 +88,7 @@ clean:
 bench: gen
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.dispatch_bench
+
+# Simultaneous SIP callbacks against sipp phones (SIP_BENCH_SIZES, SIP_BENCH_REPEATS).
+bench-sip: gen system-deps
+	$(PY) -m bench.sip_bench

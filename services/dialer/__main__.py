@@ -41,6 +41,7 @@ async def open_backend(settings: DialerSettings) -> TelephonyBackend:
         socket_buffer_bytes=settings.sip_socket_buffer_bytes,
         ring_timeout_seconds=settings.ring_timeout_seconds,
         max_call_seconds=settings.max_call_seconds,
+        calls_per_second=settings.sip_calls_per_second,
     )
 
 

@@ -62,5 +62,9 @@ class DialerSettings(WorkerSettings):
     sip_accounts: dict[int, SipAccount] = Field(default_factory=dict)
     # Send the caller id in P-Asserted-Identity too (for trunks that trust us, RFC 3325).
     sip_assert_identity: bool = False
+    # New callbacks started per second (their first INVITEs), smoothed: trunks cap calls per
+    # second, and phones that get a burst answer late, which sets off INVITE retransmissions.
+    # 0: no cap.
+    sip_calls_per_second: float = Field(default=100.0, ge=0)
     # Socket send/receive buffers: bursts of UDP overflow the kernel's defaults.
     sip_socket_buffer_bytes: int = 4 * 1024 * 1024

@@ -61,11 +61,9 @@ DATABASE_SECRET = {"name": "postgres-app", "key": "uri"}
 SECRET_SETTINGS = {
     "api": {"DATABASE_URL"},
     "dispatcher": {"DATABASE_URL"},
-    "dialer": {"DATABASE_URL", "DIALER_SIP_USERNAME", "DIALER_SIP_PASSWORD"},
+    "dialer": {"DATABASE_URL", "DIALER_SIP_ACCOUNTS"},
     "notifier": {"DATABASE_URL", "NOTIFIER_SIGNING_KEY"},
 }
-# Set in the manifests ahead of the code that reads them (see README.md, "Running on Kubernetes").
-NOT_YET_READ = {"DIALER_SIP_USERNAME", "DIALER_SIP_PASSWORD"}
 SECRET_LOOKING = re.compile(r"KEY|PASSWORD|SECRET|TOKEN|DATABASE_URL|CREDENTIAL")
 
 # Who may talk to whom: "<peer> <protocol>/<port>", peers named by their pods' name label.
@@ -424,7 +422,7 @@ def test_settings_come_from_configmaps_and_secrets_from_secrets(
         container = service_container(resources, name)
         assert container["envFrom"], f"{name} takes no ConfigMap"
         config = configmap_env(resources, container)
-        unknown = set(config) - setting_names(settings) - NOT_YET_READ
+        unknown = set(config) - setting_names(settings)
         assert not unknown, f"{name} does not read {unknown} (a typo?)"
         assert not [k for k in config if SECRET_LOOKING.search(k)], f"{name}: secret in config"
         from_secrets = {
@@ -433,7 +431,7 @@ def test_settings_come_from_configmaps_and_secrets_from_secrets(
             if "secretKeyRef" in e.get("valueFrom", {})
         }
         assert set(from_secrets) == SECRET_SETTINGS[name], name
-        assert not set(from_secrets) - setting_names(settings) - NOT_YET_READ, name
+        assert not set(from_secrets) - setting_names(settings), name
         plain = [e["name"] for e in container.get("env", []) if "valueFrom" not in e]
         assert not plain, f"{name}: settings belong in its ConfigMap: {plain}"
         assert {k: from_secrets["DATABASE_URL"][k] for k in ("name", "key")} == DATABASE_SECRET

@@ -6,9 +6,12 @@ control (see callback.py). Settings: DIALER_SIP_* in services/dialer/settings.py
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from datetime import UTC, datetime
+
+from aiolimiter import AsyncLimiter
 
 from services.dialer.backend import CallPlan, CallReport, OnConnected
 from services.dialer.sip.callback import Callback
@@ -44,8 +47,11 @@ class SipBackend:
         assert_identity: bool,
         ring_timeout_seconds: float,
         max_call_seconds: float,
+        calls_per_second: float = 0.0,
     ) -> None:
         self.ua = ua
+        # One call per 1/rate seconds: a bucket of one, so calls never start in a burst.
+        self._pace = AsyncLimiter(1, 1 / calls_per_second) if calls_per_second else None
         self._accounts = accounts
         self._assert_identity = assert_identity
         self._ring_timeout = ring_timeout_seconds
@@ -64,6 +70,7 @@ class SipBackend:
         socket_buffer_bytes: int,
         ring_timeout_seconds: float,
         max_call_seconds: float,
+        calls_per_second: float = 0.0,
     ) -> SipBackend:
         bind = parse_address(listen)
         if not advertise and bind.host == "0.0.0.0" and routes:
@@ -88,12 +95,15 @@ class SipBackend:
             assert_identity=assert_identity,
             ring_timeout_seconds=ring_timeout_seconds,
             max_call_seconds=max_call_seconds,
+            calls_per_second=calls_per_second,
         )
 
     def close(self) -> None:
         self.ua.transport.close()
 
     async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
+        async with self._pace or contextlib.nullcontext():
+            pass  # the call starts once the rate allows it
         account = self._accounts.get(plan.extension_id) or self._accounts.get(0)
         try:
             callback = Callback(
