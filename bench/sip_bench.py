@@ -61,11 +61,11 @@ async def one_run(size: int, transport: Literal["udp", "tcp"]) -> dict[str, Any]
     timeout = 120
     talk_ms = int(size / RATE * 1000) + 2000
     phone_a = await start_phone(
-        A, scenario("answer", "a", ring_ms=100), calls=size, transport=transport, port=port,
+        A, scenario("answer", "a", ring_ms=0), calls=size, transport=transport, port=port,
         timeout_seconds=timeout,
     )  # fmt: skip
     phone_b = await start_phone(
-        B, scenario("answer", "b", ring_ms=100, hangup="phone", talk_ms=talk_ms), calls=size,
+        B, scenario("answer", "b", ring_ms=0, hangup="phone", talk_ms=talk_ms), calls=size,
         transport=transport, port=port, timeout_seconds=timeout,
     )  # fmt: skip
     routes = (Route("1*", Address(A, port), "bench"), Route("2*", Address(B, port), "bench"))

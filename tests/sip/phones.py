@@ -132,7 +132,7 @@ def scenario(
     steps.append(_response("100 Trying", tagged=False))
     if behaviour in ("busy", "reject"):
         status = "486 Busy Here" if behaviour == "busy" else "603 Decline"
-        steps += [f'  <pause milliseconds="{ring_ms}"/>\n', _response(status), _recv("ACK")]
+        steps += [_pause(ring_ms), _response(status), _recv("ACK")]
         return _wrap(steps)
     steps.append(_response("180 Ringing"))
     if behaviour == "no_answer":
@@ -150,7 +150,7 @@ def scenario(
     # request through it (Route: the reversed Record-Route set, RFC 3261 12.1.2).
     route = "Record-Route: <sip:[local_ip]:[local_port];transport=[transport];lr;rr=phone>\n      "
     steps += [
-        f'  <pause milliseconds="{ring_ms}"/>\n',
+        _pause(ring_ms),
         _response("200 OK", sdp=True, extra=route if record_route else ""),
     ]
     routed = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
@@ -182,6 +182,12 @@ def scenario(
     else:
         steps += [_recv("BYE", *routed), _response("200 OK", tagged=False)]
     return _wrap(steps)
+
+
+def _pause(milliseconds: int) -> str:
+    # No pause element at all for 0: sipp stops recognising a retransmitted INVITE as such
+    # once a pause has run, and fails the call on it instead of answering it again.
+    return f'  <pause milliseconds="{milliseconds}"/>\n' if milliseconds else ""
 
 
 def _wrap(steps: list[str]) -> str:

@@ -20,8 +20,9 @@ from services.dialer.sip.sdp import Origin
 from services.dialer.sip.transaction import ClientTransaction, timeout_response
 from services.dialer.sip.ua import Dialog, UserAgent, new_tag
 
-# Put in a leg's response queue to wake it: stop ringing and CANCEL.
+# Put in a leg's response queue to wake it: stop ringing and CANCEL; give up waiting.
 _STOP = Message(status=0, reason="stop")
+_GIVE_UP = Message(status=0, reason="give up")
 
 
 @dataclass(frozen=True)
@@ -127,36 +128,41 @@ class OutboundLeg:
         """Ring until answered (True) or a final failure (False); CANCEL after the timeout."""
         loop = asyncio.get_running_loop()
         self.invite()
-        deadline = loop.time() + ring_timeout
+        # Timers post into the response queue rather than wrapping each wait in wait_for:
+        # no task per response, which matters with a thousand calls ringing at once.
+        ring_timer = loop.call_later(ring_timeout, self.stop, "timeout")
+        give_up: asyncio.TimerHandle | None = None
         cancel_sent = False
-        while True:
-            transaction = self.transaction
-            assert transaction is not None
-            wait = max(0.0, deadline - loop.time())
-            try:
-                response = await asyncio.wait_for(transaction.responses.get(), wait)
-            except TimeoutError:
-                if self._stopped_by:
+        try:
+            while True:
+                transaction = self.transaction
+                assert transaction is not None
+                response = await transaction.responses.get()
+                if response is _GIVE_UP:
                     # No final response after the CANCEL: give up on the INVITE (9.1).
                     return self._final(timeout_response(transaction.request, "No Final Response"))
-                self.stop("timeout")
-                deadline = loop.time() + 64 * self.ua.t1 + 1
-                continue
-            if response is _STOP or (self._stopped_by and response.status < 200):
-                if not cancel_sent and transaction.provisional is not None:
-                    # CANCEL only after a provisional response (RFC 3261 9.1).
-                    self._cancel(transaction)
-                    cancel_sent = True
-                # Once stopped, the INVITE must end within 64*T1 (RFC 3261 9.1).
-                deadline = min(deadline, loop.time() + 64 * self.ua.t1 + 1)
-                continue
-            if response.status < 200:
-                if response.status in (180, 183) and self.ring_started is None:
-                    self.ring_started = _now()
-                continue
-            if response.status in (401, 407) and self._authenticate(response):
-                continue
-            return self._final(response)
+                if response is _STOP or (self._stopped_by and response.status < 200):
+                    if not cancel_sent and transaction.provisional is not None:
+                        # CANCEL only after a provisional response (RFC 3261 9.1).
+                        self._cancel(transaction)
+                        cancel_sent = True
+                    if give_up is None:
+                        # Once stopped, the INVITE must end within 64*T1 (RFC 3261 9.1).
+                        give_up = loop.call_later(
+                            64 * self.ua.t1 + 1, transaction.responses.put_nowait, _GIVE_UP
+                        )
+                    continue
+                if response.status < 200:
+                    if response.status in (180, 183) and self.ring_started is None:
+                        self.ring_started = _now()
+                    continue
+                if response.status in (401, 407) and self._authenticate(response):
+                    continue
+                return self._final(response)
+        finally:
+            ring_timer.cancel()
+            if give_up is not None:
+                give_up.cancel()
 
     def _authenticate(self, challenge: Message) -> bool:
         """Send the INVITE again with credentials, once (RFC 3261 22.2)."""

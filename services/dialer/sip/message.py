@@ -8,6 +8,7 @@ name-addr / parameter syntax of From, To, Contact, Via and Record-Route (RFC 326
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class ParseError(ValueError):
     """The bytes are not a SIP message this controller can read."""
 
 
+@functools.cache  # a few dozen distinct names; called for every header of every message
 def canonical(name: str) -> str:
     name = name.strip()
     lower = name.lower()
