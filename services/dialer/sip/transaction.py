@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from services.common import metrics
 from services.dialer.sip.message import Address, Message
 
 T1 = 0.5  # RTT estimate (RFC 3261 17.1.1.1)
@@ -68,6 +69,7 @@ class ClientTransaction:
         if self.final is not None:
             return
         self.retransmissions += 1
+        metrics.SIP_RETRANSMISSIONS.inc()
         self._send(self._data, self.destination)
         # INVITE: Timer A doubles without bound; non-INVITE: Timer E is capped at T2 (17.1.2.2).
         self._interval = self._interval * 2 if self.is_invite else min(self._interval * 2, T2)

@@ -12,9 +12,11 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
+from services.common import metrics
 from services.dialer.sip.message import Address, Message, ParseError, parse, stream_frame
 
 log = logging.getLogger(__name__)
+SENT = metrics.SIP_MESSAGES.labels("sent")
 
 OnMessage = Callable[[Message, Address], None]
 # A destination could not be reached (connection refused, reset): the address and why.
@@ -91,6 +93,7 @@ class UdpTransport:
 
     def send(self, data: bytes, to: Address) -> None:
         if not self._endpoint.is_closing():
+            SENT.inc()
             self._endpoint.sendto(data, (to.host, to.port))
 
     def close(self) -> None:
@@ -157,6 +160,7 @@ class TcpTransport:
         return transport
 
     def send(self, data: bytes, to: Address) -> None:
+        SENT.inc()
         stream = self.connections.get(to)
         writer = stream.transport if stream is not None else None
         if writer is not None and not writer.is_closing():

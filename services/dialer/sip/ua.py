@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.common import metrics
 from services.dialer.sip.message import (
     Address,
     Message,
@@ -23,6 +24,7 @@ from services.dialer.sip.transaction import T1, ClientTransaction, timeout_respo
 from services.dialer.sip.transport import Transport
 
 log = logging.getLogger(__name__)
+RECEIVED = metrics.SIP_MESSAGES.labels("received")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
@@ -169,6 +171,7 @@ class UserAgent:
     # --- receiving ---------------------------------------------------------------------------
 
     def receive(self, message: Message, source: Address) -> None:
+        RECEIVED.inc()
         try:
             if message.is_request:
                 self._request(message, source)
