@@ -58,6 +58,8 @@ async def main() -> None:
         # Calls in progress finish first (and report); no new call starts.
         dialer.stop()
         await dialer.calls_finished()
+        if isinstance(backend, SipBackend):
+            backend.close()
         worker.cancel()
         await bus.close(nats_client)
         await engine.dispose()
