@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import WorkerSettings
@@ -68,3 +68,9 @@ class DialerSettings(WorkerSettings):
     sip_calls_per_second: float = Field(default=100.0, ge=0)
     # Socket send/receive buffers: bursts of UDP overflow the kernel's defaults.
     sip_socket_buffer_bytes: int = 4 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _sip_needs_a_destination(self) -> DialerSettings:
+        if self.backend == "sip" and not (self.sip_proxy or self.sip_routes):
+            raise ValueError("DIALER_BACKEND=sip needs DIALER_SIP_PROXY or DIALER_SIP_ROUTES")
+        return self
