@@ -110,6 +110,8 @@ class Callback:
         if answer.status >= 300 or not answer.body:
             self.b.ack(black_hole_answer(self.b.answer_sdp, self.b.origin.next()))
             await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
+            if a.remote_hangup.is_set():
+                return self.report("error", f"A {a.number} hung up as B answered")
             reason = f"{answer.status} {answer.reason}"
             return self.report("error", f"A {a.number} refused B's media ({reason})")
         self.b.ack(with_origin(answer.body, self.b.origin.next()))
