@@ -127,7 +127,7 @@ class World:
         self.queues[queue] = self._create_tasks(self._api, self.own, queue)
 
     def _finished_calls(self, timeout: float = 30.0) -> list[str]:
-        """Run two callbacks to the end, for call ids that exist; then switch their queue off."""
+        """Run a few callbacks to the end, for call ids that exist; then switch their queue off."""
         queue = self._create_queue(self._api, self.own, status="on")
         self._create_tasks(self._api, self.own, queue)
         deadline = time.monotonic() + timeout
