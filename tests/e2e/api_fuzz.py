@@ -204,8 +204,9 @@ def _aim(case: Case, aim: Aim, world: World) -> None:
 def _describe(case: Case, response: Response | None, error: str) -> str:
     text = "" if response is None else response.content[:300].decode(errors="replace")
     reply = "" if response is None else f" -> {response.status_code} {text!r}"
+    headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
     return (
-        f"{case.method} {case.formatted_path} query={case.query!r} "
+        f"{case.method} {case.formatted_path} query={case.query!r} headers={headers!r} "
         f"body={str(case.body)[:300]!r}{reply}: {error[:500]}"
     )
 
