@@ -10,7 +10,7 @@ DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench \
-	k8s-envoy-config bench-sip
+	k8s-envoy-config openapi fuzz bench-sip
 
 all: lint typecheck test
 
@@ -62,6 +62,11 @@ system-deps:
 k8s-envoy-config: gen
 	$(PY) -m deploy.k8s.envoy_config --descriptor-file $(DESCRIPTOR)
 
+# The OpenAPI document of the REST API, generated from the proto (committed; a test fails
+# when it is stale).
+openapi: gen
+	$(PY) -m deploy.openapi.generate
+
 run: gen
 	$(PY) -m deploy.local.stack
 
@@ -88,6 +93,12 @@ clean:
 bench: gen
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.dispatch_bench
+	$(PY) -m bench.fuzz_api
+	$(PY) -m bench.sip_bench
+
+# schemathesis against the whole stack through Envoy: >= 10,000 generated requests.
+fuzz: gen
+	$(PY) -m bench.fuzz_api
 
 # Simultaneous SIP callbacks against sipp phones (SIP_BENCH_SIZES, SIP_BENCH_REPEATS).
 bench-sip: gen system-deps

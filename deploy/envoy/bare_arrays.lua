@@ -1,7 +1,34 @@
--- The contract answers list endpoints with a bare JSON array, but the transcoder can only
--- print a message: list RPCs return {"items": [...]} and this filter unwraps it.
+-- REST <-> gRPC fixes around the transcoder. Responses: the contract answers list endpoints
+-- with a bare JSON array, but the transcoder can only print a message: list RPCs return
+-- {"items": [...]} and this filter unwraps it. Requests: headers gRPC would refuse are dropped.
 -- (response_body on a repeated field makes Envoy refuse to start: envoy issue #11136.)
 local PREFIX = '{"items":'
+
+-- HTTP headers reach the api service as gRPC metadata, and gRPC refuses a call (a 500 here)
+-- whose metadata has a key outside [0-9a-z_.-], a "-bin" key that is not base64, or a
+-- malformed reserved "grpc-" key (grpc-timeout, grpc-encoding). No REST client needs any of
+-- them: drop them before the transcoder. (Envoy lowercases header names.)
+local function unfit_for_grpc(name)
+  if string.sub(name, 1, 1) == ":" then
+    return false
+  end
+  return string.find(name, "^[0-9a-z_.%-]+$") == nil
+    or string.sub(name, -4) == "-bin"
+    or string.sub(name, 1, 5) == "grpc-"
+end
+
+function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  local unfit = {}
+  for name, _ in pairs(headers) do
+    if unfit_for_grpc(name) then
+      unfit[#unfit + 1] = name
+    end
+  end
+  for _, name in ipairs(unfit) do
+    headers:remove(name)
+  end
+end
 
 function envoy_on_response(response_handle)
   local headers = response_handle:headers()

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,3 +78,24 @@ def test_task_bodies_never_5xx(
 def test_paths_never_5xx(api: httpx.Client, tenant: str, path: str) -> None:
     reply = api.get(f"/client/{tenant}/task_scheduler/{path}")
     assert reply.status_code < 500, (path, reply.text)
+
+
+# Found by schemathesis (tests/e2e/test_openapi_fuzz.py): HTTP headers reach the api service
+# as gRPC metadata, and gRPC refused these with a 500 (or a 504 for a tiny grpc-timeout).
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("x~odd$name", "1"),  # a valid HTTP header name, not a valid gRPC metadata key
+        ("x-trace-bin", "!!!"),  # "-bin" metadata must be base64
+        ("grpc-timeout", "abc"),
+        ("grpc-timeout", "1n"),
+        ("grpc-encoding", "nonsense"),
+    ],
+)
+def test_headers_grpc_would_refuse_are_ignored(
+    api: httpx.Client, tenant: str, name: str, value: str
+) -> None:
+    reply = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "h"}, headers={name: value})
+    assert reply.status_code == 200, reply.text
+    queue = reply.json()
+    assert api.get(f"/client/{tenant}/task_scheduler/{queue['id']}").json() == queue
