@@ -28,26 +28,34 @@ for _name in ("DATABASE_URL", "REST_PORT", "STATE_DIR", "API_GRPC_PORT", "NATS_P
 os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="xdg-")
 
 
+# Ports handed out by this process. The OS forgets a port once the probing socket closes, so
+# without this two calls could return overlapping ports before either stack has bound them.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port_block(1)
 
 
 def free_port_block(size: int = 10) -> int:
-    """A port p such that p .. p+size-1 are all free now (replica i listens on p+i)."""
+    """A port p such that p .. p+size-1 are all free now and not handed out before in this
+    process (replica i listens on p+i)."""
     while True:
-        base = free_port()
-        if base + size > 65535:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        block = set(range(base, base + size))
+        if base + size > 65535 or block & _handed_out:
             continue
         try:
             with contextlib.ExitStack() as sockets:
-                for port in range(base, base + size):
+                for port in block:
                     sock = sockets.enter_context(socket.socket())
                     sock.bind(("127.0.0.1", port))
-            return base
         except OSError:
             continue
+        _handed_out.update(block)
+        return base
 
 
 # Phones of the simulated telephony backend in tests: numbers choose their behaviour.
@@ -97,6 +105,7 @@ def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
         "dialers": 2,
         "dispatcher_grpc_port": free_port_block(),
         "dialer_grpc_port": free_port_block(),
+        "notifier_grpc_port": free_port_block(),
         "metrics_port": free_port_block(40),
     }
     values.update(overrides)

@@ -17,7 +17,7 @@ import psutil
 
 from deploy.local.keys import mint_token
 from deploy.local.stack import ROOT
-from tests.conftest import StateDirFactory, free_port
+from tests.conftest import StateDirFactory, free_port, free_port_block
 
 READY_LINE = "callback-scheduler is ready"
 
@@ -33,6 +33,12 @@ def running_stack(
         "ENVOY_ADMIN_PORT": str(free_port()),
         "API_GRPC_PORT": str(free_port()),
         "NATS_PORT": str(free_port()),
+        # Every port is free and chosen here: the defaults (50060.., 9464..) lie in the
+        # ephemeral range, where the session's other stack may already listen.
+        "DISPATCHER_GRPC_PORT": str(free_port_block()),
+        "DIALER_GRPC_PORT": str(free_port_block()),
+        "NOTIFIER_GRPC_PORT": str(free_port_block()),
+        "METRICS_PORT": str(free_port_block(40)),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -46,6 +52,8 @@ def running_stack(
             time.sleep(0.1)
         yield process
     finally:
+        # A stack that exited on its own has no children left to find: its log says why.
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         children = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(stop_signal)
         exit_code = process.wait(60)
