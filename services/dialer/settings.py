@@ -43,6 +43,8 @@ class DialerSettings(WorkerSettings):
     max_call_seconds: float = 3600.0
     # JSON list of {"pattern", "behaviour", "ring_seconds", "talk_seconds"}; first match wins.
     simulated_rules: tuple[Rule, ...] = DEFAULT_RULES
+    # Seed of the random phones (rules with behaviours or duration ranges); unset: unseeded.
+    simulated_seed: int | None = None
     # How long to keep retrying to report a result while NATS or PostgreSQL is down.
     report_retry_seconds: float = 600.0
 
