@@ -196,13 +196,9 @@ class WebhookDelivery(Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
-        Index(
-            "ix_webhook_deliveries_task_order",
-            "client_id",
-            "task_id",
-            "seq",
-            postgresql_where=text("status = 'pending'"),
-        ),
+        # Every delivery of a task, not only pending ones: the claim counts those that came
+        # before (predecessors).
+        Index("ix_webhook_deliveries_task_order", "client_id", "task_id", "seq"),
         Index(None, "status", "id"),
     )
 
@@ -212,6 +208,9 @@ class WebhookDelivery(Base):
     task_id: Mapped[int] = mapped_column(BigInteger)
     # Order of the task's events: attempt * 10 + rank of the event in an attempt.
     seq: Mapped[int] = mapped_column(Integer)
+    # How many earlier events of the task have a URL (known from the task's URLs and attempt):
+    # this one waits until they are all queued, even if they reach the notifier later.
+    predecessors: Mapped[int] = mapped_column(Integer, server_default="0")
     event: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
