@@ -94,6 +94,7 @@ class ChaosOptions:
 class Figures:
     lines: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    kills: dict[str, int] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
         self.lines.append(text)
@@ -601,6 +602,7 @@ def run(options: ChaosOptions) -> Figures:
                 name = faults.inflict(kind, down)
                 log.info("killed and restarted %s (down %.1f s)", name, down)
             fault_seconds = time.monotonic() - fault_started
+            figures.kills = dict(faults.kills)
             loading.join(timeout=600)
             if load_error or loading.is_alive():
                 raise RuntimeError(f"loading failed: {load_error or 'still running'}")
