@@ -54,20 +54,20 @@ KINDS = ("api", "dispatcher", "dialer", "notifier", "nats", "postgres")
 DISPATCHERS = 3
 DIALERS = 2
 # Phones: random outcome per dial (mostly answered), random ring and talk times.
-RING_TIMEOUT = 0.8
-MAX_CALL = 1.0
+RING_TIMEOUT = 0.5
+MAX_CALL = 0.6
 PHONES = [
     {
         "pattern": "*",
         "behaviours": {"answer": 7, "busy": 1, "no_answer": 1, "reject": 1},
-        "ring_seconds": 0.05,
-        "ring_seconds_max": 0.5,
-        "talk_seconds": 0.1,
-        "talk_seconds_max": 1.2,
+        "ring_seconds": 0.02,
+        "ring_seconds_max": 0.3,
+        "talk_seconds": 0.05,
+        "talk_seconds_max": 0.8,
     }
 ]
 # The lease covers the longest call (A rings, then B rings, then they talk) with a margin.
-LEASE = 5.0
+LEASE = 4.0
 EVENT_RANK = {"before": 0, "before_again": 0, "success": 1, "after": 2}
 
 
@@ -77,15 +77,15 @@ class ChaosOptions:
     # Seconds of faults; the load goes on being added during the first part of it.
     duration: float = 240.0
     seed: int = 1
-    tenants: int = 4
-    queues_per_tenant: int = 3
+    tenants: int = 5
+    queues_per_tenant: int = 4
     # A fraction of the tasks have all four webhook URLs (each delivery is an HTTP POST).
     webhook_fraction: float = 0.25
     # Share of the tasks added while the faults run (the rest before they start).
     loaded_during_faults: float = 0.3
     # How long a killed part stays down, and the quiet time between two faults (seconds).
     down_seconds: tuple[float, float] = (0.5, 3.0)
-    between_seconds: tuple[float, float] = (1.0, 4.0)
+    between_seconds: tuple[float, float] = (0.5, 3.0)
     quiescence_timeout: float = 900.0
     state_dir: Path | None = None
 
@@ -208,7 +208,7 @@ def make_queues(stack: Stack, options: ChaosOptions, rng: random.Random) -> list
         client_id = f"chaos-{t}"
         with rest(stack, client_id) as api:
             for q in range(options.queues_per_tenant):
-                limit = rng.randint(1, 6)
+                limit = rng.randint(1, 8)
                 body = {"name": f"q{q}", "status": "on", "concurrent_task_limit": limit}
                 created = retrying(
                     "create queue",
