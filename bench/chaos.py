@@ -563,7 +563,9 @@ def run(options: ChaosOptions) -> Figures:
                 with_hooks = rng.random() < options.webhook_fraction
                 if with_hooks:
                     hooked.add(f"chaos-{index}")
-                plan[index % len(queues)].append(
+                # Each queue gets tasks in proportion to its limit, so that all drain together.
+                queue_index = rng.choices(range(len(queues)), weights=[q.limit for q in queues])[0]
+                plan[queue_index].append(
                     task_body(index, rng, receiver.url if with_hooks else None)
                 )
             loader = Loader(stack, queues, plan)
