@@ -244,3 +244,43 @@ def test_a_dial_request_that_comes_too_late_for_its_lease_is_not_dialed(
         (attempt, result) for _, attempt, _, _, result in calls_of_queue(fault_stack, queue_id)
     ] == [(2, "connected")]
     assert set(dials_logged(fault_stack, queue_id)) == {(int(str(final["id"])), 2)}
+
+
+def test_a_call_lost_after_a_and_b_connected_still_counts_as_connected(
+    fault_stack: Stack,
+) -> None:
+    """The dialers die after A and B were connected (and `success` announced), before the
+    end of the call is reported: the lease expiry must not count the attempt as failed
+    (A and B would be called again, after a `success` webhook)."""
+    with rest(fault_stack, "connlost") as api:
+        task: dict[str, object] = {"a_number": LONG_CALL_NUMBER, "b_number": LONG_CALL_NUMBER}
+        queue_id = add_queue_with_tasks(api, "connlost", 1, [task | {"try_count": 3}])
+        with psycopg.connect(fault_stack.database_url, autocommit=True) as conn:
+
+            def connected() -> bool | None:
+                row = conn.execute(
+                    "SELECT connected_at IS NOT NULL AND result = 'in_progress' FROM calls "
+                    "WHERE queue_id = %s",
+                    (queue_id,),
+                ).fetchone()
+                return True if row is not None and row[0] else None
+
+            wait_until(connected, 30, "A and B to be connected")
+        for index in range(DIALERS):
+            fault_stack.kill_child(f"dialer-{index}")
+        for index in range(DIALERS):
+            fault_stack.start_replica("dialer", index)
+        wait_until(
+            lambda: all(t["status"] == "finished" for t in task_states(api, "connlost", queue_id)),
+            60,
+            "the task to finish",
+        )
+        (final,) = task_states(api, "connlost", queue_id)
+    assert (final["finish_result"], final["finish_comment"]) == (
+        "success",
+        "A and B were connected; the end of the call was not reported",
+    )
+    # One call, never repeated.
+    assert [
+        (attempt, result) for _, attempt, _, _, result in calls_of_queue(fault_stack, queue_id)
+    ] == [(1, "lost")]
