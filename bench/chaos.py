@@ -492,19 +492,27 @@ def check_invariants(
 # --- the run ------------------------------------------------------------------------------------
 
 
-def quiet(stack: Stack, queue_ids: list[int], receiver: Receiver) -> bool:
-    """Every task finished and no webhook delivery pending."""
+def quiet(stack: Stack, queue_ids: list[int]) -> bool:
+    """Every task finished, the outbox empty, every webhook event the tasks earned queued
+    (some may still be in NATS) and no delivery pending."""
     try:
         with psycopg.connect(stack.database_url, connect_timeout=5) as conn:
             row = conn.execute(
-                "SELECT (SELECT count(*) FROM tasks WHERE queue_id = ANY(%s) "
+                "SELECT (SELECT count(*) FROM tasks WHERE queue_id = ANY(%(q)s) "
                 "        AND status <> 'finished'), "
+                "       (SELECT count(*) FROM outbox), "
+                "       (SELECT coalesce(sum(attempts + (finish_result = 'success')::int + 1), 0)"
+                "        FROM tasks WHERE queue_id = ANY(%(q)s) AND url_after <> ''), "
+                "       (SELECT count(*) FROM webhook_deliveries), "
                 "       (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
-                (queue_ids,),
+                {"q": queue_ids},
             ).fetchone()
     except psycopg.OperationalError:
         return False
-    return row is not None and row[0] == 0 and row[1] == 0
+    if row is None:
+        return False
+    unfinished, outbox, earned, queued, pending = row
+    return bool(unfinished == 0 and outbox == 0 and queued >= earned and pending == 0)
 
 
 @contextmanager
@@ -614,7 +622,7 @@ def run(options: ChaosOptions) -> Figures:
             )
             queue_ids = [q.queue_id for q in queues]
             deadline = time.monotonic() + options.quiescence_timeout
-            while not quiet(stack, queue_ids, receiver):
+            while not quiet(stack, queue_ids):
                 dead = stack.dead_child()
                 if dead is not None:
                     raise RuntimeError(f"{dead.name} died:\n{dead.tail()}")
