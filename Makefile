@@ -10,7 +10,7 @@ DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench \
-	k8s-envoy-config openapi fuzz bench-sip
+	k8s-envoy-config openapi fuzz bench-sip chaos
 
 all: lint typecheck test
 
@@ -103,3 +103,7 @@ fuzz: gen
 # Simultaneous SIP callbacks against sipp phones (SIP_BENCH_SIZES, SIP_BENCH_REPEATS).
 bench-sip: gen system-deps
 	$(PY) -m bench.sip_bench
+
+# Invariants under faults: kill -9 of every part, PostgreSQL crashes (bench/chaos.py).
+chaos: gen system-deps
+	$(PY) -m bench.chaos --save bench/results/chaos.txt

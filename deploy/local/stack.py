@@ -124,19 +124,7 @@ class Stack:
         jwks = ensure_keys(state)
 
         self.start_nats()
-
-        self._spawn(
-            "api",
-            [sys.executable, "-m", "services.api"],
-            env={
-                **self.service_env,
-                "DATABASE_URL": self.database_url,
-                "API_GRPC_ADDRESS": self.api_grpc_target,
-                "API_METRICS_ADDRESS": self._metrics_address("api"),
-                "API_JWKS_FILE": str(jwks),
-            },
-        )
-        self._wait("api", lambda: _grpc_serving(self.api_grpc_target))
+        self.start_api()
         for index in range(self.settings.dispatchers):
             self.start_replica("dispatcher", index)
         for index in range(self.settings.dialers):
@@ -178,6 +166,22 @@ class Stack:
             ],
         )
         self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
+
+    def start_api(self) -> None:
+        """Start the api service and wait until it reports SERVING (also to restart it)."""
+        jwks = ensure_keys(self.settings.state_dir)
+        self._spawn(
+            "api",
+            [sys.executable, "-m", "services.api"],
+            env={
+                **self.service_env,
+                "DATABASE_URL": self.database_url,
+                "API_GRPC_ADDRESS": self.api_grpc_target,
+                "API_METRICS_ADDRESS": self._metrics_address("api"),
+                "API_JWKS_FILE": str(jwks),
+            },
+        )
+        self._wait("api", lambda: _grpc_serving(self.api_grpc_target))
 
     def replica_target(self, kind: str, index: int) -> str:
         base = {

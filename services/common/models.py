@@ -160,6 +160,9 @@ class Call(Base):
     comment: Mapped[str] = mapped_column(Text, server_default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the dispatcher learnt that A and B were connected (and announced `success`): an
+    # attempt whose end is then never reported still counts as connected.
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Legs, answer times and durations, as the backend reported them.
     record: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 
@@ -196,13 +199,9 @@ class WebhookDelivery(Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
-        Index(
-            "ix_webhook_deliveries_task_order",
-            "client_id",
-            "task_id",
-            "seq",
-            postgresql_where=text("status = 'pending'"),
-        ),
+        # Every delivery of a task, not only pending ones: the claim counts those that came
+        # before (predecessors).
+        Index("ix_webhook_deliveries_task_order", "client_id", "task_id", "seq"),
         Index(None, "status", "id"),
     )
 
@@ -212,6 +211,9 @@ class WebhookDelivery(Base):
     task_id: Mapped[int] = mapped_column(BigInteger)
     # Order of the task's events: attempt * 10 + rank of the event in an attempt.
     seq: Mapped[int] = mapped_column(Integer)
+    # How many earlier events of the task have a URL (known from the task's URLs and attempt):
+    # this one waits until they are all queued, even if they reach the notifier later.
+    predecessors: Mapped[int] = mapped_column(Integer, server_default="0")
     event: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)

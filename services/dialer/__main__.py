@@ -23,6 +23,7 @@ async def open_backend(settings: DialerSettings) -> TelephonyBackend:
             settings.simulated_rules,
             ring_timeout_seconds=settings.ring_timeout_seconds,
             max_call_seconds=settings.max_call_seconds,
+            seed=settings.simulated_seed,
         )
     routes = [
         Route(r.pattern, parse_address(r.proxy), r.domain or parse_address(r.proxy).host)

@@ -1,7 +1,8 @@
 """Dial requests (NATS) -> calls through the telephony backend -> call events (NATS).
 
 Delivery: recorded in PostgreSQL -> ack, then dial; attempt no longer current or already
-dialed -> ack without dialing; database down -> nak with a delay; unreadable -> term.
+dialed, or too little of its lease left for the longest call -> ack without dialing;
+database down -> nak with a delay; unreadable -> term.
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ class Dialer:
         ]
         try:
             async with transaction(self._engine) as conn:
-                may_dial = await repository.start_calls(conn, new_calls)
+                started = await repository.start_calls(
+                    conn, new_calls, self._settings.longest_call_seconds
+                )
         except StorageUnavailable:
             for msg, _ in requests:
                 await bus.settle(msg, "nak", delay=1.0)
@@ -141,7 +144,13 @@ class Dialer:
         for msg, request in requests:
             # The calls row now guards the attempt: a redelivery can never dial it again.
             await bus.settle(msg, "ack")
-            if request.call_uuid not in may_dial:
+            if request.call_uuid in started.too_late:
+                log.warning(
+                    "not dialing: the attempt's lease ends before the longest call could",
+                    extra={"action": "too_late", **_ids(request)},
+                )
+                continue
+            if request.call_uuid not in started.may_dial:
                 log.info(
                     "not dialing: attempt gone or already dialed",
                     extra={"action": "skip", **_ids(request)},

@@ -27,31 +27,55 @@ class NewCall:
 
 
 _CURRENT_ATTEMPTS = text("""
-    SELECT id, attempts FROM tasks
+    SELECT id, attempts,
+           lease_expires_at >= now() + make_interval(secs => :longest_call_seconds)
+               AS time_enough
+    FROM tasks
     WHERE id = ANY(:task_ids) AND status = 'executed'
     ORDER BY id
     FOR SHARE
 """)
 
 
-async def start_calls(conn: AsyncConnection, new_calls: Sequence[NewCall]) -> set[str]:
+@dataclass(frozen=True)
+class Started:
+    """What start_calls decided: the calls to dial, and those refused for want of time."""
+
+    may_dial: set[str]
+    # Current attempts whose lease ends before the longest call could: dialing them would
+    # let the lease expire mid-call and the attempt be retried while its call still runs.
+    too_late: set[str]
+
+
+async def start_calls(
+    conn: AsyncConnection, new_calls: Sequence[NewCall], longest_call_seconds: float
+) -> Started:
     """Record calls just before dialing them; returns the call_uuids that may be dialed.
 
     The share locks on the tasks make a concurrent DELETE (of a task or its queue) or a
     lease expiry wait for this transaction, and make this one see theirs if they came
     first: a deleted task or a resolved attempt is never dialed. The unique
     (task_id, attempt) makes a second call for one attempt impossible, whatever redelivers.
+    An attempt whose lease ends within `longest_call_seconds` is not dialed either (the
+    request came late: dialers or NATS were down); its lease expiry retries it.
     Locks are taken in id order, so two dialers never deadlock.
     """
     if not new_calls:
-        return set()
-    params = {"task_ids": sorted({c.task_id for c in new_calls})}
-    current = {(row.id, row.attempts) for row in await conn.execute(_CURRENT_ATTEMPTS, params)}
-    rows = [asdict(c) for c in new_calls if (c.task_id, c.attempt) in current]
+        return Started(set(), set())
+    params = {
+        "task_ids": sorted({c.task_id for c in new_calls}),
+        "longest_call_seconds": longest_call_seconds,
+    }
+    found = {
+        (row.id, row.attempts): bool(row.time_enough)
+        for row in await conn.execute(_CURRENT_ATTEMPTS, params)
+    }
+    too_late = {c.call_uuid for c in new_calls if found.get((c.task_id, c.attempt)) is False}
+    rows = [asdict(c) for c in new_calls if found.get((c.task_id, c.attempt)) is True]
     if not rows:
-        return set()
+        return Started(set(), too_late)
     stmt = pg_insert(calls).on_conflict_do_nothing().returning(calls.c.call_uuid)
-    return {row.call_uuid for row in await conn.execute(stmt, rows)}
+    return Started({row.call_uuid for row in await conn.execute(stmt, rows)}, too_late)
 
 
 _FINISH_CALL = text("""

@@ -38,11 +38,15 @@ class DialerSettings(WorkerSettings):
     grpc_address: str = "127.0.0.1:50053"
     backend: Literal["simulated", "sip"] = "simulated"
     max_concurrent_calls: int = 1000
-    # Keep ring timeout + max call duration below the dispatcher's attempt lease.
+    # The longest call (A rings, B rings, they talk: 2 x ring timeout + max call duration)
+    # must fit in the dispatcher's attempt lease; an attempt with less lease left is not
+    # dialed.
     ring_timeout_seconds: float = 60.0
     max_call_seconds: float = 3600.0
     # JSON list of {"pattern", "behaviour", "ring_seconds", "talk_seconds"}; first match wins.
     simulated_rules: tuple[Rule, ...] = DEFAULT_RULES
+    # Seed of the random phones (rules with behaviours or duration ranges); unset: unseeded.
+    simulated_seed: int | None = None
     # How long to keep retrying to report a result while NATS or PostgreSQL is down.
     report_retry_seconds: float = 600.0
 
@@ -68,6 +72,11 @@ class DialerSettings(WorkerSettings):
     sip_calls_per_second: float = Field(default=100.0, ge=0)
     # Socket send/receive buffers: bursts of UDP overflow the kernel's defaults.
     sip_socket_buffer_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """How long a call can last from dial to hang-up: A rings, then B, then they talk."""
+        return 2 * self.ring_timeout_seconds + self.max_call_seconds
 
     @model_validator(mode="after")
     def _sip_needs_a_destination(self) -> DialerSettings:

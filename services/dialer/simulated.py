@@ -4,19 +4,30 @@ chosen per number by glob patterns, in real time. The embedded default of `make 
 Default rules (first match wins; override with DIALER_SIMULATED_RULES, a JSON list):
 numbers ending in 486 are busy, in 480 do not answer, in 603 reject the call
 (the SIP codes for each); every other number answers after 1 s and talks for 3 s.
+
+A rule may be random: `behaviours` ({"answer": 8, "busy": 1, ...}) picks the behaviour of
+each dial by weight, and `ring_seconds_max` / `talk_seconds_max` draw the durations uniformly
+from [ring_seconds, ring_seconds_max] and [talk_seconds, talk_seconds_max].
+DIALER_SIMULATED_SEED makes a dialer's draws reproducible. Every dial is logged by the
+backend itself (`"action": "simulated_dial"` with the call_uuid), a record of what the
+phones saw that is independent of the dialer's own bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.dialer.backend import CallPlan, CallReport, Leg, OnConnected
+
+log = logging.getLogger(__name__)
 
 Behaviour = Literal["answer", "busy", "no_answer", "reject"]
 
@@ -29,6 +40,44 @@ class Rule(BaseModel):
     # Until the phone answers, is found busy or rejects; no_answer rings for the ring timeout.
     ring_seconds: float = 1.0
     talk_seconds: float = 3.0
+    # Random phones: the behaviour of each dial by weight, durations drawn uniformly.
+    behaviours: dict[Behaviour, float] | None = None
+    ring_seconds_max: float | None = Field(default=None, ge=0)
+    talk_seconds_max: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> Rule:
+        if self.ring_seconds_max is not None and self.ring_seconds_max < self.ring_seconds:
+            raise ValueError("ring_seconds_max is below ring_seconds")
+        if self.talk_seconds_max is not None and self.talk_seconds_max < self.talk_seconds:
+            raise ValueError("talk_seconds_max is below talk_seconds")
+        if self.behaviours is not None and (
+            not self.behaviours
+            or min(self.behaviours.values()) < 0
+            or sum(self.behaviours.values()) <= 0
+        ):
+            raise ValueError("behaviours needs non-negative weights, not all zero")
+        return self
+
+    def draw(self, rng: random.Random) -> Rule:
+        """This rule with its random parts decided for one dial (a fixed rule as it is)."""
+        if (
+            self.behaviours is None
+            and self.ring_seconds_max is None
+            and (self.talk_seconds_max is None)
+        ):
+            return self
+        behaviour = self.behaviour
+        if self.behaviours is not None:
+            names = list(self.behaviours)
+            behaviour = rng.choices(names, weights=[self.behaviours[n] for n in names])[0]
+        ring = self.ring_seconds
+        if self.ring_seconds_max is not None:
+            ring = rng.uniform(self.ring_seconds, self.ring_seconds_max)
+        talk = self.talk_seconds
+        if self.talk_seconds_max is not None:
+            talk = rng.uniform(self.talk_seconds, self.talk_seconds_max)
+        return Rule(pattern=self.pattern, behaviour=behaviour, ring_seconds=ring, talk_seconds=talk)
 
 
 DEFAULT_RULES = (
@@ -59,8 +108,10 @@ class SimulatedBackend:
         *,
         ring_timeout_seconds: float = 30.0,
         max_call_seconds: float = 3600.0,
+        seed: int | None = None,
     ) -> None:
         self._rules = rules
+        self._rng = random.Random(seed)
         self._ring_timeout = ring_timeout_seconds
         self._max_call = max_call_seconds
 
@@ -71,12 +122,16 @@ class SimulatedBackend:
         )
 
     def _ring(self, number: str) -> _Ring:
-        rule = self._rule(number)
+        rule = self._rule(number).draw(self._rng)
         seconds = self._ring_timeout if rule.behaviour == "no_answer" else rule.ring_seconds
         return _Ring(number, rule, min(seconds, self._ring_timeout))
 
     async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
         started = datetime.now(UTC)
+        log.info(
+            "simulated phones dialed",
+            extra={"action": "simulated_dial", "call_uuid": plan.call_uuid, "a": plan.a_numbers},
+        )
         rings = [self._ring(number) for number in plan.a_numbers]
         answering = [r for r in rings if r.rule.behaviour == "answer"]
         winner = min(answering, key=lambda r: r.seconds) if answering else None

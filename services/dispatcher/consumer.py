@@ -65,6 +65,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
     }
     changes: list[dict[str, Any]] = []
     messages: list[repository.Message] = []
+    connected: list[str] = []
     for event in events:
         task = tasks.get(event.task_id)
         context = {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": event.call_uuid}
@@ -73,6 +74,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
             continue
         if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
             messages.append(task_event(task, EVENT_SUCCESS))
+            connected.append(event.call_uuid)
             log.info("call connected", extra={"action": "connected", **context})
             continue
         outcome = OUTCOMES[event.outcome]
@@ -97,6 +99,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
                 **context,
             },
         )
+    await repository.mark_calls_connected(conn, connected)
     await repository.end_attempts(conn, changes)
     await repository.add_to_outbox(conn, messages)
 

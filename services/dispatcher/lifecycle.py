@@ -26,6 +26,9 @@ OUTCOME_COMMENTS = {
     "lost": "no result from the dialer before the attempt's deadline (the call was lost)",
 }
 
+# The comment of an attempt that connected A and B and whose end was never reported.
+LOST_AFTER_CONNECTED = "A and B were connected; the end of the call was not reported"
+
 EVENT_BEFORE = "before"
 EVENT_BEFORE_AGAIN = "before_again"
 EVENT_SUCCESS = "success"

@@ -173,6 +173,16 @@ async def call_of_attempt(conn: AsyncConnection, task_id: int, attempt: int) -> 
     return (await conn.execute(stmt)).one_or_none()
 
 
+async def mark_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
+    """Note that these calls connected A and B (their `success` event is being sent)."""
+    if call_uuids:
+        stmt = text("""
+            UPDATE calls SET connected_at = now()
+            WHERE call_uuid = ANY(:call_uuids) AND connected_at IS NULL
+        """)
+        await conn.execute(stmt, {"call_uuids": list(call_uuids)})
+
+
 async def mark_call_lost(conn: AsyncConnection, call_uuid: str) -> None:
     """A call that never reported its end: record it as lost."""
     stmt = text("""

@@ -15,7 +15,12 @@ from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
-from services.dispatcher.lifecycle import resolve_attempt, start_event
+from services.dispatcher.lifecycle import (
+    CONNECTED,
+    LOST_AFTER_CONNECTED,
+    resolve_attempt,
+    start_event,
+)
 from services.dispatcher.messages import dial_request, task_event
 from services.dispatcher.results import apply_resolution
 from services.dispatcher.settings import DispatcherSettings
@@ -128,13 +133,18 @@ class Scheduler:
 
     async def _expire_leases(self) -> int:
         """Resolve attempts whose lease ran out: with the call's result if the dialer saved
-        one, else as lost. The task's attempt number moves on, so a late dial is refused."""
+        one, as connected if A and B were known to be connected, else as lost. The task's
+        attempt number moves on, so a late dial is refused."""
         async with transaction(self._engine) as conn:
             expired = await repository.lock_expired_leases(conn, self._settings.claim_batch)
             for task in expired:
                 call = await repository.call_of_attempt(conn, task.id, task.attempts)
                 if call is not None and call.result != "in_progress":
                     outcome, comment = call.result, call.comment
+                elif call is not None and call.connected_at is not None:
+                    # `success` went out already: A and B talked, however the call ended.
+                    outcome, comment = CONNECTED, LOST_AFTER_CONNECTED
+                    await repository.mark_call_lost(conn, call.call_uuid)
                 else:
                     outcome, comment = "lost", ""
                     if call is not None:

@@ -22,7 +22,7 @@ from services.common import bus
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.notifier import repository
-from services.notifier.policy import EVENT_RANK, sequence
+from services.notifier.policy import EVENT_RANK, predecessors, sequence
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ def delivery_row(event: events_pb2.TaskEvent) -> dict[str, Any]:
         "client_id": event.client_id,
         "task_id": event.task.id,
         "seq": sequence(event.attempt, event.event),
+        "predecessors": predecessors(
+            event.attempt,
+            event.event,
+            frozenset(name for name in EVENT_RANK if getattr(event.task, f"url_{name}")),
+            succeeded=event.task.finish_result == "success",
+        ),
         "event": event.event,
         "url": event.url,
         "body": body_of(event),

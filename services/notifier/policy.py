@@ -15,6 +15,27 @@ def sequence(attempt: int, event: str) -> int:
     return attempt * 10 + EVENT_RANK.get(event, 9)
 
 
+def predecessors(attempt: int, event: str, with_url: frozenset[str], succeeded: bool) -> int:
+    """How many events of a task come before this one and have a URL (`with_url`: the
+    events whose URL the task sets), so are delivered first.
+
+    Every attempt starts with `before` (the first) or `before_again`; `success` comes only
+    in the attempt that connected, and `after` ends the task.
+    """
+
+    def starts(attempts: int) -> int:
+        """URL'd start events of attempts 1..attempts."""
+        if attempts < 1:
+            return 0
+        return ("before" in with_url) + (attempts - 1) * ("before_again" in with_url)
+
+    if event in ("before", "before_again"):
+        return starts(attempt - 1)
+    if event == "success":
+        return starts(attempt)
+    return starts(attempt) + (succeeded and "success" in with_url)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 10

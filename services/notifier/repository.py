@@ -26,7 +26,9 @@ async def add_deliveries(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
 
 
 # A delivery waits while an earlier event of the same task is still pending (in flight or
-# waiting for a retry), so that a task's events arrive in order.
+# waiting for a retry), or has not been queued yet (fewer earlier deliveries than its
+# predecessors: that event reaches the notifier late, e.g. redelivered by JetStream after a
+# notifier died holding it), so that a task's events arrive in order.
 _CLAIM_DUE = text("""
     WITH due AS (
         SELECT d.id FROM webhook_deliveries d
@@ -34,6 +36,10 @@ _CLAIM_DUE = text("""
           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
                           WHERE e.status = 'pending' AND e.client_id = d.client_id
                             AND e.task_id = d.task_id AND e.seq < d.seq)
+          AND (d.predecessors = 0
+               OR (SELECT count(*) FROM webhook_deliveries e
+                   WHERE e.client_id = d.client_id AND e.task_id = d.task_id
+                     AND e.seq < d.seq) >= d.predecessors)
         ORDER BY d.next_attempt_at, d.id
         LIMIT :how_many
         FOR UPDATE SKIP LOCKED

@@ -3,70 +3,30 @@ answers 503 while it is down and recovers by itself when it is back."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
+from deploy.local.debian_postgres import (
+    DebianPostgres,
+    DebianPostgresUnavailable,
+    create_debian_postgres,
+)
 from deploy.local.stack import Stack
 from tests.conftest import StateDirFactory, free_port, stack_settings
 
 
-@dataclass
-class DebianPostgres:
-    bin_dir: Path
-    data_dir: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin_dir / "pg_ctl"), "-D"]
-            + [str(self.data_dir), *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -h 127.0.0.1 -k {self.data_dir}"
-        self.pg_ctl("-w", "-o", options, "-l", str(self.data_dir / "log"), "start")
-
-    def stop(self) -> None:
-        self.pg_ctl("-w", "-m", "fast", "stop")
-
-
 @pytest.fixture(scope="module")
 def debian_postgres() -> Iterator[DebianPostgres]:
-    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if os.geteuid() != 0 or not initdbs:
-        pytest.fail("needs root and Debian's PostgreSQL (make test installs it)")
-    # Debian's initdb refuses to run as root: the cluster belongs to the postgres user.
-    data_dir = Path(tempfile.mkdtemp(prefix="pg-external-"))
-    shutil.chown(data_dir, "postgres", "postgres")
-    server = DebianPostgres(Path(initdbs[-1]).parent, data_dir, free_port())
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(server.bin_dir / "initdb"), "-D", str(data_dir)]
-        + ["--auth=trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    server.start()
+    try:
+        server = create_debian_postgres(free_port())
+    except DebianPostgresUnavailable as err:
+        pytest.fail(str(err))
     yield server
     server.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    server.remove()
 
 
 @pytest.fixture(scope="module")

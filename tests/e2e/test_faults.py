@@ -33,8 +33,9 @@ def fault_stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
     stack = Stack(
         stack_settings(state_dir, dispatchers=DISPATCHERS, dialers=DIALERS),
         log_dir=state_dir / "logs",
-        # A short lease, so that attempts lost with a killed dialer are resolved quickly.
-        service_env=service_env(DISPATCHER_ATTEMPT_LEASE_SECONDS="4"),
+        # A short lease, so that attempts lost with a killed dialer are resolved quickly; it
+        # still covers the longest call (2 x 0.3 s of ringing + 3 s), or nothing is dialed.
+        service_env=service_env(DISPATCHER_ATTEMPT_LEASE_SECONDS="4", DIALER_MAX_CALL_SECONDS="3"),
     )
     stack.start()
     yield stack
@@ -197,3 +198,89 @@ def test_kill_9_of_the_notifier_mid_delivery_loses_no_event(fault_stack: Stack) 
     finally:
         server.stop()
     assert set(received) == {f"{task_row['id']}:1:after"}
+
+
+def test_a_dial_request_that_comes_too_late_for_its_lease_is_not_dialed(
+    fault_stack: Stack,
+) -> None:
+    """Dialers down while an attempt is claimed: when they are back, less of the attempt's
+    lease is left than the longest call needs. Dialing it then would let the lease expire
+    mid-call and the task be dialed again (its next attempt) while the first call still
+    runs: over the queue's limit, the same person called twice at once. The attempt is
+    skipped instead, and its lease expiry retries it."""
+    for index in range(DIALERS):
+        fault_stack.kill_child(f"dialer-{index}")
+    try:
+        with rest(fault_stack, "late") as api:
+            task = {"a_number": "+17000000001", "b_number": "+17000000002", "try_count": 2}
+            queue_id = add_queue_with_tasks(api, "late", 1, [task | {"try_again_pause": 0}])
+            with psycopg.connect(fault_stack.database_url) as conn:
+
+                def lease_short() -> bool | None:
+                    """True once the claimed attempt has less lease left than the longest
+                    call (2 x 0.3 s of ringing + 3 s; the lease is 4 s)."""
+                    row = conn.execute(
+                        "SELECT lease_expires_at - now() < interval '3.5 seconds' FROM tasks "
+                        "WHERE queue_id = %s AND status = 'executed'",
+                        (queue_id,),
+                    ).fetchone()
+                    conn.commit()
+                    return True if row is not None and row[0] else None
+
+                wait_until(lease_short, 30, "the attempt's lease to run below the longest call")
+    finally:
+        for index in range(DIALERS):
+            fault_stack.start_replica("dialer", index)
+    with rest(fault_stack, "late") as api:
+        wait_until(
+            lambda: all(t["status"] == "finished" for t in task_states(api, "late", queue_id)),
+            60,
+            "the task to finish",
+        )
+        (final,) = task_states(api, "late", queue_id)
+    assert final["finish_result"] == "success", final
+    # Attempt 1 came too late and was never dialed; attempt 2 was.
+    assert [
+        (attempt, result) for _, attempt, _, _, result in calls_of_queue(fault_stack, queue_id)
+    ] == [(2, "connected")]
+    assert set(dials_logged(fault_stack, queue_id)) == {(int(str(final["id"])), 2)}
+
+
+def test_a_call_lost_after_a_and_b_connected_still_counts_as_connected(
+    fault_stack: Stack,
+) -> None:
+    """The dialers die after A and B were connected (and `success` announced), before the
+    end of the call is reported: the lease expiry must not count the attempt as failed
+    (A and B would be called again, after a `success` webhook)."""
+    with rest(fault_stack, "connlost") as api:
+        task: dict[str, object] = {"a_number": LONG_CALL_NUMBER, "b_number": LONG_CALL_NUMBER}
+        queue_id = add_queue_with_tasks(api, "connlost", 1, [task | {"try_count": 3}])
+        with psycopg.connect(fault_stack.database_url, autocommit=True) as conn:
+
+            def connected() -> bool | None:
+                row = conn.execute(
+                    "SELECT connected_at IS NOT NULL AND result = 'in_progress' FROM calls "
+                    "WHERE queue_id = %s",
+                    (queue_id,),
+                ).fetchone()
+                return True if row is not None and row[0] else None
+
+            wait_until(connected, 30, "A and B to be connected")
+        for index in range(DIALERS):
+            fault_stack.kill_child(f"dialer-{index}")
+        for index in range(DIALERS):
+            fault_stack.start_replica("dialer", index)
+        wait_until(
+            lambda: all(t["status"] == "finished" for t in task_states(api, "connlost", queue_id)),
+            60,
+            "the task to finish",
+        )
+        (final,) = task_states(api, "connlost", queue_id)
+    assert (final["finish_result"], final["finish_comment"]) == (
+        "success",
+        "A and B were connected; the end of the call was not reported",
+    )
+    # One call, never repeated.
+    assert [
+        (attempt, result) for _, attempt, _, _, result in calls_of_queue(fault_stack, queue_id)
+    ] == [(1, "lost")]

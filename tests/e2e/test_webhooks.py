@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,12 +16,16 @@ import httpx
 import psycopg
 import pytest
 from pytest_httpserver import HTTPServer
+from scheduler.v1 import events_pb2
+from scheduler.v1 import scheduler_pb2 as pb
 from werkzeug import Request, Response
 
 from deploy.local.keys import ensure_webhook_signing_key
 from deploy.local.stack import ROOT, Stack
+from services.common import bus
 from services.notifier.signing import client_secret, verify
 from tests.conftest import BUSY_NUMBER
+from tests.e2e.dispatch_helpers import nats_url
 from tests.e2e.dispatch_helpers import wait_for as wait_until
 
 Handler = Callable[[Request], Response]
@@ -288,3 +293,56 @@ def _in_flight(stack: Stack, task_id: int) -> bool:
     """The notifier has taken the delivery and is waiting on the receiver."""
     found = deliveries(stack, task_id)
     return len(found) == 1 and found[0]["attempts"] >= 1 and found[0]["status"] == "pending"
+
+
+def publish_task_event(stack: Stack, event: events_pb2.TaskEvent) -> None:
+    """Publish a TaskEvent as the dispatcher would (same subject and Nats-Msg-Id)."""
+
+    async def send() -> None:
+        client, jetstream = await bus.connect(nats_url(stack), "test-webhooks")
+        try:
+            await bus.publish(
+                jetstream,
+                f"{bus.SUBJECT_EVENTS}.{event.event}",
+                event.SerializeToString(),
+                event.event_id,
+            )
+        finally:
+            await client.close()
+
+    asyncio.run(send())
+
+
+def test_an_event_held_up_upstream_still_goes_out_before_the_later_ones(
+    stack: Stack, receiver: HTTPServer, tenant: str
+) -> None:
+    """The notifier may get a task's `after` before its `before` (a notifier killed holding
+    `before` unacknowledged: JetStream redelivers it only after its ack wait, the next events
+    come at once). `after` must wait for `before`, not go out first."""
+    accept(receiver, "/before")
+    accept(receiver, "/after")
+    task_id = 4_000_000_000 + int(time.time() * 1000) % 100_000_000  # no real task's id
+    task = pb.Task(
+        id=task_id,
+        status="finished",
+        finish_result="failed",
+        url_before=receiver.url_for("/before"),
+        url_after=receiver.url_for("/after"),
+    )
+
+    def event(name: str) -> events_pb2.TaskEvent:
+        return events_pb2.TaskEvent(
+            event_id=f"{task_id}:1:{name}",
+            event=name,
+            attempt=1,
+            occurred_at="2030-01-01 00:00:00",
+            client_id=tenant,
+            url=receiver.url_for(f"/{name}"),
+            task=task,
+        )
+
+    publish_task_event(stack, event("after"))
+    wait_until(lambda: deliveries(stack, task_id) or None, 30, "the after event to be queued")
+    publish_task_event(stack, event("before"))
+    wait_until(lambda: settled(stack, task_id, 2) or None, 30, "both events to be delivered")
+    assert [r.headers["X-Callback-Event"] for r in requests_to(receiver)] == ["before", "after"]

@@ -47,3 +47,18 @@ def test_unknown_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         settings(
             monkeypatch, DIALER_BACKEND="sip", DIALER_SIP_PROXY="p:5060", DIALER_SIP_TRANSPORT="tls"
         )
+
+
+def test_the_longest_call_rings_a_then_b_then_talks(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = settings(monkeypatch, DIALER_RING_TIMEOUT_SECONDS="30", DIALER_MAX_CALL_SECONDS="600")
+    assert loaded.longest_call_seconds == 2 * 30 + 600
+
+
+def test_random_simulated_phones_and_their_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = [{"pattern": "*", "behaviours": {"answer": 3, "busy": 1}, "talk_seconds_max": 5}]
+    loaded = settings(
+        monkeypatch, DIALER_SIMULATED_RULES=json.dumps(rules), DIALER_SIMULATED_SEED="42"
+    )
+    assert loaded.simulated_seed == 42
+    assert loaded.simulated_rules[0].behaviours == {"answer": 3, "busy": 1}
+    assert loaded.simulated_rules[0].talk_seconds_max == 5

@@ -481,7 +481,8 @@ def test_call_timeouts_fit_the_lease_and_the_dialers_grace_period(
     rendered: dict[str, list[Resource]], overlay: str
 ) -> None:
     resources = rendered[overlay]
-    longest_call = setting(resources, "dialer", "DIALER_RING_TIMEOUT_SECONDS") + setting(
+    # A rings, then B rings, then they talk (DialerSettings.longest_call_seconds).
+    longest_call = 2 * setting(resources, "dialer", "DIALER_RING_TIMEOUT_SECONDS") + setting(
         resources, "dialer", "DIALER_MAX_CALL_SECONDS"
     )
     assert setting(resources, "dispatcher", "DISPATCHER_ATTEMPT_LEASE_SECONDS") > longest_call

@@ -7,7 +7,16 @@ import random
 import pytest
 
 from services.notifier.addresses import parse_networks, refusal
-from services.notifier.policy import DEAD, DELIVERED, FAILED, RETRY, RetryPolicy, judge, sequence
+from services.notifier.policy import (
+    DEAD,
+    DELIVERED,
+    FAILED,
+    RETRY,
+    RetryPolicy,
+    judge,
+    predecessors,
+    sequence,
+)
 from services.notifier.signing import client_secret, sign, verify
 from services.notifier.transport import AddressRefused, GuardedBackend
 
@@ -132,3 +141,28 @@ def test_signatures_verify_and_catch_tampering_and_replays() -> None:
     assert not verify(secret, "1800000001", body, signature, now=1_800_000_010)
     assert not verify(secret, "1800000000", body, signature, now=1_800_001_000)  # replayed
     assert not verify(secret, "x", body, signature, now=1_800_000_010)
+
+
+ALL_URLS = frozenset({"before", "before_again", "success", "after"})
+
+
+@pytest.mark.parametrize(
+    ("attempt", "event", "with_url", "succeeded", "expected"),
+    [
+        (1, "before", ALL_URLS, False, 0),
+        (2, "before_again", ALL_URLS, False, 1),
+        (3, "before_again", ALL_URLS, False, 2),
+        (1, "success", ALL_URLS, True, 1),
+        (1, "after", ALL_URLS, True, 2),  # before, success
+        (1, "after", ALL_URLS, False, 1),  # before
+        (3, "after", ALL_URLS, True, 4),  # before, before_again x2, success
+        (3, "after", ALL_URLS, False, 3),
+        (3, "after", frozenset({"after"}), True, 0),
+        (3, "after", frozenset({"before_again", "after"}), False, 2),
+        (2, "success", frozenset({"before", "success"}), True, 1),
+    ],
+)
+def test_predecessors_count_the_earlier_events_with_a_url(
+    attempt: int, event: str, with_url: frozenset[str], succeeded: bool, expected: int
+) -> None:
+    assert predecessors(attempt, event, with_url, succeeded) == expected

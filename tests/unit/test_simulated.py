@@ -3,7 +3,10 @@ and talk for a few milliseconds."""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
+from collections import Counter
 
 import pytest
 
@@ -12,18 +15,23 @@ from services.dialer.simulated import DEFAULT_RULES, Rule, SimulatedBackend
 
 RING = 0.01
 TALK = 0.02
+# A talker no call in these tests waits for: the bound that proves a call was cut short stays
+# far from the expected duration, however slow a busy machine schedules the sleeps.
+VERY_LONG = 2.0
 RULES = (
     Rule(pattern="*486", behaviour="busy", ring_seconds=RING),
     Rule(pattern="*480", behaviour="no_answer"),
     Rule(pattern="*603", behaviour="reject", ring_seconds=RING),
     Rule(pattern="*777", behaviour="answer", ring_seconds=RING * 3, talk_seconds=TALK),
     Rule(pattern="*900", behaviour="answer", ring_seconds=RING, talk_seconds=TALK * 3),
+    Rule(pattern="*999", behaviour="answer", ring_seconds=RING, talk_seconds=VERY_LONG),
     Rule(pattern="*", behaviour="answer", ring_seconds=RING, talk_seconds=TALK),
 )
 RING_TIMEOUT = 0.03
 ANSWER = "+100"  # rings 0.01 s, talks 0.02 s
 SLOW_ANSWER = "+100777"  # rings 0.03 s, talks 0.02 s
 LONG_TALK = "+100900"  # rings 0.01 s, talks 0.06 s
+VERY_LONG_TALK = "+100999"  # rings 0.01 s, talks 2 s
 BUSY = "+100486"
 NO_ANSWER = "+100480"
 REJECT = "+100603"
@@ -85,13 +93,13 @@ async def test_answered_a_and_b_are_connected() -> None:
 
 
 async def test_the_side_that_talks_less_hangs_up() -> None:
-    a_longer, _ = await place(LONG_TALK, B)
-    b_longer, _ = await place(ANSWER, LONG_TALK)
+    a_longer, _ = await place(VERY_LONG_TALK, B)
+    b_longer, _ = await place(ANSWER, VERY_LONG_TALK)
 
     assert {leg.hangup_by for leg in a_longer.legs} == {"b"}
     assert {leg.hangup_by for leg in b_longer.legs} == {"a"}
-    # The call lasts as long as the shorter talker.
-    assert a_longer.as_record()["talk_seconds"] < TALK * 3
+    # The call lasts as long as the shorter talker (0.02 s), not the longer one (2 s).
+    assert TALK * 0.9 <= a_longer.as_record()["talk_seconds"] < VERY_LONG / 2
 
 
 NOT_ANSWERING = [
@@ -214,13 +222,13 @@ async def test_b_that_does_not_answer_ends_the_call(
 
 
 async def test_max_call_duration_cuts_the_call_and_the_system_hangs_up() -> None:
-    report, connected = await place(LONG_TALK, LONG_TALK, max_call=0.01)
+    report, connected = await place(VERY_LONG_TALK, VERY_LONG_TALK, max_call=0.01)
 
     assert report.outcome == "connected"
     assert connected == 1
     assert {leg.hangup_by for leg in report.legs} == {"system"}
-    # Cut at 0.01 s, well before either side's 0.06 s of talk.
-    assert 0.009 <= report.as_record()["talk_seconds"] < TALK * 3
+    # Cut at 0.01 s, long before either side's 2 s of talk.
+    assert 0.009 <= report.as_record()["talk_seconds"] < VERY_LONG / 2
 
 
 def test_default_rules_choose_behaviour_by_number_ending() -> None:
@@ -245,3 +253,84 @@ def test_first_matching_rule_wins_and_unmatched_numbers_answer() -> None:
     assert sim._rule("+11").behaviour == "busy"
     assert sim._rule("21").behaviour == "reject"
     assert sim._rule("22").behaviour == "answer"
+
+
+# --- random phones ------------------------------------------------------------------------------
+
+RANDOM_RULE = Rule(
+    pattern="*",
+    behaviours={"answer": 6, "busy": 2, "reject": 1, "no_answer": 1},
+    ring_seconds=0.001,
+    ring_seconds_max=0.005,
+    talk_seconds=0.001,
+    talk_seconds_max=0.005,
+)
+
+
+def draws(seed: int, count: int = 400) -> list[Rule]:
+    rng = random.Random(seed)
+    return [RANDOM_RULE.draw(rng) for _ in range(count)]
+
+
+def test_random_rule_draws_behaviours_by_weight_and_durations_in_range() -> None:
+    drawn = draws(seed=7)
+
+    counts = Counter(rule.behaviour for rule in drawn)
+    assert set(counts) == {"answer", "busy", "reject", "no_answer"}
+    # Weights 6:2:1:1 over 400 draws: answer is the clear majority, busy above reject.
+    assert counts["answer"] > 400 * 0.45
+    assert counts["busy"] > counts["reject"]
+    assert all(0.001 <= rule.ring_seconds <= 0.005 for rule in drawn)
+    assert all(0.001 <= rule.talk_seconds <= 0.005 for rule in drawn)
+    assert len({rule.ring_seconds for rule in drawn}) > 300  # really drawn, not one value
+
+
+def test_the_seed_makes_draws_reproducible() -> None:
+    assert draws(seed=1) == draws(seed=1)
+    assert draws(seed=1) != draws(seed=2)
+
+
+def test_a_fixed_rule_is_not_drawn() -> None:
+    fixed = Rule(pattern="*", behaviour="busy", ring_seconds=0.2)
+    assert fixed.draw(random.Random(0)) is fixed
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ring_seconds": 1.0, "ring_seconds_max": 0.5},
+        {"talk_seconds": 1.0, "talk_seconds_max": 0.5},
+        {"behaviours": {}},
+        {"behaviours": {"answer": 0}},
+        {"behaviours": {"answer": -1, "busy": 2}},
+        {"behaviours": {"ringing": 1}},
+    ],
+)
+def test_random_rules_are_validated(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Rule.model_validate({"pattern": "*", **bad})
+
+
+async def test_seeded_backends_place_the_same_calls() -> None:
+    async def outcomes(seed: int) -> list[str]:
+        phones = SimulatedBackend((RANDOM_RULE,), ring_timeout_seconds=0.01, seed=seed)
+        found = []
+        for index in range(30):
+            plan = CallPlan(call_uuid=f"call-{index}", a_numbers=("+1",), b_number="+2")
+            found.append((await phones.place_call(plan, Connected())).outcome)
+        return found
+
+    first = await outcomes(3)
+    assert first == await outcomes(3)
+    assert "connected" in first and len(set(first)) > 1
+
+
+async def test_the_backend_logs_every_dial_with_its_call_uuid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.dialer.simulated")
+    await place(BUSY)
+    dials = [r for r in caplog.records if getattr(r, "action", None) == "simulated_dial"]
+    assert [getattr(r, "call_uuid", None) for r in dials] == [
+        "00000000-0000-0000-0000-000000000001"
+    ]
