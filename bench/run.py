@@ -17,6 +17,7 @@ Sizes (environment; the defaults are the issue's):
   BENCH_PEERS=pgqueuer,procrastinate   (empty: skip the peers)
   BENCH_PROFILE=1          py-spy on the api and the dispatcher
   DISPATCHERS=2 DIALERS=2
+  BENCH_OUT=bench/results  where bench.md and bench.json go (another folder for trial runs)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from bench import claim, ours, peers
 from bench.report import Row, Target, machine, markdown
 from deploy.local.stack import BIN, Stack
 
-RESULTS = Path(__file__).with_name("results")
+RESULTS = Path(os.environ.get("BENCH_OUT", Path(__file__).with_name("results")))
 T = TypeVar("T")
 
 
