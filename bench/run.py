@@ -276,12 +276,32 @@ def main() -> int:
         found = versions(stack)
         log(f"stack up; {found}")
         measure_ours(stack, repeats, rows, extra)
+        save(rows, context, found, extra)
         for kind in kinds:
-            measure_peer(kind, stack.database_url, repeats, rows, extra)
+            try:
+                measure_peer(kind, stack.database_url, repeats, rows, extra)
+            except Exception as error:  # one peer failing must not lose the rest
+                log(f"{kind} failed: {error!r}")
+                extra[f"{kind}_error"] = repr(error)
+            save(rows, context, found, extra)
         measure_claims(stack, repeats, rows, "pgqueuer" in kinds)
     context["load_after"] = [round(x, 2) for x in os.getloadavg()]
     context["minutes"] = round((time.monotonic() - started) / 60, 1)
+    print(save(rows, context, found, extra))
+    return 0
+
+
+def save(
+    rows: list[Row], context: dict[str, Any], found: dict[str, str], extra: dict[str, Any]
+) -> str:
+    """Write bench.md and bench.json with the rows so far (a run that fails later keeps them)."""
+    context = {"load_after": ["-"], "minutes": "-"} | context
+    repeats = env_int("BENCH_REPEATS", 3)
     table = markdown(rows, context, found, repeats)
+    for kind in peers.KINDS:
+        if f"{kind}_error" in extra:
+            table += f"\n{kind} failed: {extra[f'{kind}_error']}\n"
+
     profiles = {k: v for k, v in extra.items() if k.startswith("profile_")}
     for name, profile in profiles.items():
         table += f"\npy-spy, {name.removeprefix('profile_')} ({profile['samples']} samples), "
@@ -308,8 +328,7 @@ def main() -> int:
         **extra,
     }
     (RESULTS / "bench.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    print(table)
-    return 0
+    return table
 
 
 if __name__ == "__main__":
