@@ -90,9 +90,15 @@ test: gen system-deps lint typecheck
 clean:
 	rm -rf $(VENV) $(GEN)
 
-bench: gen
+# The peers (pgqueuer, procrastinate) and py-spy: the `bench` extra, never runtime deps.
+$(VENV)/.bench-installed: pyproject.toml | $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+# One run, one machine, one table: bench/results/bench.md (sizes: see bench/run.py).
+bench: gen system-deps $(VENV)/.bench-installed
+	$(PY) -m bench.run
 	$(PY) -m bench.list_bench
-	$(PY) -m bench.dispatch_bench
 	$(PY) -m bench.fuzz_api
 	$(PY) -m bench.sip_bench
 

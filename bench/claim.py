@@ -1,0 +1,120 @@
+"""The claim step alone, against the same database: ours vs pgqueuer's dequeue.
+
+Ours: the dispatcher's three claim statements (lock_queue, count_in_flight, claim_due_tasks:
+the queue's limit enforced) in one transaction, in a loop, then the claimed tasks marked
+finished; the outbox, NATS, dialers and results are left out. The stack's dispatchers must be
+stopped first (they would claim the same tasks).
+pgqueuer: Queries.dequeue (batch 100), then log_jobs(successful) for the batch, in a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+import psycopg
+from sqlalchemy import text
+
+from services.common.db import make_engine, transaction
+from services.dispatcher import repository
+from services.dispatcher.settings import DispatcherSettings
+
+CLIENT = "bench"
+PGQUEUER_BATCH = 100
+# The dispatcher's own settings (its defaults; the bench does not read its environment).
+CLAIM_BATCH: int = DispatcherSettings.model_fields["claim_batch"].default
+LEASE_SECONDS: float = DispatcherSettings.model_fields["attempt_lease_seconds"].default
+
+
+def _make_due_tasks(dsn: str, count: int) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        queue = conn.execute(
+            "INSERT INTO queues (client_id, name, comment, status, concurrent_task_limit) "
+            "VALUES (%s, 'claim', '', 'on', %s) RETURNING id",
+            (CLIENT, count),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            """
+            INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
+                               try_count, try_again_pause, url_before, url_before_again,
+                               url_success, url_after, start_time_utc, next_run_at,
+                               callback_params)
+            SELECT %s, %s, '', '+15550000000', '+15550000001', 0, 1, 60, '', '', '', '',
+                   now() - interval '1 second', now() - interval '1 second', '{}'::jsonb
+            FROM generate_series(1, %s)
+            """,
+            (queue, CLIENT, count),
+        )
+        conn.execute("ANALYZE tasks")
+    return int(queue)
+
+
+_MARK_FINISHED = text(
+    "UPDATE tasks SET status = 'finished', lease_expires_at = NULL WHERE id = ANY(:ids)"
+)
+
+
+async def _ours(dsn: str, queue: int, count: int, batch: int) -> float:
+    lease = LEASE_SECONDS
+    engine = make_engine(dsn, pool_size=2)
+    done = 0
+    started = time.perf_counter()
+    try:
+        while done < count:
+            async with transaction(engine) as conn:
+                limit = await repository.lock_queue(conn, queue)
+                assert limit is not None
+                free = limit - await repository.count_in_flight(conn, queue, lease)
+                rows = await repository.claim_due_tasks(conn, queue, min(free, batch), lease)
+            if not rows:
+                raise RuntimeError(f"claimed {done} of {count}, then nothing")
+            async with transaction(engine) as conn:
+                await conn.execute(_MARK_FINISHED, {"ids": [row.id for row in rows]})
+            done += len(rows)
+        return done / (time.perf_counter() - started)
+    finally:
+        await engine.dispose()
+
+
+def ours(dsn: str, count: int) -> float:
+    """Claims/s of the dispatcher's claim step (its claim_batch per transaction)."""
+    queue = _make_due_tasks(dsn, count)
+    return asyncio.run(_ours(dsn, queue, count, CLAIM_BATCH))
+
+
+async def _pgqueuer(dsn: str, count: int) -> float:
+    from pgqueuer import PsycopgDriver, Queries
+    from pgqueuer.ports.repository import EntrypointExecutionParameter
+
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    queries = Queries(PsycopgDriver(conn))
+    entrypoint = "claim"
+    for offset in range(0, count, 10_000):
+        size = min(10_000, count - offset)
+        await queries.enqueue([entrypoint] * size, [None] * size, [0] * size)
+    entrypoints = {entrypoint: EntrypointExecutionParameter(concurrency_limit=0)}
+    manager_id = uuid.uuid4()
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        jobs = await queries.dequeue(
+            batch_size=PGQUEUER_BATCH,
+            entrypoints=entrypoints,  # type: ignore[arg-type]
+            queue_manager_id=manager_id,  # type: ignore[arg-type]
+            global_concurrency_limit=None,
+            heartbeat_timeout=timedelta(seconds=30),
+        )
+        if not jobs:
+            raise RuntimeError(f"dequeued {done} of {count}, then nothing")
+        await queries.log_jobs([(job, "successful", None) for job in jobs])
+        done += len(jobs)
+    rate = done / (time.perf_counter() - started)
+    await conn.close()
+    return rate
+
+
+def pgqueuer(dsn: str, count: int) -> float:
+    """Jobs/s of pgqueuer's dequeue + completion (batch 100), one connection."""
+    return asyncio.run(_pgqueuer(dsn, count))

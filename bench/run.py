@@ -1,0 +1,335 @@
+"""`make bench`: one run, one machine, one table.
+
+Starts the whole system (as `make run` does), measures ingest, dispatch throughput, lateness,
+scale and the claim step, runs the same workloads in pgqueuer and procrastinate on the same
+PostgreSQL, profiles the api and the dispatcher with py-spy, and writes
+bench/results/bench.md and bench/results/bench.json.
+
+Sizes (environment; the defaults are the issue's):
+  BENCH_REPEATS=3          repeats of every figure (min/median/max)
+  BENCH_INGEST_TASKS=20000 tasks per bulk-ingest repeat (and per COPY repeat)
+  BENCH_INGEST_CLIENTS=4   concurrent REST clients for bulk ingest
+  BENCH_SINGLE_RATE=100    single-task POSTs per second, for BENCH_SINGLE_SECONDS=10
+  BENCH_BURST=10000        tasks due at the same second
+  BENCH_RATE=200           tasks due per second, for BENCH_SECONDS=60
+  BENCH_FUTURE_TASKS=1000000  future tasks stored (lateness and scale)
+  BENCH_CLAIM_TASKS=20000  tasks per claim-step repeat
+  BENCH_PEERS=pgqueuer,procrastinate   (empty: skip the peers)
+  BENCH_PROFILE=1          py-spy on the api and the dispatcher
+  DISPATCHERS=2 DIALERS=2
+  BENCH_OUT=bench/results  where bench.md and bench.json go (another folder for trial runs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+from bench import claim, ours, peers
+from bench.report import Row, Target, machine, markdown
+from deploy.local.stack import BIN, Stack
+
+RESULTS = Path(os.environ.get("BENCH_OUT", Path(__file__).with_name("results")))
+T = TypeVar("T")
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def repeat(times: int, what: str, measure: Callable[[], T]) -> list[T]:
+    values = []
+    for i in range(times):
+        value = measure()
+        log(f"{what} #{i + 1}: {value}")
+        values.append(value)
+    return values
+
+
+def versions(stack: Stack) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return (result.stdout or result.stderr).strip().splitlines()[0]
+
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        pg = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    envoy = first_line([str(BIN / "envoy"), "--version"]).split("version: ")[-1]
+    return {
+        "Python": platform.python_version(),
+        "PostgreSQL": pg,
+        "NATS": first_line([str(BIN / "nats-server"), "--version"]).split()[-1],
+        "Envoy": envoy.split("/")[1] if "/" in envoy else envoy,
+        "pgqueuer": peers.version("pgqueuer"),
+        "procrastinate": peers.version("procrastinate"),
+    }
+
+
+# Frames on every stack (the event loop, the module runner): no information in their share.
+_PLUMBING = ("asyncio/", "<frozen runpy>", "__main__.py", "(<string>", "grpcserver.py")
+
+
+class Profiler:
+    """py-spy record on one process while a workload runs; keeps the top functions."""
+
+    def __init__(self, pid: int, name: str, seconds: int) -> None:
+        self.name = name
+        self.raw = Path(tempfile.mkdtemp()) / f"{name}.txt"
+        self.process = subprocess.Popen(
+            [
+                str(BIN / "py-spy"),
+                *("record", "--pid", str(pid), "--format", "raw", "--nonblocking"),
+                *("--rate", "100", "--duration", str(seconds), "-o", str(self.raw)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+
+    def top(self, how_many: int = 12) -> dict[str, Any]:
+        """Share of samples per leaf function (self time) and per function anywhere on the
+        stack (total time), for the busiest."""
+        self.process.wait()
+        leaf: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        samples = 0
+        for line in self.raw.read_text().splitlines() if self.raw.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1] for f in stack.split(";")]
+            n = int(count)
+            samples += n
+            leaf[frames[-1]] += n
+            for frame in set(frames):
+                if not any(part in frame for part in _PLUMBING):
+                    total[frame] += n
+        share = 100.0 / max(samples, 1)
+        return {
+            "samples": samples,
+            "self_percent": {f: round(n * share, 1) for f, n in leaf.most_common(how_many)},
+            "total_percent": {f: round(n * share, 1) for f, n in total.most_common(how_many)},
+        }
+
+
+def measure_ours(stack: Stack, repeats: int, rows: list[Row], out: dict[str, Any]) -> None:
+    n_ingest = env_int("BENCH_INGEST_TASKS", 20_000)
+    clients = env_int("BENCH_INGEST_CLIENTS", 4)
+    rate, seconds = env_int("BENCH_SINGLE_RATE", 100), env_int("BENCH_SINGLE_SECONDS", 10)
+    n_burst = env_int("BENCH_BURST", 10_000)
+    steady_rate, steady_seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
+    future = env_int("BENCH_FUTURE_TASKS", 1_000_000)
+    profile = env_int("BENCH_PROFILE", 1) == 1
+    with ours.client(stack) as api:
+        bulk = repeat(
+            repeats, "ingest REST", lambda: ours.bulk_ingest(stack, api, n_ingest, clients)
+        )
+        copy = repeat(repeats, "ingest COPY", lambda: ours.copy_ingest(stack, api, n_ingest))
+        single = repeat(
+            repeats, "single POSTs", lambda: ours.single_post_latency(stack, rate, seconds)
+        )
+        if profile:
+            spy = Profiler(stack.pid("api"), "api", 15)
+            ours.bulk_ingest(stack, api, n_ingest, clients)
+            out["profile_api_bulk_ingest"] = spy.top()
+        small = ours.stored_tasks(stack)
+        burst = repeat(repeats, "burst", lambda: ours.burst(stack, api, n_burst))
+        if profile:
+            spies = [
+                Profiler(stack.pid("dispatcher-0"), "dispatcher", 20),
+                Profiler(stack.pid("dialer-0"), "dialer", 20),
+            ]
+            ours.burst(stack, api, n_burst)
+            for spy in spies:
+                out[f"profile_{spy.name}_burst"] = spy.top()
+        out["future_store_seconds"] = round(ours.store_future_tasks(stack, api, future), 1)
+        large = ours.stored_tasks(stack)
+        burst_large = repeat(repeats, "burst, large", lambda: ours.burst(stack, api, n_burst))
+        late = repeat(
+            repeats, "lateness", lambda: ours.lateness(stack, api, steady_rate, steady_seconds)
+        )
+    out["stored_tasks_small"], out["stored_tasks_large"] = small, large
+    s = "ours: ingest"
+    rows += [
+        Row(s, f"REST bulk, 1,000/request, {clients} clients", "tasks/s",
+            tuple(bulk), Target(10_000, True)),
+        Row(s, "COPY into tasks (database limit)", "rows/s", tuple(copy)),
+        Row(s, "REST bulk as share of COPY", "%",
+            tuple(100 * b / c for b, c in zip(bulk, copy, strict=True))),
+        Row(s, f"single-task POST p50 at {rate}/s", "ms", tuple(x["p50_ms"] for x in single)),
+        Row(s, f"single-task POST p99 at {rate}/s", "ms", tuple(x["p99_ms"] for x in single)),
+    ]  # fmt: skip
+    s = f"ours: {n_burst:,} due at once"
+    rows += [
+        Row(s, "due → dialed", "tasks/s", tuple(b["due_to_dialed_per_s"] for b in burst),
+            Target(5_000, True), f"{small:,} stored"),
+        Row(s, "due → finished", "tasks/s", tuple(b["due_to_finished_per_s"] for b in burst),
+            None, f"{small:,} stored"),
+        Row(s, "due → dialed", "tasks/s",
+            tuple(b["due_to_dialed_per_s"] for b in burst_large), Target(5_000, True),
+            f"{large:,} stored"),
+        Row(s, "due → finished", "tasks/s",
+            tuple(b["due_to_finished_per_s"] for b in burst_large), None, f"{large:,} stored"),
+    ]  # fmt: skip
+    s = f"ours: {steady_rate}/s for {steady_seconds} s, {large:,} stored"
+    rows += [
+        Row(s, "lateness p50", "ms", tuple(x["p50_ms"] for x in late), Target(10, False)),
+        Row(s, "lateness p99", "ms", tuple(x["p99_ms"] for x in late), Target(50, False)),
+        Row(s, "lateness max", "ms", tuple(x["max_ms"] for x in late), Target(250, False)),
+    ]  # fmt: skip
+
+
+def measure_peer(kind: str, dsn: str, repeats: int, rows: list[Row], out: dict[str, Any]) -> None:
+    n_burst = env_int("BENCH_BURST", 10_000)
+    steady_rate, steady_seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
+    future = env_int("BENCH_FUTURE_TASKS", 1_000_000)
+    peers.install(kind, dsn)
+    with tempfile.TemporaryDirectory() as tmp:
+        with peers.workers(kind, dsn, Path(tmp)) as files:
+            bursts = [peers.burst_run(kind, dsn, f"burst{i}", n_burst) for i in range(repeats)]
+            log(f"{kind}: bursts done")
+            started = time.monotonic()
+            peers.store_future_jobs(kind, dsn, future)
+            out[f"{kind}_future_store_seconds"] = round(time.monotonic() - started, 1)
+            steadies = [
+                peers.steady_run(kind, dsn, f"steady{i}", steady_rate, steady_seconds)
+                for i in range(repeats)
+            ]
+            log(f"{kind}: steady runs done")
+        burst = [read(files) for read in bursts]
+        late = [read(files) for read in steadies]
+    log(f"{kind}: burst {burst}, lateness {late}")
+    setup = (
+        f"{peers.WORKERS} workers, batch {peers.PGQUEUER_BATCH}"
+        if kind == "pgqueuer"
+        else f"{peers.WORKERS} workers x {peers.PROCRASTINATE_CONCURRENCY}"
+    )
+    rows += [
+        Row(f"{kind}: {n_burst:,} due at once", "due → run (no-op)", "jobs/s", tuple(burst),
+            None, setup),
+        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
+            "lateness p50", "ms", tuple(x["p50_ms"] for x in late)),
+        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
+            "lateness p99", "ms", tuple(x["p99_ms"] for x in late)),
+        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
+            "lateness max", "ms", tuple(x["max_ms"] for x in late)),
+    ]  # fmt: skip
+
+
+def measure_claims(stack: Stack, repeats: int, rows: list[Row], with_pgqueuer: bool) -> None:
+    count = env_int("BENCH_CLAIM_TASKS", 20_000)
+    for index in range(stack.settings.dispatchers):
+        stack.stop_child(f"dispatcher-{index}")  # they would claim the same tasks
+    dsn = stack.database_url
+    mine = repeat(repeats, "claim step", lambda: claim.ours(dsn, count))
+    s = "claim step alone, same database"
+    rows.append(
+        Row(s, f"ours: lock queue + count in flight + claim {claim.CLAIM_BATCH} + mark done",
+            "tasks/s", tuple(mine))
+    )  # fmt: skip
+    if with_pgqueuer:
+        theirs = repeat(repeats, "pgqueuer dequeue", lambda: claim.pgqueuer(dsn, count))
+        rows.append(
+            Row(s, f"pgqueuer: dequeue {claim.PGQUEUER_BATCH} + log done", "jobs/s", tuple(theirs))
+        )
+        rows.append(
+            Row(s, "ours / pgqueuer", "ratio",
+                tuple(a / b for a, b in zip(sorted(mine), sorted(theirs), strict=True)),
+                Target(1.0, True))
+        )  # fmt: skip
+
+
+def main() -> int:
+    repeats = env_int("BENCH_REPEATS", 3)
+    kinds = [k for k in os.environ.get("BENCH_PEERS", ",".join(peers.KINDS)).split(",") if k]
+    dispatchers, dialers = env_int("DISPATCHERS", 2), env_int("DIALERS", 2)
+    context: dict[str, Any] = machine()
+    context["load_before"] = context.pop("load_average")
+    context["started"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    context["sizes"] = {
+        name: os.environ.get(name, default)
+        for name, default in [
+            ("BENCH_REPEATS", "3"), ("BENCH_INGEST_TASKS", "20000"),
+            ("BENCH_INGEST_CLIENTS", "4"), ("BENCH_SINGLE_RATE", "100"),
+            ("BENCH_SINGLE_SECONDS", "10"), ("BENCH_BURST", "10000"), ("BENCH_RATE", "200"),
+            ("BENCH_SECONDS", "60"), ("BENCH_FUTURE_TASKS", "1000000"),
+            ("BENCH_CLAIM_TASKS", "20000"), ("DISPATCHERS", "2"), ("DIALERS", "2"),
+        ]
+    }  # fmt: skip
+    started = time.monotonic()
+    rows: list[Row] = []
+    extra: dict[str, Any] = {}
+    with ours.running_stack(dispatchers, dialers) as stack:
+        found = versions(stack)
+        log(f"stack up; {found}")
+        measure_ours(stack, repeats, rows, extra)
+        save(rows, context, found, extra)
+        for kind in kinds:
+            try:
+                measure_peer(kind, stack.database_url, repeats, rows, extra)
+            except Exception as error:  # one peer failing must not lose the rest
+                log(f"{kind} failed: {error!r}")
+                extra[f"{kind}_error"] = repr(error)
+            save(rows, context, found, extra)
+        measure_claims(stack, repeats, rows, "pgqueuer" in kinds)
+    context["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    context["minutes"] = round((time.monotonic() - started) / 60, 1)
+    print(save(rows, context, found, extra))
+    return 0
+
+
+def save(
+    rows: list[Row], context: dict[str, Any], found: dict[str, str], extra: dict[str, Any]
+) -> str:
+    """Write bench.md and bench.json with the rows so far (a run that fails later keeps them)."""
+    context = {"load_after": ["-"], "minutes": "-"} | context
+    repeats = env_int("BENCH_REPEATS", 3)
+    table = markdown(rows, context, found, repeats)
+    for kind in peers.KINDS:
+        if f"{kind}_error" in extra:
+            table += f"\n{kind} failed: {extra[f'{kind}_error']}\n"
+
+    profiles = {k: v for k, v in extra.items() if k.startswith("profile_")}
+    for name, profile in profiles.items():
+        table += f"\npy-spy, {name.removeprefix('profile_')} ({profile['samples']} samples), "
+        table += "busiest functions, % of samples on the stack:\n\n"
+        table += "".join(f"- {pct}% {fn}\n" for fn, pct in profile["total_percent"].items())
+        table += "\nself time:\n\n"
+        table += "".join(f"- {pct}% {fn}\n" for fn, pct in profile["self_percent"].items())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.md").write_text(table)
+    document = {
+        "context": context,
+        "versions": found,
+        "rows": [
+            {
+                "workload": r.section,
+                "figure": r.name,
+                "note": r.note,
+                "unit": r.unit,
+                "values": [round(v, 2) for v in r.values],
+                "target": None if r.target is None else str(r.target),
+            }
+            for r in rows
+        ],
+        **extra,
+    }
+    (RESULTS / "bench.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())
