@@ -15,6 +15,7 @@ Sizes (environment; the defaults are the issue's):
   BENCH_FUTURE_TASKS=1000000  future tasks stored (lateness and scale)
   BENCH_CLAIM_TASKS=20000  tasks per claim-step repeat
   BENCH_PEERS=pgqueuer,procrastinate   (empty: skip the peers)
+  BENCH_OURS=1             0: skip our system's workloads (a peers-only run)
   BENCH_PROFILE=1          py-spy on the api and the dispatcher
   DISPATCHERS=2 DIALERS=2
   BENCH_OUT=bench/results  where bench.md and bench.json go (another folder for trial runs)
@@ -275,7 +276,8 @@ def main() -> int:
     with ours.running_stack(dispatchers, dialers) as stack:
         found = versions(stack)
         log(f"stack up; {found}")
-        measure_ours(stack, repeats, rows, extra)
+        if env_int("BENCH_OURS", 1):
+            measure_ours(stack, repeats, rows, extra)
         save(rows, context, found, extra)
         for kind in kinds:
             try:
