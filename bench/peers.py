@@ -276,13 +276,17 @@ def steady_run(
         if wait > 0:
             time.sleep(wait)
         enqueue(kind, dsn, run, due, rate)
-    wait_done(kind, dsn, 120)
+    try:
+        wait_done(kind, dsn, 60)
+    except TimeoutError:
+        pass  # the reader reports how many did not run
 
     def read(files: list[Path]) -> dict[str, float]:
         rows = results(files, run)
-        if len(rows) < rate * seconds:
-            raise RuntimeError(f"{kind} {run}: {len(rows)} of {rate * seconds} jobs ran")
-        return latency_summary([(picked - due) * 1000 for due, picked in rows])
+        summary = latency_summary([(picked - due) * 1000 for due, picked in rows])
+        # Jobs not run 60 s after the last one fell due: lateness above 60 s, not counted
+        # in the percentiles above.
+        return summary | {"not_run": float(rate * seconds - len(rows))}
 
     return read
 
