@@ -235,13 +235,17 @@ def db_now(dsn: str) -> datetime:
 def burst_run(kind: str, dsn: str, run: str, count: int) -> Callable[[list[Path]], float]:
     """count jobs due at the same whole second, enqueued ahead; returns a reader of the
     throughput (jobs/s from the due second to the last job picked)."""
-    # Far enough ahead that every job is stored before the second comes. procrastinate's
-    # batch_defer is too slow for that on a busy machine: its jobs are written by SQL.
-    due = (db_now(dsn) + timedelta(seconds=3 + count // 2000)).replace(microsecond=0)
-    if kind == "pgqueuer":
-        enqueue(kind, dsn, run, due, count)
-    else:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+    # Written by one INSERT ... SELECT, due a few seconds ahead: the peers' bulk APIs
+    # (batch_defer, enqueue) outlasted the due second on the busy machine.
+    due = (db_now(dsn) + timedelta(seconds=3)).replace(microsecond=0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if kind == "pgqueuer":
+            conn.execute(
+                "INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, status) "
+                "SELECT 0, %s, convert_to(%s, 'UTF8'), %s, 'queued' FROM generate_series(1, %s)",
+                (ENTRYPOINT, run, due, count),
+            )
+        else:
             conn.execute(
                 "INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at) "
                 "SELECT 'default', %s, jsonb_build_object('run', %s::text), %s "
@@ -272,13 +276,21 @@ def steady_run(
         if wait > 0:
             time.sleep(wait)
         enqueue(kind, dsn, run, due, rate)
-    wait_done(kind, dsn, 120)
+    try:
+        wait_done(kind, dsn, 60)
+    except TimeoutError:
+        pass  # the reader reports how many did not run
 
     def read(files: list[Path]) -> dict[str, float]:
         rows = results(files, run)
-        if len(rows) < rate * seconds:
-            raise RuntimeError(f"{kind} {run}: {len(rows)} of {rate * seconds} jobs ran")
-        return latency_summary([(picked - due) * 1000 for due, picked in rows])
+        if not rows:  # none ran within 60 s: count them as 60 s late (a lower bound)
+            return {"p50_ms": 60_000.0, "p99_ms": 60_000.0, "max_ms": 60_000.0} | {
+                "not_run": float(rate * seconds)
+            }
+        summary = latency_summary([(picked - due) * 1000 for due, picked in rows])
+        # Jobs not run 60 s after the last one fell due: lateness above 60 s, not counted
+        # in the percentiles above.
+        return summary | {"not_run": float(rate * seconds - len(rows))}
 
     return read
 
