@@ -101,8 +101,8 @@ async def _pgqueuer(dsn: str, count: int) -> float:
     while done < count:
         jobs = await queries.dequeue(
             batch_size=PGQUEUER_BATCH,
-            entrypoints=entrypoints,  # type: ignore[arg-type]
-            queue_manager_id=manager_id,  # type: ignore[arg-type]
+            entrypoints=entrypoints,
+            queue_manager_id=manager_id,
             global_concurrency_limit=None,
             heartbeat_timeout=timedelta(seconds=30),
         )

@@ -45,7 +45,7 @@ async def _pgqueuer_worker(dsn: str, lines: list[str], stop: asyncio.Event) -> N
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     manager = PgQueuer.from_psycopg_connection(conn)
 
-    @manager.entrypoint(ENTRYPOINT)
+    @manager.entrypoint(ENTRYPOINT)  # type: ignore[untyped-decorator]
     async def noop(job: Job) -> None:
         run = (job.payload or b"").decode()
         lines.append(f"{run} {job.execute_after.timestamp()} {time.time()}")
