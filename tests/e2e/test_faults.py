@@ -65,6 +65,16 @@ def task_states(api: httpx.Client, client: str, queue_id: int) -> list[dict[str,
     return tasks
 
 
+def wait_until_finished(
+    api: httpx.Client, client: str, queue_id: int, timeout: float, what: str
+) -> None:
+    wait_until(
+        lambda: all(t["status"] == "finished" for t in task_states(api, client, queue_id)),
+        timeout,
+        what,
+    )
+
+
 def calls_of_queue(stack: Stack, queue_id: int) -> list[tuple[int, int, datetime, datetime, str]]:
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute(
@@ -107,11 +117,7 @@ def test_kill_9_of_a_dispatcher_and_a_dialer_loses_nothing_and_dials_nothing_twi
         fault_stack.start_replica("dialer", 0)
         fault_stack.start_replica("dispatcher", 0)
 
-        wait_until(
-            lambda: all(t["status"] == "finished" for t in task_states(api, "kill9", queue_id)),
-            90,
-            "every task to finish",
-        )
+        wait_until_finished(api, "kill9", queue_id, 90, "every task to finish")
         final = task_states(api, "kill9", queue_id)
 
     assert len(final) == count
@@ -136,10 +142,8 @@ def test_nats_restart_mid_run_loses_nothing(fault_stack: Stack) -> None:
         fault_stack.stop_child("nats")
         time.sleep(1.0)  # NATS stays down for a while, as in a real outage
         fault_stack.start_nats()
-        wait_until(
-            lambda: all(t["status"] == "finished" for t in task_states(api, "natsdown", queue_id)),
-            90,
-            "every task to finish after NATS came back",
+        wait_until_finished(
+            api, "natsdown", queue_id, 90, "every task to finish after NATS came back"
         )
         final = task_states(api, "natsdown", queue_id)
     assert len(final) == count
@@ -161,11 +165,7 @@ def test_sigterm_lets_the_dialers_finish_calls_in_progress(fault_stack: Stack) -
         assert results == ["connected", "connected"]
         for index in range(DIALERS):
             fault_stack.start_replica("dialer", index)
-        wait_until(
-            lambda: all(t["status"] == "finished" for t in task_states(api, "sigterm", queue_id)),
-            30,
-            "both tasks to finish",
-        )
+        wait_until_finished(api, "sigterm", queue_id, 30, "both tasks to finish")
         final = task_states(api, "sigterm", queue_id)
     assert [t["finish_result"] for t in final] == ["success", "success"]
 
@@ -232,11 +232,7 @@ def test_a_dial_request_that_comes_too_late_for_its_lease_is_not_dialed(
         for index in range(DIALERS):
             fault_stack.start_replica("dialer", index)
     with rest(fault_stack, "late") as api:
-        wait_until(
-            lambda: all(t["status"] == "finished" for t in task_states(api, "late", queue_id)),
-            60,
-            "the task to finish",
-        )
+        wait_until_finished(api, "late", queue_id, 60, "the task to finish")
         (final,) = task_states(api, "late", queue_id)
     assert final["finish_result"] == "success", final
     # Attempt 1 came too late and was never dialed; attempt 2 was.
@@ -270,11 +266,7 @@ def test_a_call_lost_after_a_and_b_connected_still_counts_as_connected(
             fault_stack.kill_child(f"dialer-{index}")
         for index in range(DIALERS):
             fault_stack.start_replica("dialer", index)
-        wait_until(
-            lambda: all(t["status"] == "finished" for t in task_states(api, "connlost", queue_id)),
-            60,
-            "the task to finish",
-        )
+        wait_until_finished(api, "connlost", queue_id, 60, "the task to finish")
         (final,) = task_states(api, "connlost", queue_id)
     assert (final["finish_result"], final["finish_comment"]) == (
         "success",
