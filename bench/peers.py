@@ -296,9 +296,13 @@ def steady_run(
 
 
 def version(kind: str) -> str:
+    from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
-    return dist_version(kind)
+    try:
+        return dist_version(kind)
+    except PackageNotFoundError:  # a run without the bench extra (BENCH_PEERS=)
+        return "not installed"
 
 
 if __name__ == "__main__":

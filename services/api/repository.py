@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, insert, select, update
+from pydantic import TypeAdapter
+from sqlalchemy import Row, Table, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.validation import NewQueue, NewTask, Page, QueueChanges
@@ -76,32 +77,39 @@ async def delete_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> 
     return (await conn.execute(stmt)).rowcount > 0
 
 
-def _task_row(client_id: str, queue_id: int, task: NewTask) -> dict[str, Any]:
-    values = task.model_dump(exclude={"start_time_utc", "callback_params"})
-    values.update(
-        client_id=client_id,
-        queue_id=queue_id,
-        callback_params=task.callback_params.model_dump(),
-        start_time_utc=task.start_time_utc,
-        next_run_at=task.start_time_utc,
-    )
-    return values
+_NEW_TASKS = TypeAdapter(list[NewTask])
+
+# The whole batch travels as one JSON parameter and PostgreSQL unpacks it: a bulk of 1,000
+# tasks as 15,000 bind parameters cost more CPU in the driver (splitting and converting the
+# query) than the database spent inserting them.
+_INSERT_TASKS = text("""
+    INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
+                       try_count, try_again_pause, url_before, url_before_again,
+                       url_success, url_after, start_time_utc, next_run_at, callback_params)
+    SELECT :queue_id, :client_id, r.name, r.a_number, r.b_number, r.extension_id,
+           r.try_count, r.try_again_pause, r.url_before, r.url_before_again,
+           r.url_success, r.url_after,
+           -- A missing start time means "now" by the database clock, the dispatcher's.
+           coalesce(r.start_time_utc, now()), coalesce(r.start_time_utc, now()),
+           r.callback_params
+    FROM json_populate_recordset(NULL::tasks, CAST(:tasks AS json)) WITH ORDINALITY AS r
+    ORDER BY r.ordinality
+    RETURNING *
+""")
 
 
 async def insert_tasks(
     conn: AsyncConnection, client_id: str, queue_id: int, new_tasks: Sequence[NewTask]
 ) -> Sequence[Row[Any]]:
     """Insert tasks in one statement and return them in the order they were given."""
-    rows = [_task_row(client_id, queue_id, task) for task in new_tasks]
-    # A missing start time means "now" by the database clock, the one the dispatcher uses.
-    if any(row["start_time_utc"] is None for row in rows):
-        now = (await conn.execute(select(func.now()))).scalar_one()
-        for row in rows:
-            if row["start_time_utc"] is None:
-                row["start_time_utc"] = row["next_run_at"] = now
-    stmt = insert(tasks).returning(tasks, sort_by_parameter_order=True)
-    inserted: Sequence[Row[Any]] = (await conn.execute(stmt, rows)).all()
-    return inserted
+    params = {
+        "queue_id": queue_id,
+        "client_id": client_id,
+        "tasks": _NEW_TASKS.dump_json(list(new_tasks)).decode(),
+    }
+    inserted = (await conn.execute(_INSERT_TASKS, params)).all()
+    # Ids are drawn in the SELECT's order (by ordinality): id order is the order given.
+    return sorted(inserted, key=lambda row: int(row.id))
 
 
 async def select_tasks(
