@@ -1,4 +1,4 @@
-"""LISTEN on a PostgreSQL channel and turn notifications into an asyncio.Event.
+"""LISTEN on a PostgreSQL channel and hand each notification's payload to a callback.
 
 A NOTIFY is delivered at commit, so a woken listener always sees the committed rows.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 
@@ -16,8 +17,13 @@ from services.common.db import libpq_url
 log = logging.getLogger(__name__)
 
 
-async def listen_forever(database_url: str, channel: str, wake: asyncio.Event) -> None:
-    """Set `wake` on every notification; reconnect (and wake, to re-check) after a failure."""
+# Handed to the callback after (re)connecting: anything may have changed meanwhile.
+RECONNECTED = ""
+
+
+async def listen_forever(database_url: str, channel: str, on_notify: Callable[[str], None]) -> None:
+    """Call `on_notify(payload)` on every notification; reconnect after a failure and call
+    it with RECONNECTED, so that the listener re-checks everything."""
     delay = 0.2
     while True:
         try:
@@ -26,10 +32,9 @@ async def listen_forever(database_url: str, channel: str, wake: asyncio.Event) -
             ) as conn:
                 await conn.execute(f"LISTEN {channel}")
                 delay = 0.2
-                # Anything may have happened while we were not listening.
-                wake.set()
-                async for _ in conn.notifies():
-                    wake.set()
+                on_notify(RECONNECTED)
+                async for notification in conn.notifies():
+                    on_notify(notification.payload)
         except asyncio.CancelledError:
             raise
         except (psycopg.Error, OSError) as err:

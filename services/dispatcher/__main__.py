@@ -16,17 +16,20 @@ from services.dispatcher.repository import WAKE_CHANNEL
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.stats import refresh_forever
+from services.dispatcher.wakeups import Wakeups
 
 
 async def main() -> None:
     settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
     engine, nats_client, jetstream = await start_worker(settings, "dispatcher")
 
-    wake = asyncio.Event()
+    wakeups = Wakeups()
     publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)
-    scheduler = Scheduler(engine, settings, wake, publisher.ready)
+    scheduler = Scheduler(engine, settings, wakeups, publisher.ready)
     consumer = CallEventConsumer(engine, jetstream, settings.result_batch, publisher.ready)
-    listener = asyncio.create_task(listen_forever(settings.database_url, WAKE_CHANNEL, wake))
+    listener = asyncio.create_task(
+        listen_forever(settings.database_url, WAKE_CHANNEL, wakeups.notify)
+    )
     stats = asyncio.create_task(refresh_forever(engine, jetstream, settings.stats_interval_seconds))
     workers = [
         asyncio.create_task(scheduler.run()),

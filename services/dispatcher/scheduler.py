@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from services.dispatcher.lifecycle import (
 from services.dispatcher.messages import dial_request, task_event
 from services.dispatcher.results import apply_resolution
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,24 @@ class Scheduler:
         self,
         engine: AsyncEngine,
         settings: DispatcherSettings,
-        wake: asyncio.Event,
+        wakeups: Wakeups,
         outbox_ready: asyncio.Event,
     ) -> None:
         self._engine = engine
         self._settings = settings
-        self._wake = wake
+        self._wakeups = wakeups
         self._outbox_ready = outbox_ready
         self._stopping = False
 
     def stop(self) -> None:
         """Finish the current transaction, then claim nothing more."""
         self._stopping = True
-        self._wake.set()
+        self._wakeups.look_now()
 
     async def run(self) -> None:
         backoff = 0.1
         while not self._stopping:
-            self._wake.clear()
+            self._wakeups.clear()
             try:
                 busy = await self._claim_pass() + await self._expire_leases()
                 if busy:
@@ -63,8 +63,7 @@ class Scheduler:
             except StorageUnavailable:
                 log.warning("database unavailable", extra={"action": "claim_retry"})
                 delay, backoff = backoff, min(backoff * 2, 5.0)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self._wakeups.sleep(delay)
 
     async def _seconds_until_next_wake(self) -> float:
         async with transaction(self._engine) as conn:

@@ -30,7 +30,9 @@ async def main() -> None:
     wake = asyncio.Event()
     consumer = EventConsumer(engine, jetstream)
     sender = Sender(engine, client, settings, wake)
-    listener = asyncio.create_task(listen_forever(settings.database_url, WAKE_CHANNEL, wake))
+    listener = asyncio.create_task(
+        listen_forever(settings.database_url, WAKE_CHANNEL, lambda _: wake.set())
+    )
     workers = [asyncio.create_task(consumer.run()), asyncio.create_task(sender.run())]
 
     for worker in workers:

@@ -1,0 +1,67 @@
+"""What new tasks tell the dispatchers (migration 0007): nothing for a switched-off queue;
+for a switched-on one, how long until the earliest new task falls due."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import psycopg
+import pytest
+
+from deploy.local.stack import Stack
+from services.common.db import libpq_url
+from services.dispatcher.repository import WAKE_CHANNEL
+from services.dispatcher.wakeups import DUE_IN
+from tests.e2e.dispatch_helpers import create_queue, whole_seconds_from_now, wire_time
+
+
+@pytest.fixture
+async def listening(stack: Stack) -> AsyncIterator[psycopg.AsyncConnection[object]]:
+    conn = await psycopg.AsyncConnection.connect(libpq_url(stack.database_url), autocommit=True)
+    await conn.execute(f"LISTEN {WAKE_CHANNEL}")
+    yield conn
+    await conn.close()
+
+
+async def announced_due_in(conn: psycopg.AsyncConnection[object], count: int) -> list[float]:
+    """Seconds announced by the next `count` new-tasks notifications (others are skipped).
+    One generator for all: leaving it drops what arrived in the same packet."""
+    found: list[float] = []
+    async for notification in conn.notifies(timeout=10):
+        if notification.payload.startswith(DUE_IN):
+            found.append(float(notification.payload.removeprefix(DUE_IN)))
+            if len(found) == count:
+                return found
+    raise AssertionError(f"only {found} announced within 10 s")
+
+
+async def test_new_tasks_announce_when_the_earliest_falls_due_only_for_queues_that_are_on(
+    api: httpx.Client, tenant: str, listening: psycopg.AsyncConnection[object]
+) -> None:
+    switched_off = create_queue(api, tenant, status="off")
+    switched_on = create_queue(api, tenant, status="on")
+    in_an_hour = wire_time(whole_seconds_from_now(3600))
+    in_two_hours = wire_time(whole_seconds_from_now(7200))
+
+    # Notifications arrive in commit order: had the first POST sent one, it would come first.
+    switched_off.add_one(start_time_utc=in_an_hour)
+    switched_on.add_one(start_time_utc=in_two_hours)
+    switched_on.add(
+        {"a_number": "+15550001", "b_number": "101", "start_time_utc": in_two_hours},
+        {"a_number": "+15550002", "b_number": "101", "start_time_utc": in_an_hour},
+    )
+
+    later, earlier = await announced_due_in(listening, 2)
+    assert 7100 < later <= 7200
+    assert 3500 < earlier <= 3600
+
+
+async def test_a_task_due_now_announces_it_is_due(
+    api: httpx.Client, tenant: str, listening: psycopg.AsyncConnection[object]
+) -> None:
+    queue = create_queue(api, tenant, status="on")
+
+    queue.add_one()  # no start time: now
+
+    assert await announced_due_in(listening, 1) == [0]
