@@ -31,6 +31,17 @@ def _fields(message: Message, *, exclude: tuple[str, ...] = ()) -> dict[str, Any
     return {k: v for k, v in data.items() if k not in exclude}
 
 
+def _task_fields(task: pb.TaskInput) -> dict[str, Any]:
+    """_fields of one TaskInput, without MessageToDict's generic walk over every field (a
+    tenth of the api's CPU in a bulk add): the same dict, built from the fields set."""
+    fields: dict[str, Any] = {field.name: value for field, value in task.ListFields()}
+    if "try_again_pause" in fields:
+        fields["try_again_pause"] = MessageToDict(task.try_again_pause)
+    if "callback_params" in fields:
+        fields["callback_params"] = _fields(task.callback_params)
+    return fields
+
+
 def queue_to_proto(row: Row[Any]) -> pb.Queue:
     return pb.Queue(
         id=row.id,
@@ -140,7 +151,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         self, request: pb.CreateTasksRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTasksResponse:
         client_id = self._client_id(request.client_id, context)
-        new_tasks = validation.new_tasks([_fields(t) for t in request.tasks])
+        new_tasks = validation.new_tasks([_task_fields(t) for t in request.tasks])
         async with transaction(self._engine) as conn:
             queue_found = await repository.lock_queue_for_new_tasks(
                 conn, client_id, request.scheduler_id

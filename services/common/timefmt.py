@@ -12,7 +12,11 @@ _INPUT_FORMATS = (WIRE_FORMAT, "%Y-%m-%d %H:%M")
 def format_utc(moment: datetime) -> str:
     """Render an aware datetime as the contract's UTC string (4-digit year, always)."""
     utc = moment.astimezone(UTC)
-    return f"{utc.year:04d}-" + utc.strftime("%m-%d %H:%M:%S")
+    # Not strftime: it takes twice as long, and every task in every response goes through here.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    )
 
 
 def parse_utc(text: str) -> datetime:
