@@ -22,7 +22,7 @@ from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
 from services.dispatcher.lifecycle import EVENT_SUCCESS, resolve_attempt
-from services.dispatcher.messages import task_event
+from services.dispatcher.messages import webhook_events
 from services.dispatcher.results import end_attempt_params, resolved_view
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
             log.info("stale call event", extra={"action": "ignore_stale", **context})
             continue
         if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
-            messages.append(task_event(task, EVENT_SUCCESS))
+            messages.extend(webhook_events(task, [EVENT_SUCCESS]))
             connected.append(event.call_uuid)
             log.info("call connected", extra={"action": "connected", **context})
             continue
@@ -89,7 +89,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
         tasks[event.task_id] = resolved  # a duplicate in the same batch is now stale
         changes.append(end_attempt_params(task.id, resolution))
         metrics.ATTEMPTS_ENDED.labels(outcome).inc()
-        messages.extend(task_event(resolved, name) for name in resolution.events)
+        messages.extend(webhook_events(resolved, resolution.events))
         log.info(
             "attempt ended",
             extra={

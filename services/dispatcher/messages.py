@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,13 @@ def dial_request(task: Any) -> Message:
         due_at_unix_ms=int(task.next_run_at.timestamp() * 1000),
     )
     return Message(SUBJECT_DIAL, f"dial:{task.id}:{task.attempts}", request.SerializeToString())
+
+
+def webhook_events(task: Any, events: Iterable[str]) -> list[Message]:
+    """The task's events that have a URL to go to. The others are not published: the
+    notifier only has webhooks to deliver, and a task without URLs then costs one message
+    (its dial request) per attempt instead of up to four."""
+    return [task_event(task, event) for event in events if getattr(task, EVENT_URL_FIELDS[event])]
 
 
 def task_event(task: Any, event: str) -> Message:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatcher import repository
 from services.dispatcher.lifecycle import Resolution
-from services.dispatcher.messages import task_event
+from services.dispatcher.messages import webhook_events
 
 
 def resolved_view(task: Any, resolution: Resolution) -> SimpleNamespace:
@@ -45,5 +45,5 @@ async def apply_resolution(conn: AsyncConnection, task: Any, resolution: Resolut
         finish_comment=resolution.finish_comment,
         retry_after=resolution.retry_after,
     )
-    await repository.add_to_outbox(conn, [task_event(updated, e) for e in resolution.events])
+    await repository.add_to_outbox(conn, webhook_events(updated, resolution.events))
     return updated

@@ -20,7 +20,7 @@ from services.dispatcher.lifecycle import (
     resolve_attempt,
     start_event,
 )
-from services.dispatcher.messages import dial_request, task_event
+from services.dispatcher.messages import dial_request, webhook_events
 from services.dispatcher.results import apply_resolution
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
@@ -124,7 +124,7 @@ class Scheduler:
             )
             messages = []
             for task in sorted(started, key=lambda row: row.id):
-                messages.append(task_event(task, start_event(task.attempts)))
+                messages.extend(webhook_events(task, [start_event(task.attempts)]))
                 messages.append(dial_request(task))
             await repository.add_to_outbox(conn, messages)
         metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
