@@ -71,12 +71,19 @@ class Sender:
 
     async def _seconds_until_next_due(self) -> float:
         async with transaction(self._engine) as conn:
-            seconds = await repository.seconds_until_next_due(conn)
+            seconds = await repository.seconds_until_next_due(
+                conn, self._settings.missing_event_wait_seconds
+            )
         return 30.0 if seconds is None else min(max(seconds, 0.0), 30.0)
 
     async def _claim(self, how_many: int) -> int:
         async with transaction(self._engine) as conn:
-            rows = await repository.claim_due(conn, how_many, self._settings.lease_seconds)
+            rows = await repository.claim_due(
+                conn,
+                how_many,
+                self._settings.lease_seconds,
+                self._settings.missing_event_wait_seconds,
+            )
         for row in rows:
             delivery = asyncio.create_task(self._deliver(row))
             self._in_flight.add(delivery)

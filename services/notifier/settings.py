@@ -25,6 +25,9 @@ class NotifierSettings(WorkerSettings):
     max_age_seconds: float = 24 * 3600
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 600.0
+    # A task's event waits this long at most for an earlier one that has not arrived (it
+    # always should: JetStream redelivers a message a dead notifier held after 30 s).
+    missing_event_wait_seconds: float = 600.0
 
     @property
     def lease_seconds(self) -> float:

@@ -2,40 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import psycopg
-import pytest
 
-from deploy.local.stack import BIN, ROOT, Stack
-
-
-@pytest.fixture
-def empty_database(stack: Stack) -> Iterator[str]:
-    """A new, empty database on the session's PostgreSQL server."""
-    name = f"migrations_{uuid.uuid4().hex[:10]}"
-    admin_url = stack.database_url.replace("/callback_scheduler?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield stack.database_url.replace("/callback_scheduler?", f"/{name}?")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(BIN) / "alembic"), *args],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+from tests.integration.conftest import alembic
 
 
 def test_upgrade_head_on_empty_database_leaves_no_drift(empty_database: str) -> None:
