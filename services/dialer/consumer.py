@@ -1,5 +1,8 @@
 """Dial requests (NATS) -> calls through the telephony backend -> call events (NATS).
 
+Requests come up to the dispatcher's lookahead before they are due: they wait here (not
+acknowledged, so a dialer that dies meanwhile loses nothing) and are dialed at their time.
+
 Delivery: recorded in PostgreSQL -> ack, then dial; attempt no longer current or already
 dialed, or too little of its lease left for the longest call -> ack without dialing;
 database down -> nak with a delay; unreadable -> term.
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import bus, metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
+from services.common.supervision import exit_when_failed
 from services.dialer import repository
 from services.dialer.backend import CallPlan, CallReport, TelephonyBackend
 from services.dialer.records import RecordWriter
@@ -29,6 +33,9 @@ from services.dialer.settings import DialerSettings
 log = logging.getLogger(__name__)
 
 DURABLE = "dialer"
+# A request is never held longer than this, whatever its due time says: the dispatcher
+# claims at most 5 s ahead, and a dialer whose clock runs behind must not sit on requests.
+MAX_HOLD_SECONDS = 5.0
 OUTCOMES = {
     "connected": events_pb2.CALL_OUTCOME_CONNECTED,
     "a_busy": events_pb2.CALL_OUTCOME_A_BUSY,
@@ -49,6 +56,17 @@ def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
         "attempt": request.attempt,
         "call_uuid": request.call_uuid,
     }
+
+
+def _by_due_time(messages: Sequence[Msg], now_ms: float) -> dict[float, list[Msg]]:
+    """Messages grouped by when to dial them: due ones (and unreadable ones, which are dealt
+    with at once) under now_ms, the others under their due time."""
+    groups: dict[float, list[Msg]] = {}
+    for msg in messages:
+        request = parse(msg)
+        due_ms = request.due_at_unix_ms if request is not None else 0
+        groups.setdefault(float(due_ms) if due_ms > now_ms else now_ms, []).append(msg)
+    return groups
 
 
 def parse(msg: Msg) -> events_pb2.DialRequest | None:
@@ -74,6 +92,8 @@ class Dialer:
         self._backend = backend
         self._settings = settings
         self._calls: set[asyncio.Task[None]] = set()
+        self._held: set[asyncio.Task[None]] = set()  # requests waiting for their due time
+        self._held_count = 0
         self._slot_free = asyncio.Event()
         self._records = RecordWriter(engine, settings.report_retry_seconds)
         self._record_writer: asyncio.Task[None] | None = None
@@ -85,6 +105,8 @@ class Dialer:
         self._slot_free.set()
 
     async def calls_finished(self) -> None:
+        if self._held:
+            await asyncio.wait(set(self._held))
         if self._calls:
             await asyncio.wait(set(self._calls))
         if self._record_writer is not None:
@@ -96,14 +118,38 @@ class Dialer:
             self._jetstream, bus.STREAM_DIAL, DURABLE, ack_wait_seconds=30
         )
         while not self._stopping:
-            free = self._settings.max_concurrent_calls - len(self._calls)
+            free = self._settings.max_concurrent_calls - len(self._calls) - self._held_count
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             messages = await bus.fetch(subscription, min(free, 256))
-            if messages:
+            now_ms = time.time() * 1000
+            for due_ms, group in _by_due_time(messages, now_ms).items():
+                if due_ms <= now_ms:
+                    await self._start_calls(group)
+                else:
+                    self._hold_until(due_ms / 1000, group)
+
+    def _hold_until(self, due: float, messages: Sequence[Msg]) -> None:
+        """Start these calls at `due` (Unix seconds), without holding up the fetch loop."""
+
+        async def start_when_due() -> None:
+            try:
+                await asyncio.sleep(min(due - time.time(), MAX_HOLD_SECONDS))
+                if self._stopping:  # another dialer takes them now, not after the ack wait
+                    for msg in messages:
+                        await bus.settle(msg, "nak")
+                    return
                 await self._start_calls(messages)
+            finally:
+                self._held_count -= len(messages)
+
+        self._held_count += len(messages)
+        held = asyncio.create_task(start_when_due())
+        self._held.add(held)
+        held.add_done_callback(self._held.discard)
+        held.add_done_callback(exit_when_failed)  # as if the fetch loop itself had failed
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)

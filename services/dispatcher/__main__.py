@@ -23,7 +23,7 @@ async def main() -> None:
     settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
     engine, nats_client, jetstream = await start_worker(settings, "dispatcher")
 
-    wakeups = Wakeups()
+    wakeups = Wakeups(settings.lookahead_seconds)
     publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)
     scheduler = Scheduler(engine, settings, wakeups, publisher.ready)
     consumer = CallEventConsumer(engine, jetstream, settings.result_batch, publisher.ready)

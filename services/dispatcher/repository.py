@@ -11,6 +11,10 @@ The claim is the heart of the system. Its three steps run in one transaction per
    on the task rows, so a task being deleted or resolved concurrently is left alone).
 
 Due-ness is always decided by the database clock (`now()`), never by a dispatcher's clock.
+A task is claimed up to `lookahead_seconds` before it is due, so that its dial request waits
+at the dialer, which dials at the due time (DialRequest.due_at_unix_ms): claim, outbox and
+NATS take tens of milliseconds for a second's worth of tasks, and they come out of the
+lateness that way.
 """
 
 from __future__ import annotations
@@ -39,20 +43,23 @@ class Message:
     payload: bytes
 
 
-_QUEUES_WITH_DUE_WORK = text("""
+_DUE = "next_run_at <= now() + make_interval(secs => :lookahead_seconds)"
+
+_QUEUES_WITH_DUE_WORK = text(f"""
     SELECT q.id
     FROM queues q
     WHERE q.status = 'on'
       AND EXISTS (SELECT 1 FROM tasks t
                   WHERE t.queue_id = q.id
                     AND t.status IN ('scheduled', 'delayed')
-                    AND t.next_run_at <= now())
-""")
+                    AND t.{_DUE})
+""")  # noqa: S608 - constant SQL
 
 
-async def queues_with_due_work(conn: AsyncConnection) -> list[int]:
+async def queues_with_due_work(conn: AsyncConnection, lookahead_seconds: float) -> list[int]:
     """Ids of switched-on queues that have at least one due task (no locks taken)."""
-    return list((await conn.execute(_QUEUES_WITH_DUE_WORK)).scalars())
+    params = {"lookahead_seconds": lookahead_seconds}
+    return list((await conn.execute(_QUEUES_WITH_DUE_WORK, params)).scalars())
 
 
 _LOCK_QUEUE = text("""
@@ -87,12 +94,12 @@ async def count_in_flight(conn: AsyncConnection, queue_id: int, lease_seconds: f
     return int((await conn.execute(_COUNT_IN_FLIGHT, params)).scalar_one())
 
 
-_CLAIM_DUE_TASKS = text("""
+_CLAIM_DUE_TASKS = text(f"""
     WITH due AS (
         SELECT id FROM tasks
         WHERE queue_id = :queue_id
           AND status IN ('scheduled', 'delayed')
-          AND next_run_at <= now()
+          AND {_DUE}
         ORDER BY next_run_at, id
         LIMIT :how_many
         FOR UPDATE SKIP LOCKED
@@ -105,14 +112,24 @@ _CLAIM_DUE_TASKS = text("""
     FROM due
     WHERE t.id = due.id
     RETURNING t.*
-""")
+""")  # noqa: S608 - constant SQL
 
 
 async def claim_due_tasks(
-    conn: AsyncConnection, queue_id: int, how_many: int, lease_seconds: float
+    conn: AsyncConnection,
+    queue_id: int,
+    how_many: int,
+    lease_seconds: float,
+    lookahead_seconds: float = 0.0,
 ) -> Sequence[Row[Any]]:
-    """Step 3: start the next attempt of up to `how_many` due tasks, earliest due first."""
-    params = {"queue_id": queue_id, "how_many": how_many, "lease_seconds": lease_seconds}
+    """Step 3: start the next attempt of up to `how_many` tasks due within the lookahead,
+    earliest due first."""
+    params = {
+        "queue_id": queue_id,
+        "how_many": how_many,
+        "lease_seconds": lease_seconds,
+        "lookahead_seconds": lookahead_seconds,
+    }
     rows: Sequence[Row[Any]] = (await conn.execute(_CLAIM_DUE_TASKS, params)).all()
     return rows
 
@@ -120,7 +137,7 @@ async def claim_due_tasks(
 _SECONDS_UNTIL_NEXT_WAKE = text(
     """
     SELECT EXTRACT(EPOCH FROM LEAST(
-        (SELECT min(w.next_run_at)
+        (SELECT min(w.next_run_at) - make_interval(secs => :lookahead_seconds)
          FROM queues q
          CROSS JOIN LATERAL (
              SELECT t.next_run_at FROM tasks t
@@ -133,13 +150,16 @@ _SECONDS_UNTIL_NEXT_WAKE = text(
 )
 
 
-async def seconds_until_next_wake(conn: AsyncConnection, lease_seconds: float) -> float | None:
-    """Seconds until a waiting task of a queue with free capacity is due, or a lease ends.
+async def seconds_until_next_wake(
+    conn: AsyncConnection, lease_seconds: float, lookahead_seconds: float
+) -> float | None:
+    """Seconds until a waiting task of a queue with free capacity is due (less the
+    lookahead), or a lease ends.
 
     None when nothing is waiting. Queues at their limit are left out: they wake the
     dispatcher when a callback ends (notify_wake), not when their next task is due.
     """
-    params = {"lease_seconds": lease_seconds}
+    params = {"lease_seconds": lease_seconds, "lookahead_seconds": lookahead_seconds}
     value = (await conn.execute(_SECONDS_UNTIL_NEXT_WAKE, params)).scalar_one_or_none()
     return None if value is None else float(value)
 

@@ -68,7 +68,7 @@ class Scheduler:
     async def _seconds_until_next_wake(self) -> float:
         async with transaction(self._engine) as conn:
             seconds = await repository.seconds_until_next_wake(
-                conn, self._settings.attempt_lease_seconds
+                conn, self._settings.attempt_lease_seconds, self._settings.lookahead_seconds
             )
         if seconds is None:
             return self._settings.max_idle_seconds
@@ -77,7 +77,9 @@ class Scheduler:
     async def _claim_pass(self) -> int:
         """One round over the queues with due work: at most claim_batch tasks each (fairness)."""
         async with transaction(self._engine) as conn:
-            queue_ids = await repository.queues_with_due_work(conn)
+            queue_ids = await repository.queues_with_due_work(
+                conn, self._settings.lookahead_seconds
+            )
         # Replicas walk the queues in different orders, so they rarely meet on a lock.
         random.shuffle(queue_ids)
         claimed = 0
@@ -120,7 +122,11 @@ class Scheduler:
                 return []
             how_many = min(free, self._settings.claim_batch)
             started = await repository.claim_due_tasks(
-                conn, queue_id, how_many, self._settings.attempt_lease_seconds
+                conn,
+                queue_id,
+                how_many,
+                self._settings.attempt_lease_seconds,
+                self._settings.lookahead_seconds,
             )
             messages = []
             for task in sorted(started, key=lambda row: row.id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import WorkerSettings
@@ -16,6 +17,9 @@ class DispatcherSettings(WorkerSettings):
     # An attempt without a result after this long counts as lost (failed). It must exceed
     # the longest call a dialer allows (ring timeout + maximum call duration).
     attempt_lease_seconds: float = 3900.0
+    # Tasks are claimed this long before they are due; the dialer holds their requests and
+    # dials on time. Their status is `executed` (and `before` is sent) that much early.
+    lookahead_seconds: float = Field(default=0.25, ge=0.0, le=5.0)
     # Tasks claimed per queue per pass: bounds one transaction, and keeps queues fair.
     claim_batch: int = 200
     # Call results applied per transaction.

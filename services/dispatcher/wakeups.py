@@ -16,7 +16,9 @@ DUE_IN = "due_in:"
 
 
 class Wakeups:
-    def __init__(self) -> None:
+    def __init__(self, lookahead_seconds: float = 0.0) -> None:
+        # Work is claimed this long before it is due (DispatcherSettings.lookahead_seconds).
+        self._lookahead = lookahead_seconds
         self._event = asyncio.Event()
         self._look_now = False
         self._earliest_due: float | None = None  # time.monotonic() of announced work
@@ -24,10 +26,10 @@ class Wakeups:
     def notify(self, payload: str) -> None:
         """A notification from PostgreSQL (or the dispatcher itself)."""
         due_in = _due_in(payload)
-        if due_in is None or due_in <= 0:
+        if due_in is None or due_in <= self._lookahead:
             self._look_now = True
         else:
-            due = time.monotonic() + due_in
+            due = time.monotonic() + due_in - self._lookahead
             self._earliest_due = due if self._earliest_due is None else min(self._earliest_due, due)
         self._event.set()
 

@@ -72,3 +72,21 @@ async def test_clear_forgets_what_the_pass_has_seen() -> None:
 
     assert not sleeper.done()
     sleeper.cancel()
+
+
+async def test_work_due_within_the_lookahead_is_claimed_now() -> None:
+    wakeups = Wakeups(lookahead_seconds=0.25)
+    sleeper = await sleeping(wakeups)
+
+    wakeups.notify("due_in:0.2")
+
+    await asyncio.wait_for(sleeper, WITHIN)
+
+
+async def test_work_due_later_wakes_the_lookahead_before_it() -> None:
+    wakeups = Wakeups(lookahead_seconds=3599.9)
+    sleeper = await sleeping(wakeups)
+
+    wakeups.notify("due_in:3600")  # claimed 3599.9 s early: 0.1 s from now
+
+    await asyncio.wait_for(sleeper, WITHIN)
