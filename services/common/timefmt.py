@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -9,6 +10,9 @@ WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _INPUT_FORMATS = (WIRE_FORMAT, "%Y-%m-%d %H:%M")
 
 
+# A bulk add of 1,000 tasks renders the same creation time (one transaction's now()) and
+# mostly the same start time 2,000 times.
+@functools.lru_cache(maxsize=4096)
 def format_utc(moment: datetime) -> str:
     """Render an aware datetime as the contract's UTC string (4-digit year, always)."""
     utc = moment.astimezone(UTC)
