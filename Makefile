@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	# Generated code on the venv's path. Written by Python, not with $(SITE): make expands a
+	# Generated code on the venv's path. Written by Python, not with the SITE variable: make expands a
 	# recipe before running it, when this venv does not exist yet.
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "callback_scheduler_gen.pth").write_text("$(CURDIR)/$(GEN)\n")'
 	touch $@
