@@ -146,18 +146,21 @@ def burst(stack: Stack, api: httpx.Client, count: int) -> dict[str, float]:
             f"/client/{CLIENT}/task_scheduler/{queue}", json={"status": "on"}
         ).raise_for_status()
         deadline = time.monotonic() + 900
-        while True:
-            finished, last_dial, last_end = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'finished'), "
-                "(SELECT max(started_at) FROM calls WHERE queue_id = %s), now() "
-                "FROM tasks WHERE queue_id = %s",
-                (queue, queue),
-            ).fetchone()  # type: ignore[misc]
-            if finished == count:
-                break
+        # An index probe, not a count: polled every 0.1 s, a count over the queue and a
+        # max() over calls took a sixth of the database's time during the burst.
+        while conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE queue_id = %s "
+            "AND status IN ('scheduled', 'delayed', 'executed'))",
+            (queue,),
+        ).fetchone()[0]:  # type: ignore[index]
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{finished} of {count} tasks finished after 900 s")
+                raise TimeoutError("tasks of the burst not finished after 900 s")
             time.sleep(0.1)
+        last_end = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        last_dial = conn.execute(
+            "SELECT max(started_at) FROM calls WHERE queue_id = %s",
+            (queue,),
+        ).fetchone()[0]  # type: ignore[index]
     return {
         "due_to_dialed_per_s": count / (last_dial - switched_on).total_seconds(),
         "due_to_finished_per_s": count / (last_end - switched_on).total_seconds(),

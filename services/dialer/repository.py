@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Table, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.common.models import Call
-
-calls = cast(Table, Call.__table__)
 
 
 @dataclass(frozen=True)
@@ -71,22 +66,50 @@ async def start_calls(
         for row in await conn.execute(_CURRENT_ATTEMPTS, params)
     }
     too_late = {c.call_uuid for c in new_calls if found.get((c.task_id, c.attempt)) is False}
-    rows = [asdict(c) for c in new_calls if found.get((c.task_id, c.attempt)) is True]
-    if not rows:
+    dial = [c for c in new_calls if found.get((c.task_id, c.attempt)) is True]
+    if not dial:
         return Started(set(), too_late)
-    stmt = pg_insert(calls).on_conflict_do_nothing().returning(calls.c.call_uuid)
-    return Started({row.call_uuid for row in await conn.execute(stmt, rows)}, too_late)
+    params = {
+        "call_uuids": [c.call_uuid for c in dial],
+        "client_ids": [c.client_id for c in dial],
+        "queue_ids": [c.queue_id for c in dial],
+        "task_ids": [c.task_id for c in dial],
+        "attempts": [c.attempt for c in dial],
+        "backends": [c.backend for c in dial],
+    }
+    inserted = await conn.execute(_INSERT_CALLS, params)
+    return Started({row.call_uuid for row in inserted}, too_late)
 
 
-_FINISH_CALL = text("""
-    UPDATE calls
-    SET result = :result, comment = :comment, ended_at = :ended_at,
-        record = CAST(:record AS jsonb)
-    WHERE call_uuid = :call_uuid AND result = 'in_progress'
+# Set-based statements, one per batch: executemany ran one statement per call, and the
+# per-statement cost was most of the database's share of a callback.
+_INSERT_CALLS = text("""
+    INSERT INTO calls (call_uuid, client_id, queue_id, task_id, attempt, backend)
+    SELECT * FROM unnest(CAST(:call_uuids AS text[]), CAST(:client_ids AS text[]),
+                         CAST(:queue_ids AS bigint[]), CAST(:task_ids AS bigint[]),
+                         CAST(:attempts AS integer[]), CAST(:backends AS text[]))
+    ON CONFLICT DO NOTHING
+    RETURNING call_uuid
+""")
+
+_FINISH_CALLS = text("""
+    UPDATE calls c
+    SET result = r.result, comment = r.comment, ended_at = r.ended_at, record = r.record
+    FROM unnest(CAST(:call_uuids AS text[]), CAST(:results AS text[]),
+                CAST(:comments AS text[]), CAST(:ended_ats AS timestamptz[]),
+                CAST(:records AS jsonb[]))
+         AS r(call_uuid, result, comment, ended_at, record)
+    WHERE c.call_uuid = r.call_uuid AND c.result = 'in_progress'
 """)
 
 
 async def finish_calls(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Store how calls went (legs, times, result); one round trip for many (executemany)."""
-    params = [{**row, "record": json.dumps(row["record"])} for row in rows]
-    await conn.execute(_FINISH_CALL, params)
+    """Store how calls went (legs, times, result), in one statement for many."""
+    params = {
+        "call_uuids": [row["call_uuid"] for row in rows],
+        "results": [row["result"] for row in rows],
+        "comments": [row["comment"] for row in rows],
+        "ended_ats": [row["ended_at"] for row in rows],
+        "records": [json.dumps(row["record"]) for row in rows],
+    }
+    await conn.execute(_FINISH_CALLS, params)
