@@ -1,11 +1,14 @@
 """Dial requests (NATS) -> calls through the telephony backend -> call events (NATS).
 
-Requests come up to the dispatcher's lookahead before they are due: they wait here (not
-acknowledged, so a dialer that dies meanwhile loses nothing) and are dialed at their time.
+Requests come in batches (DialRequests: the tasks one claim started), up to the
+dispatcher's lookahead before they are due: they wait here (not acknowledged, so a dialer
+that dies meanwhile loses nothing) and are dialed at their time.
 
-Delivery: recorded in PostgreSQL -> ack, then dial; attempt no longer current or already
-dialed, or too little of its lease left for the longest call -> ack without dialing;
-database down -> nak with a delay; unreadable -> term.
+Delivery, per message: all its requests recorded in PostgreSQL -> ack (each is dialed as
+it is recorded); attempt no longer current or already dialed, or too little of its lease
+left for the longest call -> not dialed; database down -> nak with a delay; unreadable ->
+term. A batch bigger than the room left for calls: the first ones are taken and the rest
+re-published for any dialer, before the ack, so that nothing is lost.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from services.common.errors import StorageUnavailable
 from services.common.supervision import exit_when_failed
 from services.dialer import repository
 from services.dialer.backend import CallPlan, CallReport, TelephonyBackend
+from services.dialer.events import CallEventPublisher
 from services.dialer.records import RecordWriter
 from services.dialer.settings import DialerSettings
 
@@ -48,6 +52,10 @@ OUTCOMES = {
 }
 
 
+class PoisonMessage(Exception):
+    """A message with nothing in it that can be dialed."""
+
+
 def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
     return {
         "client_id": request.client_id,
@@ -58,25 +66,38 @@ def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
     }
 
 
-def _by_due_time(messages: Sequence[Msg], now_ms: float) -> dict[float, list[Msg]]:
-    """Messages grouped by when to dial them: due ones (and unreadable ones, which are dealt
-    with at once) under now_ms, the others under their due time."""
-    groups: dict[float, list[Msg]] = {}
-    for msg in messages:
-        request = parse(msg)
-        due_ms = request.due_at_unix_ms if request is not None else 0
-        groups.setdefault(float(due_ms) if due_ms > now_ms else now_ms, []).append(msg)
-    return groups
+def _complete(request: events_pb2.DialRequest) -> bool:
+    return bool(request.task_id and request.attempt and request.call_uuid and request.a_number)
 
 
-def parse(msg: Msg) -> events_pb2.DialRequest | None:
+def parse(data: bytes) -> tuple[list[events_pb2.DialRequest], int]:
+    """The requests of a message that can be dialed, and how many could not (incomplete).
+
+    A DialRequests batch, or a lone DialRequest (from a dispatcher of a version before the
+    batches): a lone request reads as an empty batch, its fields having other wire types.
+    """
     try:
-        request = events_pb2.DialRequest.FromString(msg.data)
-    except DecodeError:
-        return None
-    if not (request.task_id and request.attempt and request.call_uuid and request.a_number):
-        return None
-    return request
+        requests = list(events_pb2.DialRequests.FromString(data).requests)
+        if not requests:
+            requests = [events_pb2.DialRequest.FromString(data)]
+    except DecodeError as err:
+        raise PoisonMessage(f"not a DialRequests: {err}") from None
+    complete = [request for request in requests if _complete(request)]
+    if not complete:
+        raise PoisonMessage(f"no complete dial request in {len(requests)}")
+    return complete, len(requests) - len(complete)
+
+
+def _by_due_time(
+    requests: Sequence[events_pb2.DialRequest], now_ms: float
+) -> list[tuple[float, list[events_pb2.DialRequest]]]:
+    """Requests grouped by when to dial them, earliest first: due ones under now_ms, the
+    others under their due time."""
+    groups: dict[float, list[events_pb2.DialRequest]] = {}
+    for request in requests:
+        due_ms = float(request.due_at_unix_ms)
+        groups.setdefault(due_ms if due_ms > now_ms else now_ms, []).append(request)
+    return sorted(groups.items())
 
 
 class Dialer:
@@ -92,11 +113,13 @@ class Dialer:
         self._backend = backend
         self._settings = settings
         self._calls: set[asyncio.Task[None]] = set()
-        self._held: set[asyncio.Task[None]] = set()  # requests waiting for their due time
-        self._held_count = 0
+        # Messages whose requests wait for their due time or their record.
+        self._held: set[asyncio.Task[None]] = set()
+        self._held_count = 0  # requests in them
         self._slot_free = asyncio.Event()
         self._records = RecordWriter(engine, settings.report_retry_seconds)
-        self._record_writer: asyncio.Task[None] | None = None
+        self._events = CallEventPublisher(jetstream, settings.report_retry_seconds)
+        self._writers: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def stop(self) -> None:
@@ -109,47 +132,95 @@ class Dialer:
             await asyncio.wait(set(self._held))
         if self._calls:
             await asyncio.wait(set(self._calls))
-        if self._record_writer is not None:
-            self._record_writer.cancel()
+        for writer in self._writers:
+            writer.cancel()
 
     async def run(self) -> None:
-        self._record_writer = asyncio.create_task(self._records.run())
+        self._writers = [
+            asyncio.create_task(self._records.run()),
+            asyncio.create_task(self._events.run()),
+        ]
+        for writer in self._writers:
+            writer.add_done_callback(exit_when_failed)
         subscription = await bus.pull_consumer_when_ready(
             self._jetstream, bus.STREAM_DIAL, DURABLE, ack_wait_seconds=30
         )
         while not self._stopping:
-            free = self._settings.max_concurrent_calls - len(self._calls) - self._held_count
-            if free <= 0:
+            room = self._settings.max_concurrent_calls - len(self._calls) - self._held_count
+            if room <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            messages = await bus.fetch(subscription, min(free, 256))
-            now_ms = time.time() * 1000
-            for due_ms, group in _by_due_time(messages, now_ms).items():
-                if due_ms <= now_ms:
-                    await self._start_calls(group)
-                else:
-                    self._hold_until(due_ms / 1000, group)
+            # One message at a time: how many calls a batch holds is known once it is read.
+            for msg in await bus.fetch(subscription, 1):
+                await self._take(msg, room)
 
-    def _hold_until(self, due: float, messages: Sequence[Msg]) -> None:
-        """Start these calls at `due` (Unix seconds), without holding up the fetch loop."""
-
-        async def start_when_due() -> None:
-            try:
-                await asyncio.sleep(min(due - time.time(), MAX_HOLD_SECONDS))
-                if self._stopping:  # another dialer takes them now, not after the ack wait
-                    for msg in messages:
-                        await bus.settle(msg, "nak")
-                    return
-                await self._start_calls(messages)
-            finally:
-                self._held_count -= len(messages)
-
-        self._held_count += len(messages)
-        held = asyncio.create_task(start_when_due())
+    async def _take(self, msg: Msg, room: int) -> None:
+        """Hold the message's requests (up to `room`) until they are due; pass the rest on."""
+        try:
+            requests, incomplete = parse(msg.data)
+        except PoisonMessage as err:
+            log.error("poison dial request", extra={"action": "term", "error": str(err)})
+            await bus.settle(msg, "term")
+            return
+        if incomplete:
+            log.error(
+                "incomplete dial requests not dialed",
+                extra={"action": "skip_incomplete", "count": incomplete},
+            )
+        if len(requests) > room:
+            requests, rest = requests[:room], requests[room:]
+            if not await self._pass_on(rest):
+                await bus.settle(msg, "nak", delay=1.0)
+                return
+        self._held_count += len(requests)
+        held = asyncio.create_task(self._dial_when_due(msg, requests))
         self._held.add(held)
         held.add_done_callback(self._held.discard)
         held.add_done_callback(exit_when_failed)  # as if the fetch loop itself had failed
+
+    async def _pass_on(self, rest: Sequence[events_pb2.DialRequest]) -> bool:
+        """Re-publish requests this dialer has no room for (stored before the original is
+        acknowledged). Its id names the first of them: a redelivery of the original, split
+        at the same place, is dropped as a duplicate; split elsewhere, its calls rows keep
+        any attempt from being dialed twice."""
+        first = rest[0]
+        payload = events_pb2.DialRequests(requests=rest).SerializeToString()
+        try:
+            await bus.publish(
+                self._jetstream,
+                bus.SUBJECT_DIAL,
+                payload,
+                f"dial-rest:{first.task_id}:{first.attempt}",
+            )
+        except Exception as err:
+            log.warning("could not pass on", extra={"action": "pass_on", "error": repr(err)})
+            return False
+        log.info("passed on", extra={"action": "pass_on", "count": len(rest)})
+        return True
+
+    async def _dial_when_due(self, msg: Msg, requests: Sequence[events_pb2.DialRequest]) -> None:
+        """Start each group of calls at its due time (held at most MAX_HOLD_SECONDS), then
+        acknowledge the message."""
+        received = time.time()
+        waiting = len(requests)
+        try:
+            for due_ms, group in _by_due_time(requests, received * 1000):
+                wait = min(due_ms / 1000, received + MAX_HOLD_SECONDS) - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if self._stopping:  # another dialer takes them now, not after the ack wait
+                    await bus.settle(msg, "nak")
+                    return
+                if not await self._start_calls(group):
+                    await bus.settle(msg, "nak", delay=1.0)
+                    return
+                self._held_count -= len(group)
+                waiting -= len(group)
+            # The calls rows now guard the attempts: a redelivery can never dial them again.
+            await bus.settle(msg, "ack")
+        finally:
+            self._held_count -= waiting
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
@@ -157,16 +228,9 @@ class Dialer:
         if not call.cancelled() and call.exception() is not None:
             log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
 
-    async def _start_calls(self, messages: Sequence[Msg]) -> None:
-        """Record a batch of calls in one transaction, then place each one concurrently."""
-        requests: list[tuple[Msg, events_pb2.DialRequest]] = []
-        for msg in messages:
-            request = parse(msg)
-            if request is None:
-                log.error("poison dial request", extra={"action": "term", "subject": msg.subject})
-                await bus.settle(msg, "term")
-            else:
-                requests.append((msg, request))
+    async def _start_calls(self, requests: Sequence[events_pb2.DialRequest]) -> bool:
+        """Record a group of calls in one transaction, then place each one concurrently;
+        False if the database was unavailable (nothing recorded)."""
         new_calls = [
             repository.NewCall(
                 call_uuid=request.call_uuid,
@@ -176,7 +240,7 @@ class Dialer:
                 attempt=request.attempt,
                 backend=self._backend.name,
             )
-            for _, request in requests
+            for request in requests
         ]
         try:
             async with transaction(self._engine) as conn:
@@ -184,12 +248,8 @@ class Dialer:
                     conn, new_calls, self._settings.longest_call_seconds
                 )
         except StorageUnavailable:
-            for msg, _ in requests:
-                await bus.settle(msg, "nak", delay=1.0)
-            return
-        for msg, request in requests:
-            # The calls row now guards the attempt: a redelivery can never dial it again.
-            await bus.settle(msg, "ack")
+            return False
+        for request in requests:
             if request.call_uuid in started.too_late:
                 log.warning(
                     "not dialing: the attempt's lease ends before the longest call could",
@@ -205,6 +265,7 @@ class Dialer:
             call = asyncio.create_task(self._call(request))
             self._calls.add(call)
             call.add_done_callback(self._call_done)
+        return True
 
     async def _call(self, request: events_pb2.DialRequest) -> None:
         context = _ids(request)
@@ -239,19 +300,13 @@ class Dialer:
     async def _publish(
         self, request: events_pb2.DialRequest, kind: int, report: CallReport | None
     ) -> None:
-        event = events_pb2.CallEvent(
-            kind=kind,  # type: ignore[arg-type]
-            task_id=request.task_id,
-            attempt=request.attempt,
-            call_uuid=request.call_uuid,
-            outcome=OUTCOMES[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
-            comment=report.comment if report else "",
-        )
-        name = "connected" if kind == events_pb2.CallEvent.KIND_CONNECTED else "ended"
-        await bus.publish_until_stored(
-            self._jetstream,
-            f"{bus.SUBJECT_CALLS}.{name}",
-            event.SerializeToString(),
-            f"{name}:{request.task_id}:{request.attempt}",
-            give_up=self._settings.report_retry_seconds,
+        await self._events.publish(
+            events_pb2.CallEvent(
+                kind=kind,  # type: ignore[arg-type]
+                task_id=request.task_id,
+                attempt=request.attempt,
+                call_uuid=request.call_uuid,
+                outcome=OUTCOMES[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
+                comment=report.comment if report else "",
+            )
         )

@@ -45,16 +45,28 @@ class PoisonMessage(Exception):
     """A message that can never be applied."""
 
 
-def parse(msg: Msg) -> events_pb2.CallEvent:
-    try:
-        event = events_pb2.CallEvent.FromString(msg.data)
-    except DecodeError as err:
-        raise PoisonMessage(f"not a CallEvent: {err}") from None
+def _complete(event: events_pb2.CallEvent) -> bool:
     if event.kind not in KINDS or event.task_id == 0 or event.attempt == 0:
-        raise PoisonMessage(f"incomplete CallEvent: {event}")
-    if event.kind == events_pb2.CallEvent.KIND_ENDED and event.outcome not in OUTCOMES:
-        raise PoisonMessage(f"unknown outcome {event.outcome}")
-    return event
+        return False
+    return event.kind != events_pb2.CallEvent.KIND_ENDED or event.outcome in OUTCOMES
+
+
+def parse(data: bytes) -> tuple[list[events_pb2.CallEvent], int]:
+    """The events of a message that can be applied, and how many could not (incomplete).
+
+    A CallEvents batch, or a lone CallEvent (from a dialer of a version before the
+    batches): a lone event reads as an empty batch, its fields having other wire types.
+    """
+    try:
+        events = list(events_pb2.CallEvents.FromString(data).events)
+        if not events:
+            events = [events_pb2.CallEvent.FromString(data)]
+    except DecodeError as err:
+        raise PoisonMessage(f"not a CallEvents: {err}") from None
+    complete = [event for event in events if _complete(event)]
+    if not complete:
+        raise PoisonMessage(f"no complete call event in {len(events)}: {events[0]}")
+    return complete, len(events) - len(complete)
 
 
 async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.CallEvent]) -> None:
@@ -66,6 +78,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
     changes: list[dict[str, Any]] = []
     messages: list[repository.Message] = []
     connected: list[str] = []
+    ended: set[str] = set()
     for event in events:
         task = tasks.get(event.task_id)
         context = {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": event.call_uuid}
@@ -87,6 +100,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
         )
         resolved = resolved_view(task, resolution)
         tasks[event.task_id] = resolved  # a duplicate in the same batch is now stale
+        ended.add(event.call_uuid)
         changes.append(end_attempt_params(task.id, resolution))
         metrics.ATTEMPTS_ENDED.labels(outcome).inc()
         messages.extend(webhook_events(resolved, resolution.events))
@@ -99,7 +113,9 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
                 **context,
             },
         )
-    await repository.mark_calls_connected(conn, connected)
+    # connected_at matters only to an attempt whose end never comes (lease expiry): one that
+    # ends in this same transaction needs no such note.
+    await repository.mark_calls_connected(conn, [u for u in connected if u not in ended])
     await repository.end_attempts(conn, changes)
     await repository.add_to_outbox(conn, messages)
 
@@ -131,18 +147,31 @@ class CallEventConsumer:
                 await self.handle(messages)
 
     async def handle(self, messages: Sequence[Msg]) -> None:
-        parsed: list[tuple[Msg, events_pb2.CallEvent]] = []
+        """Apply the messages' events, in transactions of about `batch` events."""
+        chunk: list[tuple[Msg, list[events_pb2.CallEvent]]] = []
         for msg in messages:
             try:
-                parsed.append((msg, parse(msg)))
+                events, incomplete = parse(msg.data)
             except PoisonMessage as err:
                 log.error("poison message", extra={"action": "term", "error": str(err)})
                 await bus.settle(msg, "term")
-        if not parsed:
-            return
+                continue
+            if incomplete:
+                log.error(
+                    "incomplete call events ignored",
+                    extra={"action": "skip_incomplete", "count": incomplete},
+                )
+            chunk.append((msg, events))
+            if sum(len(events) for _, events in chunk) >= self._batch:
+                await self._apply(chunk)
+                chunk = []
+        if chunk:
+            await self._apply(chunk)
+
+    async def _apply(self, parsed: Sequence[tuple[Msg, list[events_pb2.CallEvent]]]) -> None:
         try:
             async with transaction(self._engine) as conn:
-                await apply_call_events(conn, [event for _, event in parsed])
+                await apply_call_events(conn, [event for _, events in parsed for event in events])
                 await repository.notify_wake(conn)
         except StorageUnavailable:
             for msg, _ in parsed:
@@ -156,18 +185,20 @@ class CallEventConsumer:
         for msg, _ in parsed:
             await bus.settle(msg, "ack")
 
-    async def _one_by_one(self, parsed: Sequence[tuple[Msg, events_pb2.CallEvent]]) -> None:
-        for msg, event in parsed:
+    async def _one_by_one(self, parsed: Sequence[tuple[Msg, list[events_pb2.CallEvent]]]) -> None:
+        """After a failed batch: each message in a transaction of its own, so that one that
+        can never be applied is terminated and the others go through."""
+        for msg, events in parsed:
             try:
                 async with transaction(self._engine) as conn:
-                    await apply_call_events(conn, [event])
+                    await apply_call_events(conn, events)
                     await repository.notify_wake(conn)
             except StorageUnavailable:
                 await bus.settle(msg, "nak", delay=1.0)
             except Exception:
                 log.exception(
-                    "call event cannot be applied",
-                    extra={"action": "term", "task_id": event.task_id, "attempt": event.attempt},
+                    "call events cannot be applied",
+                    extra={"action": "term", "task_ids": [event.task_id for event in events]},
                 )
                 await bus.settle(msg, "term")
             else:

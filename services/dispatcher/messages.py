@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +15,16 @@ from services.dispatcher.lifecycle import EVENT_URL_FIELDS, event_id
 from services.dispatcher.repository import Message
 
 
-def dial_request(task: Any) -> Message:
-    """Ask a dialer to place the call of the task's current attempt."""
+def dial_requests(tasks: Sequence[Any]) -> Message:
+    """Ask a dialer to place the calls of the tasks' current attempts (claimed together)."""
+    first = tasks[0]
+    batch = events_pb2.DialRequests(requests=[dial_request(task) for task in tasks])
+    return Message(SUBJECT_DIAL, f"dial:{first.id}:{first.attempts}", batch.SerializeToString())
+
+
+def dial_request(task: Any) -> events_pb2.DialRequest:
     params = task.callback_params or {}
-    request = events_pb2.DialRequest(
+    return events_pb2.DialRequest(
         task_id=task.id,
         attempt=task.attempts,
         call_uuid=task.cdr,
@@ -32,7 +38,6 @@ def dial_request(task: Any) -> Message:
         extension_id=task.extension_id,
         due_at_unix_ms=int(task.next_run_at.timestamp() * 1000),
     )
-    return Message(SUBJECT_DIAL, f"dial:{task.id}:{task.attempts}", request.SerializeToString())
 
 
 def webhook_events(task: Any, events: Iterable[str]) -> list[Message]:

@@ -20,7 +20,7 @@ from services.dispatcher.lifecycle import (
     resolve_attempt,
     start_event,
 )
-from services.dispatcher.messages import dial_request, webhook_events
+from services.dispatcher.messages import dial_requests, webhook_events
 from services.dispatcher.results import apply_resolution
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
@@ -128,11 +128,15 @@ class Scheduler:
                 self._settings.attempt_lease_seconds,
                 self._settings.lookahead_seconds,
             )
-            messages = []
-            for task in sorted(started, key=lambda row: row.id):
-                messages.extend(webhook_events(task, [start_event(task.attempts)]))
-                messages.append(dial_request(task))
-            await repository.add_to_outbox(conn, messages)
+            if started:
+                in_order = sorted(started, key=lambda row: row.id)
+                messages = [
+                    event
+                    for task in in_order
+                    for event in webhook_events(task, [start_event(task.attempts)])
+                ]
+                messages.append(dial_requests(in_order))
+                await repository.add_to_outbox(conn, messages)
         metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
         return started
 

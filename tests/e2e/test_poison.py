@@ -67,6 +67,16 @@ def call_event(**fields: object) -> bytes:
     return events_pb2.CallEvent(**values).SerializeToString()  # type: ignore[arg-type]
 
 
+def batch_of_dials(*payloads: bytes) -> bytes:
+    requests = [events_pb2.DialRequest.FromString(p) for p in payloads]
+    return events_pb2.DialRequests(requests=requests).SerializeToString()
+
+
+def batch_of_events(*payloads: bytes) -> bytes:
+    events = [events_pb2.CallEvent.FromString(p) for p in payloads]
+    return events_pb2.CallEvents(events=events).SerializeToString()
+
+
 POISON_DIALS = {
     "garbage": GARBAGE,
     "empty": b"",
@@ -76,6 +86,10 @@ POISON_DIALS = {
     "no a_number": dial_request(a_number=""),
     # Well formed, but for no task: acknowledged without dialing.
     "unknown task": dial_request(),
+    "batch of incomplete": batch_of_dials(dial_request(a_number=""), dial_request(attempt=0)),
+    "batch, incomplete and unknown task": batch_of_dials(
+        dial_request(call_uuid=""), dial_request()
+    ),
 }
 POISON_CALL_EVENTS = {
     "garbage": GARBAGE,
@@ -87,6 +101,10 @@ POISON_CALL_EVENTS = {
     # Well formed, but for no task: acknowledged as stale.
     "unknown task": call_event(),
     "unknown task connected": call_event(kind=events_pb2.CallEvent.KIND_CONNECTED),
+    "batch of incomplete": batch_of_events(call_event(outcome=99), call_event(task_id=0)),
+    "batch, incomplete and unknown task": batch_of_events(
+        call_event(attempt=0), call_event(kind=events_pb2.CallEvent.KIND_CONNECTED), call_event()
+    ),
 }
 
 
@@ -109,7 +127,8 @@ async def test_poison_messages_are_terminated_and_calls_go_on(
         (await jetstream.publish(SUBJECT_DIAL, payload)).seq for payload in POISON_DIALS.values()
     ]
     ended_seqs = [
-        (await jetstream.publish(f"{SUBJECT_CALLS}.ended", payload)).seq
+        (await jetstream.publish(f"{SUBJECT_CALLS}.{subject}", payload)).seq
+        for subject in ("ended", "batch")
         for payload in POISON_CALL_EVENTS.values()
     ]
 

@@ -1,42 +1,75 @@
-"""The dialer holds requests that came before their due time (the dispatcher's lookahead)."""
+"""The dialer holds requests that came before their due time (the dispatcher's lookahead),
+and reads dial requests in batches as well as alone."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
+import pytest
 from scheduler.v1 import events_pb2
 
-from services.dialer.consumer import _by_due_time
+from services.dialer.consumer import PoisonMessage, _by_due_time, parse
 
 NOW_MS = 1_800_000_000_000.0
 
 
-def request(task_id: int, due_ms: int) -> Any:
-    data = events_pb2.DialRequest(
-        task_id=task_id,
-        attempt=1,
-        call_uuid=f"uuid-{task_id}",
-        a_number="+1555",
-        due_at_unix_ms=due_ms,
-    ).SerializeToString()
-    return SimpleNamespace(data=data, subject="callbacks.dial", task_id=task_id)
+def request(task_id: int, due_ms: int = 0, **fields: object) -> events_pb2.DialRequest:
+    values: dict[str, object] = {
+        "task_id": task_id,
+        "attempt": 1,
+        "call_uuid": f"uuid-{task_id}",
+        "a_number": "+1555",
+        "due_at_unix_ms": due_ms,
+    }
+    return events_pb2.DialRequest(**(values | fields))  # type: ignore[arg-type]
 
 
-def test_due_and_overdue_go_now_later_ones_wait_by_due_time() -> None:
-    messages = [
+def test_due_and_overdue_go_now_later_ones_wait_by_due_time_earliest_first() -> None:
+    requests = [
+        request(5, int(NOW_MS) + 1_000),
         request(1, int(NOW_MS) - 5_000),  # overdue
         request(2, int(NOW_MS) + 200),
         request(3, 0),  # no due time: now
         request(4, int(NOW_MS) + 200),
-        request(5, int(NOW_MS) + 1_000),
     ]
-    unreadable: Any = SimpleNamespace(data=b"\xff\xff", subject="callbacks.dial", task_id=None)
 
-    groups: dict[float, list[Any]] = _by_due_time([*messages, unreadable], NOW_MS)
+    groups = _by_due_time(requests, NOW_MS)
 
-    assert {due: [m.task_id for m in group] for due, group in groups.items()} == {
-        NOW_MS: [1, 3, None],
-        NOW_MS + 200: [2, 4],
-        NOW_MS + 1_000: [5],
-    }
+    assert [(due, [r.task_id for r in group]) for due, group in groups] == [
+        (NOW_MS, [1, 3]),
+        (NOW_MS + 200, [2, 4]),
+        (NOW_MS + 1_000, [5]),
+    ]
+
+
+def test_a_batch_is_read_in_order_and_its_incomplete_requests_are_counted() -> None:
+    batch = events_pb2.DialRequests(
+        requests=[request(1), request(2, a_number=""), request(3), request(4, call_uuid="")]
+    )
+
+    requests, incomplete = parse(batch.SerializeToString())
+
+    assert [r.task_id for r in requests] == [1, 3]
+    assert incomplete == 2
+
+
+def test_a_lone_request_from_an_older_dispatcher_is_read() -> None:
+    lone = request(7, int(NOW_MS), b_number="+1666", extended_a_numbers=["+1777"])
+
+    requests, incomplete = parse(lone.SerializeToString())
+
+    assert requests == [lone]
+    assert incomplete == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xff not protobuf",
+        b"",
+        request(0).SerializeToString(),
+        events_pb2.DialRequests(requests=[request(1, a_number="")]).SerializeToString(),
+    ],
+    ids=["garbage", "empty", "lone incomplete", "batch of incomplete"],
+)
+def test_a_message_with_nothing_to_dial_is_poison(data: bytes) -> None:
+    with pytest.raises(PoisonMessage):
+        parse(data)

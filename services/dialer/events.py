@@ -1,0 +1,41 @@
+"""Publishes the dialer's call events in batches (CallEvents): the events that came up while
+the previous batch was being stored go out together, as one JetStream message and one
+acknowledgement instead of one each."""
+
+from __future__ import annotations
+
+import uuid
+
+from nats.js import JetStreamContext
+from scheduler.v1 import events_pb2
+
+from services.common import bus
+from services.common.batching import Coalescer
+
+SUBJECT = f"{bus.SUBJECT_CALLS}.batch"
+
+
+class CallEventPublisher:
+    def __init__(self, jetstream: JetStreamContext, give_up_seconds: float, max_batch: int = 200):
+        self._jetstream = jetstream
+        self._give_up_seconds = give_up_seconds
+        self._batches: Coalescer[events_pb2.CallEvent] = Coalescer(self._publish, max_batch)
+
+    async def publish(self, event: events_pb2.CallEvent) -> None:
+        """Returns once JetStream stored the event, or the publish was given up after
+        `give_up_seconds` of NATS outage (logged; the attempt's lease expiry resolves it)."""
+        await self._batches.submit(event)
+
+    async def run(self) -> None:
+        await self._batches.run()
+
+    async def _publish(self, events: list[events_pb2.CallEvent]) -> None:
+        payload = events_pb2.CallEvents(events=events).SerializeToString()
+        # One id for every retry of this batch: JetStream drops a re-publish of one it stored.
+        await bus.publish_until_stored(
+            self._jetstream,
+            SUBJECT,
+            payload,
+            f"calls:{uuid.uuid4()}",
+            give_up=self._give_up_seconds,
+        )
