@@ -21,8 +21,8 @@ from services.common import bus, metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
-from services.dispatcher.lifecycle import EVENT_SUCCESS, resolve_attempt
-from services.dispatcher.messages import webhook_events
+from services.dispatcher.lifecycle import EVENT_SUCCESS, Resolution, resolve_attempt
+from services.dispatcher.messages import has_webhook, webhook_events
 from services.dispatcher.results import end_attempt_params, resolved_view
 
 log = logging.getLogger(__name__)
@@ -69,24 +69,35 @@ def parse(data: bytes) -> tuple[list[events_pb2.CallEvent], int]:
     return complete, len(events) - len(complete)
 
 
+# A task id, its resolution (None if its call only connected), the webhook events it brings.
+Announcement = tuple[int, Resolution | None, tuple[str, ...]]
+
+
 async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.CallEvent]) -> None:
     """Apply a batch of events with a few statements; stale ones (the attempt was already
     resolved, or the task deleted) change nothing."""
-    tasks: dict[int, Any] = {
-        row.id: row for row in await repository.lock_tasks(conn, [e.task_id for e in events])
+    tasks = {
+        row.id: row
+        for row in await repository.lock_tasks(conn, [event.task_id for event in events])
     }
     changes: list[dict[str, Any]] = []
-    messages: list[repository.Message] = []
     connected: list[str] = []
     ended: set[str] = set()
+    resolved: set[int] = set()  # a second end of one attempt in the batch is stale
+    announcements: list[Announcement] = []
     for event in events:
         task = tasks.get(event.task_id)
         context = {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": event.call_uuid}
-        if task is None or task.status != "executed" or task.attempts != event.attempt:
+        if (
+            task is None
+            or task.id in resolved
+            or task.status != "executed"
+            or task.attempts != event.attempt
+        ):
             log.info("stale call event", extra={"action": "ignore_stale", **context})
             continue
         if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
-            messages.extend(webhook_events(task, [EVENT_SUCCESS]))
+            announcements.append((task.id, None, (EVENT_SUCCESS,)))
             connected.append(event.call_uuid)
             log.info("call connected", extra={"action": "connected", **context})
             continue
@@ -98,12 +109,11 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
             try_count=task.try_count,
             try_again_pause=task.try_again_pause,
         )
-        resolved = resolved_view(task, resolution)
-        tasks[event.task_id] = resolved  # a duplicate in the same batch is now stale
+        resolved.add(task.id)
         ended.add(event.call_uuid)
         changes.append(end_attempt_params(task.id, resolution))
+        announcements.append((task.id, resolution, resolution.events))
         metrics.ATTEMPTS_ENDED.labels(outcome).inc()
-        messages.extend(webhook_events(resolved, resolution.events))
         log.info(
             "attempt ended",
             extra={
@@ -113,11 +123,31 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
                 **context,
             },
         )
+    await repository.add_to_outbox(conn, await _webhooks(conn, tasks, announcements))
     # connected_at matters only to an attempt whose end never comes (lease expiry): one that
     # ends in this same transaction needs no such note.
     await repository.mark_calls_connected(conn, [u for u in connected if u not in ended])
     await repository.end_attempts(conn, changes)
-    await repository.add_to_outbox(conn, messages)
+
+
+async def _webhooks(
+    conn: AsyncConnection, tasks: dict[int, Any], announcements: Sequence[Announcement]
+) -> list[repository.Message]:
+    """The webhook events to publish, with the task as it is at each. Whole rows are read
+    only for the tasks that have a URL for them."""
+    wanted = [a for a in announcements if has_webhook(tasks[a[0]], a[2])]
+    if not wanted:
+        return []
+    rows = await repository.tasks_by_id(conn, [task_id for task_id, _, _ in wanted])
+    whole = {row.id: row for row in rows}
+    return [
+        message
+        for task_id, resolution, names in wanted
+        for message in webhook_events(
+            whole[task_id] if resolution is None else resolved_view(whole[task_id], resolution),
+            names,
+        )
+    ]
 
 
 class CallEventConsumer:

@@ -40,6 +40,11 @@ def dial_request(task: Any) -> events_pb2.DialRequest:
     )
 
 
+def has_webhook(task: Any, events: Iterable[str]) -> bool:
+    """Whether the task has a URL for any of these events."""
+    return any(getattr(task, EVENT_URL_FIELDS[event]) for event in events)
+
+
 def webhook_events(task: Any, events: Iterable[str]) -> list[Message]:
     """The task's events that have a URL to go to. The others are not published: the
     notifier only has webhooks to deliver, and a task without URLs then costs one message
