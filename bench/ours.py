@@ -39,11 +39,11 @@ TASK: dict[str, Any] = {
 
 
 @contextlib.contextmanager
-def running_stack(dispatchers: int, dialers: int) -> Iterator[Stack]:
+def running_stack(dispatchers: int, dialers: int, apis: int = 1) -> Iterator[Stack]:
     """The whole system as `make run` starts it, in a temporary folder, logs at WARNING."""
     with tempfile.TemporaryDirectory(prefix="callback-scheduler-bench-") as tmp:
         Path(tmp).chmod(0o755)  # the embedded PostgreSQL runs as another user
-        settings = stack_settings(Path(tmp), dispatchers=dispatchers, dialers=dialers)
+        settings = stack_settings(Path(tmp), dispatchers=dispatchers, dialers=dialers, apis=apis)
         env = {"DIALER_SIMULATED_RULES": INSTANT_PHONES, "LOG_LEVEL": "WARNING"}
         env |= {f"{kind}_LOG_LEVEL": "WARNING" for kind in ("API", "DISPATCHER", "DIALER")}
         stack = Stack(settings, log_dir=Path(tmp) / "logs", service_env=env)

@@ -17,7 +17,7 @@ Sizes (environment; the defaults are the issue's):
   BENCH_PEERS=pgqueuer,procrastinate   (empty: skip the peers)
   BENCH_OURS=1             0: skip our system's workloads (a peers-only run)
   BENCH_PROFILE=1          py-spy on the api and the dispatcher
-  DISPATCHERS=2 DIALERS=2
+  DISPATCHERS=2 DIALERS=2 APIS=2
   BENCH_OUT=bench/results  where bench.md and bench.json go (another folder for trial runs)
 """
 
@@ -260,6 +260,7 @@ def main() -> int:
     repeats = env_int("BENCH_REPEATS", 3)
     kinds = [k for k in os.environ.get("BENCH_PEERS", ",".join(peers.KINDS)).split(",") if k]
     dispatchers, dialers = env_int("DISPATCHERS", 2), env_int("DIALERS", 2)
+    apis = env_int("APIS", 2)
     context: dict[str, Any] = machine()
     context["load_before"] = context.pop("load_average")
     context["started"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
@@ -271,12 +272,13 @@ def main() -> int:
             ("BENCH_SINGLE_SECONDS", "10"), ("BENCH_BURST", "10000"), ("BENCH_RATE", "200"),
             ("BENCH_SECONDS", "60"), ("BENCH_FUTURE_TASKS", "1000000"),
             ("BENCH_CLAIM_TASKS", "20000"), ("DISPATCHERS", "2"), ("DIALERS", "2"),
+            ("APIS", "2"),
         ]
     }  # fmt: skip
     started = time.monotonic()
     rows: list[Row] = []
     extra: dict[str, Any] = {}
-    with ours.running_stack(dispatchers, dialers) as stack:
+    with ours.running_stack(dispatchers, dialers, apis) as stack:
         found = versions(stack)
         log(f"stack up; {found}")
         if env_int("BENCH_OURS", 1):

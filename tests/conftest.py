@@ -98,7 +98,7 @@ def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
         "state_dir": state_dir,
         "rest_port": free_port(),
         "envoy_admin_port": free_port(),
-        "api_grpc_port": free_port(),
+        "api_grpc_port": free_port_block(6),
         "nats_port": free_port(),
         "database_url": None,
         "dispatchers": 3,

@@ -47,6 +47,9 @@ class EnvoySettings:
     jwks_file: Path
     # STATIC for an IP address, STRICT_DNS for a Kubernetes Service name.
     api_discovery: str = "STATIC"
+    # Local runs: this many api processes, on consecutive ports from api_port (Envoy
+    # balances over them). On Kubernetes the Service does that: 1.
+    api_processes: int = 1
 
 
 def _status_body(code: int, reason: str) -> dict[str, Any]:
@@ -194,11 +197,12 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
                                 "address": {
                                     "socket_address": {
                                         "address": settings.api_host,
-                                        "port_value": settings.api_port,
+                                        "port_value": settings.api_port + index,
                                     }
                                 }
                             }
                         }
+                        for index in range(settings.api_processes)
                     ]
                 }
             ],

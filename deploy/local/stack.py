@@ -50,6 +50,9 @@ class StackSettings(BaseSettings):
     rest_port: int = Field(default=8080, validation_alias="REST_PORT")
     envoy_admin_port: int = Field(default=9901, validation_alias="ENVOY_ADMIN_PORT")
     api_grpc_port: int = Field(default=50051, validation_alias="API_GRPC_PORT")
+    # api processes behind Envoy (one Python process uses one core); process i listens on
+    # API_GRPC_PORT + i.
+    apis: int = Field(default=1, ge=1, le=6, validation_alias="APIS")
     nats_port: int = Field(default=4222, validation_alias="NATS_PORT")
     # Replicas of the scaled services; replica i serves gRPC health on base port + i.
     dispatchers: int = Field(default=1, ge=0, le=10, validation_alias="DISPATCHERS")
@@ -101,7 +104,10 @@ class Stack:
 
     @property
     def api_grpc_target(self) -> str:
-        return f"127.0.0.1:{self.settings.api_grpc_port}"
+        return self.api_target(0)
+
+    def api_target(self, index: int) -> str:
+        return f"127.0.0.1:{self.settings.api_grpc_port + index}"
 
     def token(self, client_id: str) -> str:
         return mint_token(self.settings.state_dir, client_id)
@@ -124,7 +130,8 @@ class Stack:
         jwks = ensure_keys(state)
 
         self.start_nats()
-        self.start_api()
+        for index in range(self.settings.apis):
+            self.start_api(index)
         for index in range(self.settings.dispatchers):
             self.start_replica("dispatcher", index)
         for index in range(self.settings.dialers):
@@ -139,6 +146,7 @@ class Stack:
             admin_port=self.settings.envoy_admin_port,
             api_host="127.0.0.1",
             api_port=self.settings.api_grpc_port,
+            api_processes=self.settings.apis,
             descriptor_file=DESCRIPTOR,
             jwks_file=jwks,
         )
@@ -167,21 +175,23 @@ class Stack:
         )
         self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
 
-    def start_api(self) -> None:
-        """Start the api service and wait until it reports SERVING (also to restart it)."""
+    def start_api(self, index: int = 0) -> None:
+        """Start api process `index` ("api", then "api-1", ...) and wait until it reports
+        SERVING (also to restart it)."""
         jwks = ensure_keys(self.settings.state_dir)
+        name = "api" if index == 0 else f"api-{index}"
         self._spawn(
-            "api",
+            name,
             [sys.executable, "-m", "services.api"],
             env={
                 **self.service_env,
                 "DATABASE_URL": self.database_url,
-                "API_GRPC_ADDRESS": self.api_grpc_target,
-                "API_METRICS_ADDRESS": self._metrics_address("api"),
+                "API_GRPC_ADDRESS": self.api_target(index),
+                "API_METRICS_ADDRESS": self._metrics_address("api", index),
                 "API_JWKS_FILE": str(jwks),
             },
         )
-        self._wait("api", lambda: _grpc_serving(self.api_grpc_target))
+        self._wait(name, lambda: _grpc_serving(self.api_target(index)))
 
     def replica_target(self, kind: str, index: int) -> str:
         base = {
@@ -368,7 +378,7 @@ def main() -> int:
     log.info(
         "\ncallback-scheduler is ready in %.1fs (database: %s)\n"
         "  REST API:      %s\n"
-        "  api gRPC:      %s\n"
+        "  api gRPC:      %s (%d process(es), on consecutive ports)\n"
         "  NATS:          nats://127.0.0.1:%d\n"
         "  dispatchers:   %d (gRPC health from port %d), dialers: %d (from port %d)\n"
         "  notifiers:     %d (from port %d); webhook secret: make webhook-secret CLIENT=<id>\n"
@@ -381,6 +391,7 @@ def main() -> int:
         where,
         stack.rest_url,
         stack.api_grpc_target,
+        settings.apis,
         settings.nats_port,
         settings.dispatchers,
         settings.dispatcher_grpc_port,
