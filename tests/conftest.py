@@ -140,9 +140,9 @@ def make_state_dir() -> Iterator[StateDirFactory]:
 @pytest.fixture(scope="session")
 def stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
     state_dir = make_state_dir("stack")
-    # Three dispatchers and two dialers: every test runs against replicas.
+    # Two api processes, three dispatchers and two dialers: every test runs against replicas.
     running = Stack(
-        stack_settings(state_dir),
+        stack_settings(state_dir, apis=2),
         log_dir=state_dir / "logs",
         service_env=service_env(),
     )

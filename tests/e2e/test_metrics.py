@@ -20,21 +20,27 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def total_of(url: str, name: str, **labels: str) -> float:
+    """A series of one process, summed over the labels not given."""
+    wanted = tuple(sorted(labels.items()))
+    return sum(
+        number
+        for (sample, sample_labels), number in scrape(url).items()
+        if sample == name and all(item in sample_labels for item in wanted)
+    )
+
+
 def total(stack: Stack, kind: str, replicas: int, name: str, **labels: str) -> float:
     """A series summed over the replicas of one kind of service."""
-    wanted = tuple(sorted(labels.items()))
-    value = 0.0
-    for index in range(replicas):
-        for (sample, sample_labels), number in scrape(stack.metrics_url(kind, index)).items():
-            if sample == name and all(item in sample_labels for item in wanted):
-                value += number
-    return value
+    return sum(
+        total_of(stack.metrics_url(kind, index), name, **labels) for index in range(replicas)
+    )
 
 
 def test_every_service_serves_its_key_series(stack: Stack) -> None:
     # Series without labels exist from the start; labelled ones once used (next test).
     expected = {
-        ("api", 1): ["process_cpu_seconds_total"],
+        ("api", stack.settings.apis): ["process_cpu_seconds_total"],
         ("dispatcher", stack.settings.dispatchers): [
             "callback_claim_seconds_count",
             "callback_attempts_started_total",
@@ -52,14 +58,36 @@ def test_every_service_serves_its_key_series(stack: Stack) -> None:
                 assert name in present, (kind, index, name)
 
 
+def test_envoy_spreads_requests_over_every_api_process(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    assert stack.settings.apis >= 2, "the test stack runs several api processes"
+
+    def served() -> list[float]:
+        return [
+            total_of(
+                stack.metrics_url("api", index), "callback_api_requests_total", rpc="ListQueues"
+            )
+            for index in range(stack.settings.apis)
+        ]
+
+    before = served()
+    for _ in range(20):
+        assert api.get(f"/client/{tenant}/task_scheduler/").status_code == 200
+    after = served()
+
+    assert sum(after) - sum(before) == 20
+    assert all(later > earlier for earlier, later in zip(before, after, strict=True)), after
+
+
 def test_key_series_move_when_a_task_runs(stack: Stack, api: httpx.Client, tenant: str) -> None:
-    d, n = stack.settings.dispatchers, stack.settings.dialers
+    a, d, n = stack.settings.apis, stack.settings.dispatchers, stack.settings.dialers
     before = {
         "started": total(stack, "dispatcher", d, "callback_attempts_started_total"),
         "connected": total(stack, "dialer", n, "callback_calls_total", outcome="connected"),
         "lateness": total(stack, "dialer", n, "callback_dispatch_lateness_seconds_count"),
         "created": total(
-            stack, "api", 1, "callback_api_requests_total", rpc="CreateTasks", result="ok"
+            stack, "api", a, "callback_api_requests_total", rpc="CreateTasks", result="ok"
         ),
         "webhooks": total(
             stack, "notifier", 1, "callback_webhook_attempts_total", outcome="delivered"
@@ -88,7 +116,7 @@ def test_key_series_move_when_a_task_runs(stack: Stack, api: httpx.Client, tenan
     )
     assert moved("connected", "dialer", n, "callback_calls_total", outcome="connected")
     assert moved("lateness", "dialer", n, "callback_dispatch_lateness_seconds_count")
-    assert moved("created", "api", 1, "callback_api_requests_total", rpc="CreateTasks", result="ok")
+    assert moved("created", "api", a, "callback_api_requests_total", rpc="CreateTasks", result="ok")
     wait_until(
         lambda: moved(
             "webhooks", "notifier", 1, "callback_webhook_attempts_total", outcome="delivered"
