@@ -135,17 +135,27 @@ async def claim_due_tasks(
     return rows
 
 
+# The queues' next due tasks first (MATERIALIZED), so that in-flight callbacks are counted
+# only for queues that have a task waiting: left to itself, the planner counted them for
+# every switched-on queue, thousands of rows each during a burst. The next lease by index
+# order, not min(): with fresh rows the planner scanned the whole index for the min.
 _SECONDS_UNTIL_NEXT_WAKE = text(
     """
+    WITH waiting AS MATERIALIZED (
+        SELECT q.id, q.concurrent_task_limit, w.next_run_at
+        FROM queues q
+        CROSS JOIN LATERAL (
+            SELECT t.next_run_at FROM tasks t
+            WHERE t.queue_id = q.id AND t.status IN ('scheduled', 'delayed')
+            ORDER BY t.next_run_at LIMIT 1) w
+        WHERE q.status = 'on'
+    )
     SELECT EXTRACT(EPOCH FROM LEAST(
-        (SELECT min(w.next_run_at) - make_interval(secs => :lookahead_seconds)
-         FROM queues q
-         CROSS JOIN LATERAL (
-             SELECT t.next_run_at FROM tasks t
-             WHERE t.queue_id = q.id AND t.status IN ('scheduled', 'delayed')
-             ORDER BY t.next_run_at LIMIT 1) w
-         WHERE q.status = 'on' AND {in_flight} < q.concurrent_task_limit),
-        (SELECT min(lease_expires_at) FROM tasks WHERE status = 'executed')
+        (SELECT min(q.next_run_at) - make_interval(secs => :lookahead_seconds)
+         FROM waiting q
+         WHERE {in_flight} < q.concurrent_task_limit),
+        (SELECT lease_expires_at FROM tasks WHERE status = 'executed'
+         ORDER BY lease_expires_at LIMIT 1)
     ) - now())
 """.format(in_flight=_IN_FLIGHT.format(q="q.id"))  # noqa: S608 - constant SQL
 )
@@ -213,9 +223,11 @@ async def call_of_attempt(conn: AsyncConnection, task_id: int, attempt: int) -> 
 async def mark_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
     """Note that these calls connected A and B (their `success` event is being sent)."""
     if call_uuids:
+        # A call that already ended needs no note: its result decides the attempt.
         stmt = text("""
             UPDATE calls SET connected_at = now()
             WHERE call_uuid = ANY(:call_uuids) AND connected_at IS NULL
+              AND result = 'in_progress'
         """)
         await conn.execute(stmt, {"call_uuids": list(call_uuids)})
 
