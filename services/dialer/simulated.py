@@ -87,6 +87,8 @@ DEFAULT_RULES = (
     Rule(pattern="*"),
 )
 
+ANY_NUMBER_ANSWERS = Rule(pattern="*")  # where no rule matches
+
 _LEG_RESULT = {"answer": "answered", "busy": "busy", "no_answer": "no_answer", "reject": "rejected"}
 _OUTCOME = {"busy": "busy", "no_answer": "no_answer", "reject": "rejected"}
 
@@ -118,7 +120,7 @@ class SimulatedBackend:
     def _rule(self, number: str) -> Rule:
         return next(
             (rule for rule in self._rules if fnmatch.fnmatchcase(number, rule.pattern)),
-            Rule(pattern="*"),
+            ANY_NUMBER_ANSWERS,
         )
 
     def _ring(self, number: str) -> _Ring:

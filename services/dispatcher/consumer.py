@@ -75,7 +75,9 @@ Announcement = tuple[int, Resolution | None, tuple[str, ...]]
 
 async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.CallEvent]) -> None:
     """Apply a batch of events with a few statements; stale ones (the attempt was already
-    resolved, or the task deleted) change nothing."""
+    resolved, or the task deleted) change nothing. A call that ended frees a place in its
+    queue (even if its task was deleted), and an attempt that ended may make its task due
+    again later: then the dispatchers are woken (at commit)."""
     tasks = {
         row.id: row
         for row in await repository.lock_tasks(conn, [event.task_id for event in events])
@@ -128,6 +130,8 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
     # ends in this same transaction needs no such note.
     await repository.mark_calls_connected(conn, [u for u in connected if u not in ended])
     await repository.end_attempts(conn, changes)
+    if any(event.kind == events_pb2.CallEvent.KIND_ENDED for event in events):
+        await repository.notify_wake(conn)
 
 
 async def _webhooks(
@@ -202,7 +206,6 @@ class CallEventConsumer:
         try:
             async with transaction(self._engine) as conn:
                 await apply_call_events(conn, [event for _, events in parsed for event in events])
-                await repository.notify_wake(conn)
         except StorageUnavailable:
             for msg, _ in parsed:
                 await bus.settle(msg, "nak", delay=1.0)
@@ -222,7 +225,6 @@ class CallEventConsumer:
             try:
                 async with transaction(self._engine) as conn:
                     await apply_call_events(conn, events)
-                    await repository.notify_wake(conn)
             except StorageUnavailable:
                 await bus.settle(msg, "nak", delay=1.0)
             except Exception:
