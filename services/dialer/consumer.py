@@ -18,13 +18,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import bus, metrics
+from services.common.batch_messages import read_batch, read_or_term
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.common.supervision import exit_when_failed
@@ -52,10 +52,6 @@ OUTCOMES = {
 }
 
 
-class PoisonMessage(Exception):
-    """A message with nothing in it that can be dialed."""
-
-
 def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
     return {
         "client_id": request.client_id,
@@ -71,21 +67,8 @@ def _complete(request: events_pb2.DialRequest) -> bool:
 
 
 def parse(data: bytes) -> tuple[list[events_pb2.DialRequest], int]:
-    """The requests of a message that can be dialed, and how many could not (incomplete).
-
-    A DialRequests batch, or a lone DialRequest (from a dispatcher of a version before the
-    batches): a lone request reads as an empty batch, its fields having other wire types.
-    """
-    try:
-        requests = list(events_pb2.DialRequests.FromString(data).requests)
-        if not requests:
-            requests = [events_pb2.DialRequest.FromString(data)]
-    except DecodeError as err:
-        raise PoisonMessage(f"not a DialRequests: {err}") from None
-    complete = [request for request in requests if _complete(request)]
-    if not complete:
-        raise PoisonMessage(f"no complete dial request in {len(requests)}")
-    return complete, len(requests) - len(complete)
+    """The requests of a message that can be dialed, and how many could not (incomplete)."""
+    return read_batch(data, events_pb2.DialRequests, "requests", events_pb2.DialRequest, _complete)
 
 
 def _by_due_time(
@@ -157,17 +140,9 @@ class Dialer:
 
     async def _take(self, msg: Msg, room: int) -> None:
         """Hold the message's requests (up to `room`) until they are due; pass the rest on."""
-        try:
-            requests, incomplete = parse(msg.data)
-        except PoisonMessage as err:
-            log.error("poison dial request", extra={"action": "term", "error": str(err)})
-            await bus.settle(msg, "term")
+        requests = await read_or_term(msg, parse, "dial requests")
+        if requests is None:
             return
-        if incomplete:
-            log.error(
-                "incomplete dial requests not dialed",
-                extra={"action": "skip_incomplete", "count": incomplete},
-            )
         if len(requests) > room:
             requests, rest = requests[:room], requests[room:]
             if not await self._pass_on(rest):

@@ -11,13 +11,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import bus, metrics
+from services.common.batch_messages import read_batch, read_or_term
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dispatcher import repository
@@ -41,10 +41,6 @@ KINDS = (events_pb2.CallEvent.KIND_CONNECTED, events_pb2.CallEvent.KIND_ENDED)
 DURABLE = "dispatcher-calls"
 
 
-class PoisonMessage(Exception):
-    """A message that can never be applied."""
-
-
 def _complete(event: events_pb2.CallEvent) -> bool:
     if event.kind not in KINDS or event.task_id == 0 or event.attempt == 0:
         return False
@@ -52,21 +48,8 @@ def _complete(event: events_pb2.CallEvent) -> bool:
 
 
 def parse(data: bytes) -> tuple[list[events_pb2.CallEvent], int]:
-    """The events of a message that can be applied, and how many could not (incomplete).
-
-    A CallEvents batch, or a lone CallEvent (from a dialer of a version before the
-    batches): a lone event reads as an empty batch, its fields having other wire types.
-    """
-    try:
-        events = list(events_pb2.CallEvents.FromString(data).events)
-        if not events:
-            events = [events_pb2.CallEvent.FromString(data)]
-    except DecodeError as err:
-        raise PoisonMessage(f"not a CallEvents: {err}") from None
-    complete = [event for event in events if _complete(event)]
-    if not complete:
-        raise PoisonMessage(f"no complete call event in {len(events)}: {events[0]}")
-    return complete, len(events) - len(complete)
+    """The events of a message that can be applied, and how many could not (incomplete)."""
+    return read_batch(data, events_pb2.CallEvents, "events", events_pb2.CallEvent, _complete)
 
 
 # A task id, its resolution (None if its call only connected), the webhook events it brings.
@@ -184,17 +167,9 @@ class CallEventConsumer:
         """Apply the messages' events, in transactions of about `batch` events."""
         chunk: list[tuple[Msg, list[events_pb2.CallEvent]]] = []
         for msg in messages:
-            try:
-                events, incomplete = parse(msg.data)
-            except PoisonMessage as err:
-                log.error("poison message", extra={"action": "term", "error": str(err)})
-                await bus.settle(msg, "term")
+            events = await read_or_term(msg, parse, "call events")
+            if events is None:
                 continue
-            if incomplete:
-                log.error(
-                    "incomplete call events ignored",
-                    extra={"action": "skip_incomplete", "count": incomplete},
-                )
             chunk.append((msg, events))
             if sum(len(events) for _, events in chunk) >= self._batch:
                 await self._apply(chunk)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from scheduler.v1 import events_pb2
 
-from services.dispatcher.consumer import PoisonMessage, parse
+from services.common.batch_messages import PoisonMessage
+from services.dispatcher.consumer import parse
 
 ENDED = events_pb2.CallEvent.KIND_ENDED
 CONNECTED = events_pb2.CallEvent.KIND_CONNECTED

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from scheduler.v1 import events_pb2
 
-from services.dialer.consumer import PoisonMessage, _by_due_time, parse
+from services.common.batch_messages import PoisonMessage
+from services.dialer.consumer import _by_due_time, parse
 
 NOW_MS = 1_800_000_000_000.0
 
