@@ -10,7 +10,7 @@ DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench \
-	k8s-envoy-config openapi fuzz bench-sip chaos
+	k8s-envoy-config openapi fuzz bench-sip bench-scale chaos
 
 all: lint typecheck test
 
@@ -101,6 +101,10 @@ bench: gen system-deps $(VENV)/.bench-installed
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.fuzz_api
 	$(PY) -m bench.sip_bench
+
+# Dispatch throughput with few vs 10 M stored tasks (BENCH_SCALE_TASKS): bench/results/scale.md.
+bench-scale: gen system-deps
+	$(PY) -m bench.scale
 
 # schemathesis against the whole stack through Envoy: >= 10,000 generated requests.
 fuzz: gen
