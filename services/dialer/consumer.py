@@ -196,6 +196,7 @@ class Dialer:
             await bus.settle(msg, "ack")
         finally:
             self._held_count -= waiting
+            self._slot_free.set()  # what was not started (nak) frees its room too
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
