@@ -3,11 +3,14 @@ and reads dial requests in batches as well as alone."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, cast
+
 import pytest
 from scheduler.v1 import events_pb2
 
 from services.common.batch_messages import PoisonMessage
-from services.dialer.consumer import _by_due_time, parse
+from services.dialer.consumer import Dialer, _by_due_time, parse
 
 NOW_MS = 1_800_000_000_000.0
 
@@ -74,3 +77,36 @@ def test_a_lone_request_from_an_older_dispatcher_is_read() -> None:
 def test_a_message_with_nothing_to_dial_is_poison(data: bytes) -> None:
     with pytest.raises(PoisonMessage):
         parse(data)
+
+
+class FakeMsg:
+    def __init__(self) -> None:
+        self.verdicts: list[str] = []
+
+    async def ack(self) -> None:
+        self.verdicts.append("ack")
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.verdicts.append("nak")
+
+    async def term(self) -> None:
+        self.verdicts.append("term")
+
+
+async def test_requests_not_started_for_want_of_the_database_free_their_room() -> None:
+    settings: Any = SimpleNamespace(report_retry_seconds=1.0, max_concurrent_calls=2)
+    dialer = Dialer(cast(Any, None), cast(Any, None), cast(Any, None), settings)
+
+    async def database_down(requests: Any) -> bool:
+        return False
+
+    dialer._start_calls = database_down  # type: ignore[method-assign]
+    msg = FakeMsg()
+    dialer._held_count = 2  # as _take counts them: the dialer is full
+    dialer._slot_free.clear()
+
+    await dialer._dial_when_due(cast(Any, msg), [request(1), request(2)])
+
+    assert msg.verdicts == ["nak"]  # redelivered, to this dialer or another
+    assert dialer._held_count == 0
+    assert dialer._slot_free.is_set()  # the fetch loop, waiting for room, goes on
