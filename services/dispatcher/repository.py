@@ -28,11 +28,10 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.models import Call, OutboxMessage, Task
+from services.common.models import Call, OutboxMessage
 
 WAKE_CHANNEL = "callback_scheduler_wake"
 
-tasks = cast(Table, Task.__table__)
 calls = cast(Table, Call.__table__)
 outbox = cast(Table, OutboxMessage.__table__)
 
