@@ -15,6 +15,12 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 
 
+def _consume_result(done: asyncio.Future[None]) -> None:
+    """Mark a result nobody awaits as seen (asyncio would warn of an unread exception)."""
+    if not done.cancelled():
+        done.exception()
+
+
 class Coalescer(Generic[Item]):
     def __init__(self, write: Callable[[list[Item]], Awaitable[None]], max_batch: int) -> None:
         self._write = write
@@ -26,6 +32,13 @@ class Coalescer(Generic[Item]):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, done))
         await done
+
+    def submit_nowait(self, item: Item) -> None:
+        """Queue `item` without waiting for its write (a failed write is for `write` to
+        log)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume_result)
+        self._queue.put_nowait((item, done))
 
     async def run(self) -> None:
         while True:

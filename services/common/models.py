@@ -160,8 +160,9 @@ class Call(Base):
     comment: Mapped[str] = mapped_column(Text, server_default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When the dispatcher learnt that A and B were connected (and announced `success`): an
-    # attempt whose end is then never reported still counts as connected.
+    # When A and B were connected, noted by the dispatcher as it announced `success`, or by
+    # the dialer for a task without url_success: an attempt whose end is then never
+    # reported still counts as connected.
     connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Legs, answer times and durations, as the backend reported them.
     record: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

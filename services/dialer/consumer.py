@@ -259,7 +259,10 @@ class Dialer:
         )
 
         async def connected() -> None:
-            await self._publish(request, events_pb2.CallEvent.KIND_CONNECTED, None)
+            if request.skip_connected_event:
+                self._records.note_connected(request.call_uuid)  # the call goes on meanwhile
+            else:
+                await self._publish(request, events_pb2.CallEvent.KIND_CONNECTED, None)
 
         try:
             report = await self._backend.place_call(plan, connected)

@@ -37,6 +37,7 @@ def dial_request(task: Any) -> events_pb2.DialRequest:
         caller_id_number=params.get("caller_id_number", ""),
         extension_id=task.extension_id,
         due_at_unix_ms=int(task.next_run_at.timestamp() * 1000),
+        skip_connected_event=not task.url_success,
     )
 
 

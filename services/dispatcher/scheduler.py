@@ -151,7 +151,8 @@ class Scheduler:
                 if call is not None and call.result != "in_progress":
                     outcome, comment = call.result, call.comment
                 elif call is not None and call.connected_at is not None:
-                    # `success` went out already: A and B talked, however the call ended.
+                    # A and B talked (and `success` went out, if the task has its URL),
+                    # however the call ended.
                     outcome, comment = CONNECTED, LOST_AFTER_CONNECTED
                     await repository.mark_call_lost(conn, call.call_uuid)
                 else:
