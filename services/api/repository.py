@@ -142,7 +142,18 @@ async def delete_task(conn: AsyncConnection, client_id: str, queue_id: int, task
     stmt = delete(tasks).where(
         tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id
     )
-    return (await conn.execute(stmt)).rowcount > 0
+    if (await conn.execute(stmt)).rowcount == 0:
+        return False
+    # A statement of its own, after the DELETE: if a dialer was recording a call of the task
+    # (it holds the task FOR SHARE), the DELETE waited for it, and only a new snapshot sees
+    # that call. The call keeps its place in the queue until it ends (count_in_flight).
+    await conn.execute(_MARK_CALLS_OF_DELETED_TASK, {"task_id": task_id})
+    return True
+
+
+_MARK_CALLS_OF_DELETED_TASK = text("""
+    UPDATE calls SET task_deleted = true WHERE task_id = :task_id AND result = 'in_progress'
+""")
 
 
 async def select_call(conn: AsyncConnection, client_id: str, call_uuid: str) -> Row[Any] | None:

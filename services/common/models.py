@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -140,12 +142,12 @@ class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         UniqueConstraint("task_id", "attempt"),
-        Index(None, "client_id", "call_uuid"),
         # The dispatcher counts calls still going on for deleted tasks (see count_in_flight).
         Index(
-            "ix_calls_in_progress",
+            "ix_calls_of_deleted_tasks",
             "queue_id",
-            postgresql_where=text("result = 'in_progress'"),
+            "started_at",
+            postgresql_where=text("task_deleted"),
         ),
     )
 
@@ -164,6 +166,9 @@ class Call(Base):
     # the dialer for a task without url_success: an attempt whose end is then never
     # reported still counts as connected.
     connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by the API when it deletes the task: the call still holds a place in its queue
+    # until it ends (a DELETE does not hang up).
+    task_deleted: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # Legs, answer times and durations, as the backend reported them.
     record: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 

@@ -21,12 +21,15 @@ class NewCall:
     backend: str
 
 
+# The status is checked on the rows found by id, not in the scan: `status = 'executed'` in
+# the WHERE let the planner scan the partial index of every executed task and filter it by
+# id (28 ms for 200 during a burst).
 _CURRENT_ATTEMPTS = text("""
-    SELECT id, attempts,
+    SELECT id, attempts, status = 'executed' AS executed,
            lease_expires_at >= now() + make_interval(secs => :longest_call_seconds)
                AS time_enough
     FROM tasks
-    WHERE id = ANY(:task_ids) AND status = 'executed'
+    WHERE id = ANY(:task_ids)
     ORDER BY id
     FOR SHARE
 """)
@@ -64,6 +67,7 @@ async def start_calls(
     found = {
         (row.id, row.attempts): bool(row.time_enough)
         for row in await conn.execute(_CURRENT_ATTEMPTS, params)
+        if row.executed
     }
     too_late = {c.call_uuid for c in new_calls if found.get((c.task_id, c.attempt)) is False}
     dial = [c for c in new_calls if found.get((c.task_id, c.attempt)) is True]

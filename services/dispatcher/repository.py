@@ -77,13 +77,12 @@ async def lock_queue(conn: AsyncConnection, queue_id: int) -> int | None:
 
 # Callbacks of queue `q` in progress: its executed tasks, plus calls still going on for
 # tasks deleted mid-call (a DELETE does not hang up; the call holds its slot until it ends,
-# or at most for a lease if its dialer died).
+# or at most for a lease if its dialer died). The API marks those calls as it deletes.
 _IN_FLIGHT = """(
     (SELECT count(*) FROM tasks e WHERE e.queue_id = {q} AND e.status = 'executed')
   + (SELECT count(*) FROM calls c
-     WHERE c.queue_id = {q} AND c.result = 'in_progress'
-       AND c.started_at > now() - make_interval(secs => :lease_seconds)
-       AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = c.task_id)))"""
+     WHERE c.queue_id = {q} AND c.task_deleted AND c.result = 'in_progress'
+       AND c.started_at > now() - make_interval(secs => :lease_seconds)))"""
 
 _COUNT_IN_FLIGHT = text("SELECT " + _IN_FLIGHT.format(q=":queue_id"))
 
