@@ -268,7 +268,7 @@ class Dialer:
             report = await self._backend.place_call(plan, connected)
         finally:
             metrics.CALLS_IN_PROGRESS.dec()
-        metrics.CALLS.labels(report.outcome).inc()
+        metrics.calls_with_outcome(report.outcome).inc()
         try:
             await self._records.save(request.call_uuid, report)
         except Exception:

@@ -19,6 +19,7 @@ import asyncio
 import fnmatch
 import logging
 import random
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -112,16 +113,14 @@ class SimulatedBackend:
         max_call_seconds: float = 3600.0,
         seed: int | None = None,
     ) -> None:
-        self._rules = rules
+        # Compiled once: fnmatchcase per rule and dial was a tenth of a busy dialer's time.
+        self._rules = tuple((re.compile(fnmatch.translate(r.pattern)).match, r) for r in rules)
         self._rng = random.Random(seed)
         self._ring_timeout = ring_timeout_seconds
         self._max_call = max_call_seconds
 
     def _rule(self, number: str) -> Rule:
-        return next(
-            (rule for rule in self._rules if fnmatch.fnmatchcase(number, rule.pattern)),
-            ANY_NUMBER_ANSWERS,
-        )
+        return next((rule for matches, rule in self._rules if matches(number)), ANY_NUMBER_ANSWERS)
 
     def _ring(self, number: str) -> _Ring:
         rule = self._rule(number).draw(self._rng)
