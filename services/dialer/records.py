@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,8 +30,7 @@ class RecordWriter:
     def note_connected(self, call_uuid: str) -> None:
         """Note, without waiting, that the call connected A and B: if its end is then never
         reported, the attempt's lease expiry still counts it as connected."""
-        row = {"call_uuid": call_uuid, "connected_at": datetime.now(UTC).isoformat()}
-        self._batches.submit_nowait(("connected", row))
+        self._batches.submit_nowait(("connected", {"call_uuid": call_uuid}))
 
     async def save(self, call_uuid: str, report: CallReport) -> None:
         """Returns once the record is stored (or, after a long database outage, given up:
@@ -56,7 +54,9 @@ class RecordWriter:
         # A call that ended in this batch has its connection time in its end row.
         ended_calls = {row["call_uuid"] for row in ended}
         connected = [
-            row for kind, row in rows if kind == "connected" and row["call_uuid"] not in ended_calls
+            row["call_uuid"]
+            for kind, row in rows
+            if kind == "connected" and row["call_uuid"] not in ended_calls
         ]
         try:
             await self._write_retrying(connected, ended)
@@ -64,9 +64,7 @@ class RecordWriter:
             log.exception("call records not saved", extra={"action": "save_failed"})
             raise
 
-    async def _write_retrying(
-        self, connected: list[dict[str, Any]], ended: list[dict[str, Any]]
-    ) -> None:
+    async def _write_retrying(self, connected: list[str], ended: list[dict[str, Any]]) -> None:
         delay, waited = 0.2, 0.0
         while True:
             try:
