@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import httpx
+import psycopg
 
 from deploy.local.stack import Stack
 from tests.conftest import BUSY_NUMBER, NO_ANSWER_NUMBER, REJECT_NUMBER
@@ -244,6 +245,31 @@ def test_successful_task_with_tries_left_makes_one_call(
 
     assert done["finish_result"] == "success"
     assert [c.attempt for c in calls_of_task(stack, task["id"])] == [1]
+
+
+def test_a_connected_call_records_when_a_and_b_were_connected(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    """Noted by the dialer for a task without url_success (it reports no connection to the
+    dispatcher), by the dispatcher for one with it, and in the end record either way."""
+    queue = create_queue(api, tenant, limit=2)
+    quiet, announced = queue.add(
+        {"a_number": ANSWERING_NUMBER, "b_number": OTHER_ANSWERING_NUMBER},
+        {
+            "a_number": ANSWERING_NUMBER,
+            "b_number": OTHER_ANSWERING_NUMBER,
+            "url_success": "https://hooks.example.com/success",
+        },
+    )
+    for task in (quiet, announced):
+        assert queue.wait_finished(task["id"], timeout=10)["finish_result"] == "success"
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute(
+            "SELECT task_id, started_at <= connected_at AND connected_at <= ended_at "
+            "FROM calls WHERE queue_id = %s ORDER BY task_id",
+            (queue.id,),
+        ).fetchall()
+    assert rows == [(quiet["id"], True), (announced["id"], True)]
 
 
 def test_zero_pause_retries_at_once(stack: Stack, api: httpx.Client, tenant: str) -> None:

@@ -4,6 +4,7 @@ write fails only its own batch."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -45,3 +46,28 @@ async def test_a_failed_write_fails_its_own_submitters_only() -> None:
         await batches.submit("bad")
     await batches.submit("good")  # the writer goes on
     runner.cancel()
+
+
+async def test_items_not_waited_for_are_written_in_order_and_a_failure_is_not_left_unread() -> None:
+    writes: list[list[str]] = []
+    failed = asyncio.Event()
+
+    async def write(items: list[str]) -> None:
+        writes.append(items)
+        if "bad" in items:
+            failed.set()
+            raise RuntimeError("database down")
+
+    unread: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unread.append(context))
+    batches = Coalescer(write, max_batch=10)
+    runner = asyncio.create_task(batches.run())
+    batches.submit_nowait("bad")
+    await failed.wait()
+    await batches.submit("good")  # the writer goes on
+    runner.cancel()
+    gc.collect()  # an exception never read is reported when its future is collected
+
+    assert writes == [["bad"], ["good"]]
+    assert unread == []
