@@ -349,7 +349,34 @@ async def delete_outbox(conn: AsyncConnection, ids: Sequence[int]) -> None:
     await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": list(ids)})
 
 
-async def count_tasks_by_status(conn: AsyncConnection) -> dict[str, int]:
-    """Tasks of all tenants by status (for the metrics)."""
-    rows = await conn.execute(text("SELECT status, count(*) FROM tasks GROUP BY status"))
-    return {str(status): int(count) for status, count in rows}
+# Above this many tasks (by the planner's estimate), the statuses other than `executed` are
+# estimated from PostgreSQL's statistics, not counted: a count is a scan of the whole table,
+# by every dispatcher every stats interval (with 10M tasks stored, 2.9 GB each time).
+EXACT_COUNT_MAX_ROWS = 200_000
+
+_TABLE_ROWS = text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'tasks'::regclass")
+
+_STATUS_FREQUENCIES = text("""
+    SELECT most_common_vals::text::text[], most_common_freqs FROM pg_stats
+    WHERE schemaname = current_schema() AND tablename = 'tasks' AND attname = 'status'
+""")
+
+
+async def count_tasks_by_status(
+    conn: AsyncConnection, exact_up_to: int = EXACT_COUNT_MAX_ROWS
+) -> dict[str, int]:
+    """Tasks of all tenants by status (for the metrics): counted in a table of up to
+    `exact_up_to` rows; in a bigger one, `executed` is counted (a small partial index) and
+    the others are estimated from the statistics autovacuum keeps (as fresh as its last
+    ANALYZE of tasks)."""
+    rows = (await conn.execute(_TABLE_ROWS)).scalar_one()
+    frequencies = (await conn.execute(_STATUS_FREQUENCIES)).one_or_none()
+    if rows <= exact_up_to or frequencies is None:
+        counted = await conn.execute(text("SELECT status, count(*) FROM tasks GROUP BY status"))
+        return {str(status): int(count) for status, count in counted}
+    statuses, shares = frequencies
+    estimated = zip(statuses, shares, strict=True)
+    counts = {str(status): round(rows * share) for status, share in estimated}
+    executed = text("SELECT count(*) FROM tasks WHERE status = 'executed'")
+    counts["executed"] = int((await conn.execute(executed)).scalar_one())
+    return counts

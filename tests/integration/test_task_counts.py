@@ -1,0 +1,72 @@
+"""The tasks-by-status gauge's numbers, on a database of its own: counted in a small table,
+estimated from PostgreSQL's statistics in a big one (but `executed`, always counted)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db import make_engine, transaction
+from services.dispatcher import repository
+
+STATUSES = {"scheduled": 3000, "delayed": 1000, "executed": 400, "finished": 5600}
+
+
+@pytest.fixture
+async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(migrated_database, pool_size=1)
+    async with transaction(engine) as conn:
+        queue = (
+            await conn.execute(
+                text("""
+                    INSERT INTO queues (client_id, name, comment, status, concurrent_task_limit)
+                    VALUES ('acme', 'q', '', 'on', 10) RETURNING id
+                """)
+            )
+        ).scalar_one()
+        for status, count in STATUSES.items():
+            await conn.execute(
+                text("""
+                    INSERT INTO tasks (queue_id, client_id, name, status, a_number, b_number,
+                                       extension_id, try_count, try_again_pause, url_before,
+                                       url_before_again, url_success, url_after,
+                                       start_time_utc, next_run_at, callback_params)
+                    SELECT :queue, 'acme', '', :status, '+15550000000', '+15550000001', 0, 1,
+                           60, '', '', '', '', now(), now(), '{}'
+                    FROM generate_series(1, :count)
+                """),
+                {"queue": queue, "status": status, "count": count},
+            )
+    yield engine
+    await engine.dispose()
+
+
+async def counts(engine: AsyncEngine, exact_up_to: int) -> dict[str, int]:
+    async with transaction(engine) as conn:
+        return await repository.count_tasks_by_status(conn, exact_up_to)
+
+
+async def test_a_big_table_is_estimated_from_its_statistics_but_executed_counted(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE tasks"))  # samples every row of a table this small
+        await conn.commit()
+    async with transaction(engine) as conn:  # 50 more executed, after the statistics
+        await conn.execute(
+            text(
+                "UPDATE tasks SET status = 'executed' WHERE id IN "
+                "(SELECT id FROM tasks WHERE status = 'scheduled' LIMIT 50)"
+            )
+        )
+
+    estimated = await counts(engine, exact_up_to=1000)
+
+    assert estimated == STATUSES | {"executed": 450}
+    assert await counts(engine, exact_up_to=100_000) == STATUSES | {
+        "scheduled": 2950,
+        "executed": 450,
+    }
