@@ -15,17 +15,12 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 
 
-def _consume_result(done: asyncio.Future[None]) -> None:
-    """Mark a result nobody awaits as seen (asyncio would warn of an unread exception)."""
-    if not done.cancelled():
-        done.exception()
-
-
 class Coalescer(Generic[Item]):
     def __init__(self, write: Callable[[list[Item]], Awaitable[None]], max_batch: int) -> None:
         self._write = write
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[None]]] = asyncio.Queue()
+        # Each item with the future its submitter awaits (None: nobody waits for it).
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[None] | None]] = asyncio.Queue()
 
     async def submit(self, item: Item) -> None:
         """Returns once the batch holding `item` is written; raises what its write raised."""
@@ -36,22 +31,26 @@ class Coalescer(Generic[Item]):
     def submit_nowait(self, item: Item) -> None:
         """Queue `item` without waiting for its write (a failed write is for `write` to
         log)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_consume_result)
-        self._queue.put_nowait((item, done))
+        self._queue.put_nowait((item, None))
+
+    async def drain(self) -> None:
+        """Returns once everything submitted so far has been written (or its write failed)."""
+        await self._queue.join()
 
     async def run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            failure: Exception | None = None
             try:
                 await self._write([item for item, _ in batch])
             except Exception as err:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(err)
-                continue
+                failure = err
             for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+                if done is not None and not done.done():
+                    if failure is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(failure)
+                self._queue.task_done()

@@ -7,15 +7,15 @@ bridges them, and reports every leg. Backends: `simulated` (here), `sip` (separa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from services.common.timefmt import format_utc
 
 
-@dataclass(frozen=True)
-class CallPlan:
+# NamedTuples, not frozen dataclasses: as immutable, and built five times faster (a frozen
+# dataclass sets each field through object.__setattr__), several times per call.
+class CallPlan(NamedTuple):
     call_uuid: str
     a_numbers: tuple[str, ...]  # a_number first, then the extended A numbers
     b_number: str
@@ -24,8 +24,7 @@ class CallPlan:
     extension_id: int = 0
 
 
-@dataclass(frozen=True)
-class Leg:
+class Leg(NamedTuple):
     role: str  # "a" or "b"
     number: str
     # "answered", "busy", "no_answer", "rejected", "cancelled" or "error".
@@ -58,15 +57,14 @@ class Leg:
         }
 
 
-@dataclass(frozen=True)
-class CallReport:
+class CallReport(NamedTuple):
     # "connected", "a_busy", "a_no_answer", "a_rejected", "b_busy", "b_no_answer",
     # "b_rejected" or "error".
     outcome: str
     comment: str
     started: datetime
     ended: datetime
-    legs: tuple[Leg, ...] = field(default_factory=tuple)
+    legs: tuple[Leg, ...] = ()
     connected_at: datetime | None = None
 
     def as_record(self) -> dict[str, Any]:

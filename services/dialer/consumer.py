@@ -100,8 +100,8 @@ class Dialer:
         self._held: set[asyncio.Task[None]] = set()
         self._held_count = 0  # requests in them
         self._slot_free = asyncio.Event()
-        self._records = RecordWriter(engine, settings.report_retry_seconds)
         self._events = CallEventPublisher(jetstream, settings.report_retry_seconds)
+        self._records = RecordWriter(engine, self._events, settings.report_retry_seconds)
         self._writers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -115,6 +115,8 @@ class Dialer:
             await asyncio.wait(set(self._held))
         if self._calls:
             await asyncio.wait(set(self._calls))
+        await self._records.drain()  # then their end events are queued
+        await self._events.drain()
         for writer in self._writers:
             writer.cancel()
 
@@ -261,31 +263,27 @@ class Dialer:
         async def connected() -> None:
             if request.skip_connected_event:
                 self._records.note_connected(request.call_uuid)  # the call goes on meanwhile
-            else:
-                await self._publish(request, events_pb2.CallEvent.KIND_CONNECTED, None)
+            else:  # stored before the call goes on, so it is ahead of the end event
+                await self._events.publish(_event(request, events_pb2.CallEvent.KIND_CONNECTED))
 
         try:
             report = await self._backend.place_call(plan, connected)
         finally:
             metrics.CALLS_IN_PROGRESS.dec()
         metrics.calls_with_outcome(report.outcome).inc()
-        try:
-            await self._records.save(request.call_uuid, report)
-        except Exception:
-            return  # not stored and not reported: the attempt's lease resolves it
-        await self._publish(request, events_pb2.CallEvent.KIND_ENDED, report)
+        ended = _event(request, events_pb2.CallEvent.KIND_ENDED, report)
+        self._records.call_ended(request.call_uuid, report, ended)
         log.info("call ended", extra={"action": "call_ended", "outcome": report.outcome, **context})
 
-    async def _publish(
-        self, request: events_pb2.DialRequest, kind: int, report: CallReport | None
-    ) -> None:
-        await self._events.publish(
-            events_pb2.CallEvent(
-                kind=kind,  # type: ignore[arg-type]
-                task_id=request.task_id,
-                attempt=request.attempt,
-                call_uuid=request.call_uuid,
-                outcome=OUTCOMES[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
-                comment=report.comment if report else "",
-            )
-        )
+
+def _event(
+    request: events_pb2.DialRequest, kind: int, report: CallReport | None = None
+) -> events_pb2.CallEvent:
+    return events_pb2.CallEvent(
+        kind=kind,  # type: ignore[arg-type]
+        task_id=request.task_id,
+        attempt=request.attempt,
+        call_uuid=request.call_uuid,
+        outcome=OUTCOMES[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
+        comment=report.comment if report else "",
+    )

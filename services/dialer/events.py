@@ -26,6 +26,14 @@ class CallEventPublisher:
         `give_up_seconds` of NATS outage (logged; the attempt's lease expiry resolves it)."""
         await self._batches.submit(event)
 
+    def publish_nowait(self, event: events_pb2.CallEvent) -> None:
+        """Queue the event behind those before it, without waiting for JetStream."""
+        self._batches.submit_nowait(event)
+
+    async def drain(self) -> None:
+        """Returns once every event queued so far was stored (or given up)."""
+        await self._batches.drain()
+
     async def run(self) -> None:
         await self._batches.run()
 

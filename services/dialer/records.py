@@ -1,12 +1,18 @@
 """Saves what the dialer learns about its calls, in batches: calls that connect or end
-together share a transaction and one UPDATE each, instead of one transaction each."""
+together share a transaction and one UPDATE each, instead of one transaction each.
+
+A call's end event is published once its record is stored, so that a task the dispatcher
+finishes always has its call history; nothing waits for either, so a call's task ends as
+soon as the call does.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
+from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.batching import Coalescer
@@ -14,55 +20,76 @@ from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.dialer import repository
 from services.dialer.backend import CallReport
+from services.dialer.events import CallEventPublisher
 
 log = logging.getLogger(__name__)
 
-# What a row says about its call: it connected A and B, or it ended (with its record).
-Kind = Literal["connected", "ended"]
+
+class _Connected(NamedTuple):
+    call_uuid: str
+
+
+class _Ended(NamedTuple):
+    row: dict[str, Any]
+    event: events_pb2.CallEvent  # published once the row is stored
 
 
 class RecordWriter:
-    def __init__(self, engine: AsyncEngine, retry_seconds: float, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        events: CallEventPublisher,
+        retry_seconds: float,
+        max_batch: int = 500,
+    ) -> None:
         self._engine = engine
+        self._events = events
         self._retry_seconds = retry_seconds
-        self._batches: Coalescer[tuple[Kind, dict[str, Any]]] = Coalescer(self._write, max_batch)
+        self._batches: Coalescer[_Connected | _Ended] = Coalescer(self._write, max_batch)
 
     def note_connected(self, call_uuid: str) -> None:
         """Note, without waiting, that the call connected A and B: if its end is then never
         reported, the attempt's lease expiry still counts it as connected."""
-        self._batches.submit_nowait(("connected", {"call_uuid": call_uuid}))
+        self._batches.submit_nowait(_Connected(call_uuid))
 
-    async def save(self, call_uuid: str, report: CallReport) -> None:
-        """Returns once the record is stored (or, after a long database outage, given up:
-        the dispatcher's lease expiry then resolves the attempt)."""
-        connected_at = report.connected_at.isoformat() if report.connected_at else None
+    def call_ended(self, call_uuid: str, report: CallReport, event: events_pb2.CallEvent) -> None:
+        """Store the call's record, then publish its end event, without waiting for either.
+        If the database stays unavailable for `retry_seconds`, neither happens (logged):
+        the dispatcher's lease expiry then resolves the attempt."""
         row = {
             "call_uuid": call_uuid,
             "result": report.outcome,
             "comment": report.comment,
-            "ended_at": report.ended.isoformat(),
-            "connected_at": connected_at,
+            "ended_at": report.ended,
+            "connected_at": report.connected_at,
             "record": report.as_record(),
         }
-        await self._batches.submit(("ended", row))
+        self._batches.submit_nowait(_Ended(row, event))
+
+    async def drain(self) -> None:
+        """Returns once every record noted so far was stored (or given up) and its event
+        queued for publishing."""
+        await self._batches.drain()
 
     async def run(self) -> None:
         await self._batches.run()
 
-    async def _write(self, rows: list[tuple[Kind, dict[str, Any]]]) -> None:
-        ended = [row for kind, row in rows if kind == "ended"]
+    async def _write(self, items: list[_Connected | _Ended]) -> None:
+        ended = [item for item in items if isinstance(item, _Ended)]
         # A call that ended in this batch has its connection time in its end row.
-        ended_calls = {row["call_uuid"] for row in ended}
+        ended_calls = {item.row["call_uuid"] for item in ended}
         connected = [
-            row["call_uuid"]
-            for kind, row in rows
-            if kind == "connected" and row["call_uuid"] not in ended_calls
+            item.call_uuid
+            for item in items
+            if isinstance(item, _Connected) and item.call_uuid not in ended_calls
         ]
         try:
-            await self._write_retrying(connected, ended)
+            await self._write_retrying(connected, [item.row for item in ended])
         except Exception:
             log.exception("call records not saved", extra={"action": "save_failed"})
             raise
+        for item in ended:
+            self._events.publish_nowait(item.event)
 
     async def _write_retrying(self, connected: list[str], ended: list[dict[str, Any]]) -> None:
         delay, waited = 0.2, 0.0

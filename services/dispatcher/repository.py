@@ -19,12 +19,12 @@ lateness that way.
 
 from __future__ import annotations
 
-import json
 from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Row, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -258,7 +258,7 @@ _END_ATTEMPT = text("""
 # Set-based statements, one per batch, their rows passed as one JSON document: executemany
 # ran one statement per row (the per-statement cost was most of the database's share of a
 # callback), and arrays cost more to send (psycopg escapes each element of a text array with
-# a regular expression; json.dumps is C).
+# a regular expression). Encoded by orjson, several times faster than json.dumps.
 _END_ATTEMPTS = text("""
     UPDATE tasks t
     SET status = c.status,
@@ -279,7 +279,7 @@ _END_ATTEMPTS = text("""
 async def end_attempts(conn: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
     """end_attempt for many tasks (each at most once) in one statement."""
     if changes:
-        await conn.execute(_END_ATTEMPTS, {"changes": json.dumps(changes)})
+        await conn.execute(_END_ATTEMPTS, {"changes": orjson.dumps(changes).decode()})
 
 
 async def end_attempt(
@@ -328,7 +328,7 @@ async def add_to_outbox(conn: AsyncConnection, messages: Sequence[Message]) -> N
         {"subject": m.subject, "msg_id": m.msg_id, "payload": b64encode(m.payload).decode()}
         for m in messages
     ]
-    await conn.execute(_ADD_TO_OUTBOX, {"messages": json.dumps(rows)})
+    await conn.execute(_ADD_TO_OUTBOX, {"messages": orjson.dumps(rows).decode()})
 
 
 async def take_outbox_batch(

@@ -71,3 +71,27 @@ async def test_items_not_waited_for_are_written_in_order_and_a_failure_is_not_le
 
     assert writes == [["bad"], ["good"]]
     assert unread == []
+
+
+async def test_drain_returns_once_everything_submitted_is_written_or_failed() -> None:
+    writes: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def write(items: list[str]) -> None:
+        await release.wait()
+        writes.append(items)
+        if "bad" in items:
+            raise RuntimeError("database down")
+
+    batches = Coalescer(write, max_batch=2)
+    runner = asyncio.create_task(batches.run())
+    for item in ("a", "bad", "c"):
+        batches.submit_nowait(item)
+    drained = asyncio.create_task(batches.drain())
+    await asyncio.sleep(0)
+    assert not drained.done()  # nothing written yet
+    release.set()
+    await drained
+    runner.cancel()
+
+    assert writes == [["a", "bad"], ["c"]]
