@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
+
+LEASE_CHECK_WHILE_BUSY_SECONDS = 1.0
 
 
 class Scheduler:
@@ -51,10 +54,16 @@ class Scheduler:
 
     async def run(self) -> None:
         backoff = 0.1
+        next_lease_check = 0.0
         while not self._stopping:
             self._wakeups.clear()
             try:
-                busy = await self._claim_pass() + await self._expire_leases()
+                busy = await self._claim_pass()
+                # While claiming goes on, leases (an hour long) are checked once a second,
+                # not after every pass: a transaction per pass was 5 % of a busy dispatcher.
+                if not busy or time.monotonic() >= next_lease_check:
+                    busy += await self._expire_leases()
+                    next_lease_check = time.monotonic() + LEASE_CHECK_WHILE_BUSY_SECONDS
                 if busy:
                     self._outbox_ready.set()
                     continue  # there may be more: claim until a pass finds nothing
