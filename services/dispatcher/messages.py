@@ -25,8 +25,8 @@ def dial_requests(tasks: Sequence[Any]) -> Message:
 
 
 def dial_request_fields(task: Any) -> dict[str, Any]:
-    """The DialRequest of a task's current attempt, as keyword arguments."""
-    params = task.callback_params or {}
+    """The DialRequest of a task's current attempt, as keyword arguments (from a claimed
+    row: its callback_params already taken apart, see claim_due_tasks)."""
     return dict(
         task_id=task.id,
         attempt=task.attempts,
@@ -35,9 +35,9 @@ def dial_request_fields(task: Any) -> dict[str, Any]:
         queue_id=task.queue_id,
         a_number=task.a_number,
         b_number=task.b_number,
-        extended_a_numbers=params.get("extended_a_numbers", []),
-        caller_id_name=params.get("caller_id_name", ""),
-        caller_id_number=params.get("caller_id_number", ""),
+        extended_a_numbers=task.extended_a_numbers or [],
+        caller_id_name=task.caller_id_name or "",
+        caller_id_number=task.caller_id_number or "",
         extension_id=task.extension_id,
         due_at_unix_ms=int(task.next_run_at.timestamp() * 1000),
         skip_connected_event=not task.url_success,

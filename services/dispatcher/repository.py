@@ -110,7 +110,11 @@ _CLAIM_DUE_TASKS = text(f"""
         lease_expires_at = now() + make_interval(secs => :lease_seconds)
     FROM due
     WHERE t.id = due.id
-    RETURNING t.*
+    RETURNING t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number, t.b_number,
+              t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
+              t.callback_params->'extended_a_numbers' AS extended_a_numbers,
+              t.callback_params->>'caller_id_name' AS caller_id_name,
+              t.callback_params->>'caller_id_number' AS caller_id_number
 """)  # noqa: S608 - constant SQL
 
 
@@ -122,7 +126,9 @@ async def claim_due_tasks(
     lookahead_seconds: float = 0.0,
 ) -> Sequence[Row[Any]]:
     """Step 3: start the next attempt of up to `how_many` tasks due within the lookahead,
-    earliest due first."""
+    earliest due first. Returns what their dial requests and the choice of their start
+    webhooks need, not whole rows: with whole rows (callback_params parsed from JSON), the
+    client's CPU per claimed task was 10-13 us instead of 7."""
     params = {
         "queue_id": queue_id,
         "how_many": how_many,

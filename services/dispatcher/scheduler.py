@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import metrics
 from services.common.db import transaction
@@ -21,7 +21,7 @@ from services.dispatcher.lifecycle import (
     resolve_attempt,
     start_event,
 )
-from services.dispatcher.messages import dial_requests, webhook_events
+from services.dispatcher.messages import dial_requests, has_webhook, webhook_events
 from services.dispatcher.results import apply_resolution
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
@@ -139,15 +139,28 @@ class Scheduler:
             )
             if started:
                 in_order = sorted(started, key=lambda row: row.id)
-                messages = [
-                    event
-                    for task in in_order
-                    for event in webhook_events(task, [start_event(task.attempts)])
-                ]
+                messages = await self._start_webhooks(conn, in_order)
                 messages.append(dial_requests(in_order))
                 await repository.add_to_outbox(conn, messages)
         metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
         return started
+
+    @staticmethod
+    async def _start_webhooks(
+        conn: AsyncConnection, claimed: Sequence[Any]
+    ) -> list[repository.Message]:
+        """The `before`/`before_again` events of the claimed tasks that have a URL for
+        theirs, with the whole task (read only for those)."""
+        wanted = {task.id for task in claimed if has_webhook(task, [start_event(task.attempts)])}
+        if not wanted:
+            return []
+        whole = {row.id: row for row in await repository.tasks_by_id(conn, list(wanted))}
+        return [
+            event
+            for task in claimed
+            if task.id in wanted
+            for event in webhook_events(whole[task.id], [start_event(task.attempts)])
+        ]
 
     async def _expire_leases(self) -> int:
         """Resolve attempts whose lease ran out: with the call's result if the dialer saved
