@@ -137,7 +137,6 @@ class SimulatedBackend:
         wait = winner.seconds if winner else max(r.seconds for r in rings)
         await _wait(wait)
         a_answered = started + timedelta(seconds=wait)
-        a_legs = tuple(_a_leg(r, winner, started) for r in rings)
         if winner is None:
             primary = rings[0].rule.behaviour
             return CallReport(
@@ -145,21 +144,20 @@ class SimulatedBackend:
                 comment="",
                 started=started,
                 ended=datetime.now(UTC),
-                legs=a_legs,
+                legs=_a_legs(rings, None, started),
             )
 
         b = self._ring(plan.b_number)
         await _wait(b.seconds)
         b_end = datetime.now(UTC)
         if b.rule.behaviour != "answer":
-            a_leg = _replace_end(a_legs, winner.number, b_end, "system")
             b_leg = Leg("b", b.number, _LEG_RESULT[b.rule.behaviour], a_answered, None, b_end)
             return CallReport(
                 outcome=f"b_{_OUTCOME[b.rule.behaviour]}",
                 comment="",
                 started=started,
                 ended=b_end,
-                legs=(*a_leg, b_leg),
+                legs=(*_a_legs(rings, winner, started, b_end, "system"), b_leg),
             )
 
         connected_at = b_end
@@ -173,14 +171,13 @@ class SimulatedBackend:
             hangup_by = "a"
         else:
             hangup_by = "b"
-        a_final = _replace_end(a_legs, winner.number, ended, hangup_by)
         b_leg = Leg("b", b.number, "answered", a_answered, connected_at, ended, hangup_by)
         return CallReport(
             outcome="connected",
             comment="",
             started=started,
             ended=ended,
-            legs=(*a_final, b_leg),
+            legs=(*_a_legs(rings, winner, started, ended, hangup_by), b_leg),
             connected_at=connected_at,
         )
 
@@ -192,21 +189,31 @@ async def _wait(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-def _a_leg(ring: _Ring, winner: _Ring | None, started: datetime) -> Leg:
+def _a_legs(
+    rings: list[_Ring],
+    winner: _Ring | None,
+    started: datetime,
+    winner_ended: datetime | None = None,
+    winner_hangup_by: str = "",
+) -> tuple[Leg, ...]:
+    """The A legs, once the call is over: the one that answered (if any) ended with the
+    call, those still ringing then were cancelled, the others ended by themselves."""
+    return tuple(_a_leg(ring, winner, started, winner_ended, winner_hangup_by) for ring in rings)
+
+
+def _a_leg(
+    ring: _Ring,
+    winner: _Ring | None,
+    started: datetime,
+    winner_ended: datetime | None,
+    winner_hangup_by: str,
+) -> Leg:
     if winner is not None and ring is winner:
-        return Leg("a", ring.number, "answered", started, started + timedelta(seconds=ring.seconds))
+        answered = started + timedelta(seconds=ring.seconds)
+        return Leg("a", ring.number, "answered", started, answered, winner_ended, winner_hangup_by)
     if winner is not None and (ring.rule.behaviour == "answer" or ring.seconds > winner.seconds):
         # Still ringing when another A number answered: cancelled.
         ended = started + timedelta(seconds=winner.seconds)
         return Leg("a", ring.number, "cancelled", started, None, ended, "system")
     ended = started + timedelta(seconds=ring.seconds)
     return Leg("a", ring.number, _LEG_RESULT[ring.rule.behaviour], started, None, ended)
-
-
-def _replace_end(legs: tuple[Leg, ...], number: str, ended: datetime, by: str) -> tuple[Leg, ...]:
-    return tuple(
-        Leg(leg.role, leg.number, leg.result, leg.ring_started, leg.answered, ended, by)
-        if leg.number == number and leg.result == "answered"
-        else leg
-        for leg in legs
-    )
