@@ -26,8 +26,10 @@ def dial_requests(tasks: Sequence[Any]) -> Message:
 
 def dial_request_fields(task: Any) -> dict[str, Any]:
     """The DialRequest of a task's current attempt, as keyword arguments (from a claimed
-    row: its callback_params already taken apart, see claim_due_tasks)."""
-    return dict(
+    row: its callback_params already taken apart, see claim_due_tasks). Fields at their
+    default are left out: setting them, an empty list above all, took 40 % of the time
+    spent on a request."""
+    fields = dict(
         task_id=task.id,
         attempt=task.attempts,
         call_uuid=task.cdr,
@@ -35,13 +37,18 @@ def dial_request_fields(task: Any) -> dict[str, Any]:
         queue_id=task.queue_id,
         a_number=task.a_number,
         b_number=task.b_number,
-        extended_a_numbers=task.extended_a_numbers or [],
-        caller_id_name=task.caller_id_name or "",
-        caller_id_number=task.caller_id_number or "",
-        extension_id=task.extension_id,
         due_at_unix_ms=int(task.next_run_at.timestamp() * 1000),
         skip_connected_event=not task.url_success,
     )
+    if task.extended_a_numbers:
+        fields["extended_a_numbers"] = task.extended_a_numbers
+    if task.caller_id_name:
+        fields["caller_id_name"] = task.caller_id_name
+    if task.caller_id_number:
+        fields["caller_id_number"] = task.caller_id_number
+    if task.extension_id:
+        fields["extension_id"] = task.extension_id
+    return fields
 
 
 def has_webhook(task: Any, events: Iterable[str]) -> bool:
