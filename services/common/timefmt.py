@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The spec says the seconds "can be specified": they are optional on input.
 _INPUT_FORMATS = (WIRE_FORMAT, "%Y-%m-%d %H:%M")
 
 
-# A bulk add of 1,000 tasks renders the same creation time (one transaction's now()) and
-# mostly the same start time 2,000 times.
-@functools.lru_cache(maxsize=4096)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
 def format_utc(moment: datetime) -> str:
     """Render an aware datetime as the contract's UTC string (4-digit year, always)."""
-    utc = moment.astimezone(UTC)
-    # Not strftime: it takes twice as long, and every task in every response goes through here.
+    # Cached by whole second, found with exact integer arithmetic (any year, any time zone):
+    # cached by the moment itself, every call record's distinct microseconds missed the
+    # cache (3.2 us a moment, 0.5 now), and a bulk add of 1,000 tasks renders the same
+    # creation time and mostly the same start time 2,000 times.
+    return _format_second((moment - _EPOCH) // _SECOND)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_second(seconds: int) -> str:
+    utc = _EPOCH + timedelta(seconds=seconds)
+    # Not strftime: it takes 1.5 times as long.
     return (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
         f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
