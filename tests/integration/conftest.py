@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deploy.local.stack import BIN, ROOT, Stack
 
@@ -44,3 +46,14 @@ def migrated_database(empty_database: str) -> str:
     upgrade = alembic(empty_database, "upgrade", "head")
     assert upgrade.returncode == 0, upgrade.stderr
     return empty_database
+
+
+async def add_queue(conn: AsyncConnection) -> int:
+    """A switched-on queue of tenant `acme` (limit 10), for tests that write tasks in SQL."""
+    queue = await conn.execute(
+        text("""
+            INSERT INTO queues (client_id, name, comment, status, concurrent_task_limit)
+            VALUES ('acme', 'q', '', 'on', 10) RETURNING id
+        """)
+    )
+    return int(queue.scalar_one())

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
 from services.dispatcher.messages import dial_requests
+from tests.integration.conftest import add_queue
 
 PARAMS = {
     "extended_a_numbers": ["+15550000002", "+15550000003"],
@@ -31,14 +32,7 @@ async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
 
 async def add_task(engine: AsyncEngine, params: Mapping[str, object], url_success: str) -> int:
     async with transaction(engine) as conn:
-        queue = (
-            await conn.execute(
-                text("""
-                    INSERT INTO queues (client_id, name, comment, status, concurrent_task_limit)
-                    VALUES ('acme', 'q', '', 'on', 10) RETURNING id
-                """)
-            )
-        ).scalar_one()
+        queue = await add_queue(conn)
         await conn.execute(
             text("""
                 INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
@@ -50,7 +44,7 @@ async def add_task(engine: AsyncEngine, params: Mapping[str, object], url_succes
             """),
             {"queue": queue, "params": json.dumps(params), "url_success": url_success},
         )
-    return int(queue)
+    return queue
 
 
 async def claimed_request(engine: AsyncEngine, queue: int) -> events_pb2.DialRequest:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
+from tests.integration.conftest import add_queue
 
 STATUSES = {"scheduled": 3000, "delayed": 1000, "executed": 400, "finished": 5600}
 
@@ -19,14 +20,7 @@ STATUSES = {"scheduled": 3000, "delayed": 1000, "executed": 400, "finished": 560
 async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(migrated_database, pool_size=1)
     async with transaction(engine) as conn:
-        queue = (
-            await conn.execute(
-                text("""
-                    INSERT INTO queues (client_id, name, comment, status, concurrent_task_limit)
-                    VALUES ('acme', 'q', '', 'on', 10) RETURNING id
-                """)
-            )
-        ).scalar_one()
+        queue = await add_queue(conn)
         for status, count in STATUSES.items():
             await conn.execute(
                 text("""
