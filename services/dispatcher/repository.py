@@ -22,7 +22,7 @@ from __future__ import annotations
 from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from sqlalchemy import Row, Table, select, text
@@ -143,7 +143,7 @@ async def claim_due_tasks(
 # only for queues that have a task waiting: left to itself, the planner counted them for
 # every switched-on queue, thousands of rows each during a burst. The next lease by index
 # order, not min(): with fresh rows the planner scanned the whole index for the min.
-_SECONDS_UNTIL_NEXT_WAKE = text(
+_NEXT_WAKE = text(
     """
     WITH waiting AS MATERIALIZED (
         SELECT q.id, q.concurrent_task_limit, w.next_run_at
@@ -154,29 +154,38 @@ _SECONDS_UNTIL_NEXT_WAKE = text(
             ORDER BY t.next_run_at LIMIT 1) w
         WHERE q.status = 'on'
     )
-    SELECT EXTRACT(EPOCH FROM LEAST(
-        (SELECT min(q.next_run_at) - make_interval(secs => :lookahead_seconds)
-         FROM waiting q
-         WHERE {in_flight} < q.concurrent_task_limit),
-        (SELECT lease_expires_at FROM tasks WHERE status = 'executed'
-         ORDER BY lease_expires_at LIMIT 1)
-    ) - now())
+    SELECT
+        EXTRACT(EPOCH FROM
+            (SELECT min(q.next_run_at) - make_interval(secs => :lookahead_seconds)
+             FROM waiting q
+             WHERE {in_flight} < q.concurrent_task_limit) - now()) AS due_in,
+        EXTRACT(EPOCH FROM
+            (SELECT lease_expires_at FROM tasks WHERE status = 'executed'
+             ORDER BY lease_expires_at LIMIT 1) - now()) AS lease_in
 """.format(in_flight=_IN_FLIGHT.format(q="q.id"))  # noqa: S608 - constant SQL
 )
 
 
-async def seconds_until_next_wake(
-    conn: AsyncConnection, lease_seconds: float, lookahead_seconds: float
-) -> float | None:
-    """Seconds until a waiting task of a queue with free capacity is due (less the
-    lookahead), or a lease ends.
+class NextWake(NamedTuple):
+    """Seconds (from now, by the database clock) until there is work; None: none waiting."""
 
-    None when nothing is waiting. Queues at their limit are left out: they wake the
-    dispatcher when a callback ends (notify_wake), not when their next task is due.
-    """
+    # A waiting task of a queue with free capacity is due (less the lookahead). Queues at
+    # their limit are left out: they wake the dispatcher when a callback ends
+    # (notify_wake), not when their next task is due.
+    due_in: float | None
+    # The first lease of an attempt in progress runs out.
+    lease_in: float | None
+
+
+async def next_wake(
+    conn: AsyncConnection, lease_seconds: float, lookahead_seconds: float
+) -> NextWake:
+    """When the dispatcher has work next: a task due, or a lease running out."""
     params = {"lease_seconds": lease_seconds, "lookahead_seconds": lookahead_seconds}
-    value = (await conn.execute(_SECONDS_UNTIL_NEXT_WAKE, params)).scalar_one_or_none()
-    return None if value is None else float(value)
+    due_in, lease_in = (await conn.execute(_NEXT_WAKE, params)).one()
+    return NextWake(
+        None if due_in is None else float(due_in), None if lease_in is None else float(lease_in)
+    )
 
 
 _LOCK_TASKS = text("""
