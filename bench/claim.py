@@ -19,12 +19,14 @@ from sqlalchemy import text
 
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
+from services.dispatcher.scheduler import claim_share
 from services.dispatcher.settings import DispatcherSettings
 
 CLIENT = "bench"
 PGQUEUER_BATCH = 100
-# The dispatcher's own settings (its defaults; the bench does not read its environment).
-CLAIM_BATCH: int = DispatcherSettings.model_fields["claim_batch"].default
+# The dispatcher's own settings (its defaults; the bench does not read its environment):
+# the batch it claims a lone queue's due tasks in.
+CLAIM_BATCH: int = claim_share(DispatcherSettings.model_construct(), due_queues=1)
 LEASE_SECONDS: float = DispatcherSettings.model_fields["attempt_lease_seconds"].default
 
 
@@ -79,7 +81,7 @@ async def _ours(dsn: str, queue: int, count: int, batch: int) -> float:
 
 
 def ours(dsn: str, count: int) -> float:
-    """Claims/s of the dispatcher's claim step (its claim_batch per transaction)."""
+    """Claims/s of the dispatcher's claim step (its batch for a lone queue per transaction)."""
     queue = _make_due_tasks(dsn, count)
     return asyncio.run(_ours(dsn, queue, count, CLAIM_BATCH))
 

@@ -39,6 +39,14 @@ LEASE_CHECK_SECONDS = 1.0
 CONTENDED_PAUSE_SECONDS = 0.05
 
 
+def claim_share(settings: DispatcherSettings, due_queues: int) -> int:
+    """Tasks each queue with due work may get in one pass: an equal share of the pass, at
+    least claim_batch. A 10,000-task burst on one queue went from 3,462-3,812 to
+    4,509-5,015 tasks/s dialed with batches of 1,000 instead of 200: one queue is claimed
+    by one dispatcher at a time, and under load a claim transaction takes tens of ms."""
+    return max(settings.claim_batch, settings.claim_pass_size // max(due_queues, 1))
+
+
 class _Pass(NamedTuple):
     claimed: int
     contended: bool  # a queue with due work was held by another dispatcher
@@ -117,7 +125,7 @@ class Scheduler:
         return min(max(min(times), 0.0), self._settings.max_idle_seconds)
 
     async def _claim_pass(self) -> _Pass:
-        """One round over the queues with due work: at most claim_batch tasks each (fairness).
+        """One round over the queues with due work, each claimed up to its share (fairness).
         Says how many were claimed, and whether a queue was skipped because another
         dispatcher held it."""
         async with transaction(self._engine) as conn:
@@ -131,21 +139,23 @@ class Scheduler:
                 return _Pass(0, False, wake)
         # Replicas walk the queues in different orders, so they rarely meet on a lock.
         random.shuffle(queue_ids)
+        share = claim_share(self._settings, len(queue_ids))
         claimed, contended = 0, False
         for queue_id in queue_ids:
             if self._stopping:
                 break
-            started = await self._claim_for_queue(queue_id)
+            started = await self._claim_for_queue(queue_id, share)
             if started is None:
                 contended = True
             else:
                 claimed += started
         return _Pass(claimed, contended, None)
 
-    async def _claim_for_queue(self, queue_id: int) -> int | None:
-        """Tasks claimed from the queue; None if another dispatcher holds it."""
+    async def _claim_for_queue(self, queue_id: int, share: int) -> int | None:
+        """Tasks claimed from the queue (at most `share`); None if another dispatcher holds
+        it."""
         with metrics.CLAIM_SECONDS.time():
-            started = await self._claim_in_transaction(queue_id)
+            started = await self._claim_in_transaction(queue_id, share)
         if started is None:
             return None
         metrics.TASKS_CLAIMED.inc(len(started))
@@ -163,7 +173,7 @@ class Scheduler:
             )
         return len(started)
 
-    async def _claim_in_transaction(self, queue_id: int) -> Sequence[Any] | None:
+    async def _claim_in_transaction(self, queue_id: int, share: int) -> Sequence[Any] | None:
         async with transaction(self._engine) as conn:
             limit = await repository.lock_queue(conn, queue_id)
             if limit is None:
@@ -176,7 +186,7 @@ class Scheduler:
             if free <= 0:
                 metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight)
                 return []
-            how_many = min(free, self._settings.claim_batch)
+            how_many = min(free, share)
             started = await repository.claim_due_tasks(
                 conn,
                 queue_id,

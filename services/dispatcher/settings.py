@@ -20,10 +20,14 @@ class DispatcherSettings(WorkerSettings):
     # Tasks are claimed this long before they are due; the dialer holds their requests and
     # dials on time. Their status is `executed` (and `before` is sent) that much early.
     lookahead_seconds: float = Field(default=0.25, ge=0.0, le=5.0)
-    # Tasks claimed per queue per pass: bounds one transaction, and keeps queues fair.
-    claim_batch: int = 200
-    # Call results applied per transaction.
-    result_batch: int = 200
+    # Tasks one pass over the queues with due work may claim in all, shared equally by them;
+    # each gets at least claim_batch. Bounds how long a queue that falls due waits for the
+    # next pass, and keeps queues fair; a lone busy queue is claimed in batches this big.
+    claim_pass_size: int = Field(default=1000, ge=1)
+    # The least a queue with due work is given per pass (and lease expiries per transaction).
+    claim_batch: int = Field(default=200, ge=1)
+    # Call results applied per transaction (about: whole messages of results are applied).
+    result_batch: int = Field(default=1000, ge=1)
     outbox_batch: int = 500
     # Safety net only: wake-ups come from LISTEN/NOTIFY and the timer to the next due time.
     max_idle_seconds: float = 30.0
