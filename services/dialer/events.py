@@ -16,7 +16,7 @@ SUBJECT = f"{bus.SUBJECT_CALLS}.batch"
 
 
 class CallEventPublisher:
-    def __init__(self, jetstream: JetStreamContext, give_up_seconds: float, max_batch: int = 200):
+    def __init__(self, jetstream: JetStreamContext, give_up_seconds: float, max_batch: int = 1000):
         self._jetstream = jetstream
         self._give_up_seconds = give_up_seconds
         self._batches: Coalescer[events_pb2.CallEvent] = Coalescer(self._publish, max_batch)

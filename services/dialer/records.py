@@ -40,7 +40,7 @@ class RecordWriter:
         engine: AsyncEngine,
         events: CallEventPublisher,
         retry_seconds: float,
-        max_batch: int = 500,
+        max_batch: int = 1000,
     ) -> None:
         self._engine = engine
         self._events = events
