@@ -108,11 +108,10 @@ _CLAIM_DUE_TASKS = text(f"""
         attempts = t.attempts + 1,
         cdr = gen_random_uuid()::text,
         lease_expires_at = now() + make_interval(secs => :lease_seconds)
-    FROM due
-    WHERE t.id = due.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number, t.b_number,
               t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
-              t.callback_params->'extended_a_numbers' AS extended_a_numbers,
+              NULLIF(t.callback_params->'extended_a_numbers', '[]') AS extended_a_numbers,
               t.callback_params->>'caller_id_name' AS caller_id_name,
               t.callback_params->>'caller_id_number' AS caller_id_number
 """)  # noqa: S608 - constant SQL
@@ -128,7 +127,12 @@ async def claim_due_tasks(
     """Step 3: start the next attempt of up to `how_many` tasks due within the lookahead,
     earliest due first. Returns what their dial requests and the choice of their start
     webhooks need, not whole rows: with whole rows (callback_params parsed from JSON), the
-    client's CPU per claimed task was 10-13 us instead of 7."""
+    client's CPU per claimed task was 10-13 us instead of 7. An empty list of extended A
+    numbers comes as NULL: parsing `[]` was a json.loads per task.
+
+    The claimed rows are found by id (`= ANY(ARRAY(...))`, an index scan), not joined to
+    the CTE: for a batch of 1,000 the planner hashed the CTE and scanned the whole tasks
+    table (61-63 ms a batch with 40,000 tasks stored; 25-34 ms by id)."""
     params = {
         "queue_id": queue_id,
         "how_many": how_many,
