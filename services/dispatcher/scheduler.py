@@ -29,9 +29,9 @@ from services.dispatcher.wakeups import Wakeups
 log = logging.getLogger(__name__)
 
 # Leases (an hour long) are checked when the first one runs out, and at least this often.
-# Not on every pass: while calls end, every batch of results wakes every dispatcher, and a
-# lease check per wake was 110 of the 540 transactions of each dispatcher in a 10,000-task
-# burst.
+# Not on every pass: while calls end, every batch of results wakes every dispatcher; over a
+# 10,000-task burst (pg_stat_statements) lease checks went from 38 to 10, and all the
+# dispatchers' transactions from 520 to 470.
 LEASE_CHECK_SECONDS = 1.0
 # Until the next look, when the only due work is in queues another dispatcher is claiming
 # (sooner if a notification comes). Below the claim lookahead (0.25 s), so no task is late
