@@ -81,8 +81,7 @@ class Scheduler:
         while not self._stopping:
             self._wakeups.clear()
             try:
-                claimed, contended, next_wake = await self._claim_pass()
-                busy = claimed
+                busy, contended, next_wake = await self._claim_pass()
                 if time.monotonic() >= self._next_lease_check:
                     expired = await self._expire_leases()
                     # A full batch may leave more: look again on the next pass.
@@ -99,18 +98,20 @@ class Scheduler:
                     # about 70 rounds during a 10,000-task burst).
                     delay = CONTENDED_PAUSE_SECONDS
                 else:
-                    delay = self._sleep_until(next_wake or await self._next_wake())
+                    if next_wake is None:
+                        async with transaction(self._engine) as conn:
+                            next_wake = await self._next_wake(conn)
+                    delay = self._sleep_until(next_wake)
                 backoff = 0.1
             except StorageUnavailable:
                 log.warning("database unavailable", extra={"action": "claim_retry"})
                 delay, backoff = backoff, min(backoff * 2, 5.0)
             await self._wakeups.sleep(delay)
 
-    async def _next_wake(self) -> repository.NextWake:
-        async with transaction(self._engine) as conn:
-            return await repository.next_wake(
-                conn, self._settings.attempt_lease_seconds, self._settings.lookahead_seconds
-            )
+    async def _next_wake(self, conn: AsyncConnection) -> repository.NextWake:
+        return await repository.next_wake(
+            conn, self._settings.attempt_lease_seconds, self._settings.lookahead_seconds
+        )
 
     def _sleep_until(self, wake: repository.NextWake) -> float:
         """Seconds to sleep (unless notified) until the next work; a lease running out
@@ -133,10 +134,7 @@ class Scheduler:
                 conn, self._settings.lookahead_seconds
             )
             if not queue_ids:  # idle: one transaction per wake-up, not two
-                wake = await repository.next_wake(
-                    conn, self._settings.attempt_lease_seconds, self._settings.lookahead_seconds
-                )
-                return _Pass(0, False, wake)
+                return _Pass(0, False, await self._next_wake(conn))
         # Replicas walk the queues in different orders, so they rarely meet on a lock.
         random.shuffle(queue_ids)
         share = claim_share(self._settings, len(queue_ids))
