@@ -15,6 +15,7 @@ from services.common.auth import TokenVerifier
 from services.common.db import make_engine
 from services.common.grpcserver import serve
 from services.common.metrics import serve_metrics
+from services.common.tenancy import TenantDefaults
 
 
 async def main() -> None:
@@ -22,7 +23,9 @@ async def main() -> None:
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    servicer = TaskSchedulerServicer(engine, TokenVerifier.from_file(settings.jwks_file))
+    servicer = TaskSchedulerServicer(
+        engine, TokenVerifier.from_file(settings.jwks_file), TenantDefaults()
+    )
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         scheduler_pb2_grpc.add_TaskSchedulerServicer_to_server(servicer, server)

@@ -12,8 +12,10 @@ from pydantic import TypeAdapter
 from sqlalchemy import Row, Table, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.api.policy import TenantPolicy
 from services.api.validation import NewQueue, NewTask, Page, QueueChanges
 from services.common.models import Call, Queue, Task
+from services.common.tenancy import DestinationRule
 
 queues = cast(Table, Queue.__table__)
 tasks = cast(Table, Task.__table__)
@@ -71,10 +73,98 @@ async def update_queue(
     return updated
 
 
-async def delete_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> bool:
-    """Delete a queue; its tasks go with it (ON DELETE CASCADE)."""
-    stmt = delete(queues).where(queues.c.client_id == client_id, queues.c.id == queue_id)
-    return (await conn.execute(stmt)).rowcount > 0
+_LOCK_QUEUE_FOR_DELETE = text("""
+    SELECT (SELECT count(*) FROM tasks t WHERE t.queue_id = q.id) AS tasks
+    FROM queues q WHERE q.client_id = :client_id AND q.id = :queue_id
+    FOR UPDATE
+""")
+
+# A DELETE does not hang up: the calls of the queue's tasks still going on keep their place
+# in the tenant's in-progress quota until they end (see the dispatcher's count).
+_MARK_CALLS_OF_DELETED_QUEUE = text("""
+    UPDATE calls SET task_deleted = true WHERE queue_id = :queue_id AND result = 'in_progress'
+""")
+
+
+async def delete_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> int | None:
+    """Delete a queue; its tasks go with it (ON DELETE CASCADE). Returns how many tasks it
+    had (None: no such queue), counted under the queue's lock: a concurrent bulk add holds
+    it FOR SHARE, so none is added between the count and the delete."""
+    params = {"client_id": client_id, "queue_id": queue_id}
+    tasks_of_queue = (await conn.execute(_LOCK_QUEUE_FOR_DELETE, params)).scalar_one_or_none()
+    if tasks_of_queue is None:
+        return None
+    await conn.execute(delete(queues).where(queues.c.id == queue_id))
+    await conn.execute(_MARK_CALLS_OF_DELETED_QUEUE, {"queue_id": queue_id})
+    return int(tasks_of_queue)
+
+
+_ENSURE_TENANT = text("""
+    INSERT INTO tenants (client_id) VALUES (:client_id) ON CONFLICT (client_id) DO NOTHING
+""")
+
+
+async def ensure_tenant(conn: AsyncConnection, client_id: str) -> None:
+    """Give a client its tenants row (the dispatcher claims its tasks under that row's lock)."""
+    await conn.execute(_ENSURE_TENANT, {"client_id": client_id})
+
+
+_TENANT_POLICY = text("""
+    SELECT
+        ARRAY(SELECT extension_id FROM tenant_sip_accounts
+              WHERE client_id = :client_id) AS extensions,
+        ARRAY(SELECT number FROM tenant_caller_ids
+              WHERE client_id = :client_id AND number = ANY(:caller_ids)) AS caller_ids,
+        ARRAY(SELECT prefix FROM tenant_destination_rules
+              WHERE client_id = :client_id AND allow) AS allowed,
+        ARRAY(SELECT prefix FROM tenant_destination_rules
+              WHERE client_id = :client_id AND NOT allow) AS denied
+""")
+
+
+async def select_tenant_policy(
+    conn: AsyncConnection, client_id: str, caller_ids: set[str]
+) -> TenantPolicy:
+    """The client's own extensions, which of `caller_ids` it owns, and its destination rules
+    (one round trip)."""
+    params = {"client_id": client_id, "caller_ids": sorted(caller_ids)}
+    row = (await conn.execute(_TENANT_POLICY, params)).one()
+    rules = [DestinationRule(p, True) for p in row.allowed]
+    rules += [DestinationRule(p, False) for p in row.denied]
+    return TenantPolicy(frozenset(row.extensions), frozenset(row.caller_ids), tuple(rules))
+
+
+# Run last in a bulk add's transaction: the counter row stays locked until the commit, and
+# concurrent bulk adds of one tenant wait for each other only that long.
+_COUNT_NEW_TASKS = text("""
+    INSERT INTO tenant_usage AS u (client_id, stored_tasks) VALUES (:client_id, :how_many)
+    ON CONFLICT (client_id) DO UPDATE SET stored_tasks = u.stored_tasks + :how_many
+    RETURNING u.stored_tasks,
+              coalesce((SELECT max_stored_tasks FROM tenants WHERE client_id = :client_id),
+                       :default_max) AS quota
+""")
+
+
+async def count_new_tasks(
+    conn: AsyncConnection, client_id: str, how_many: int, default_max: int
+) -> tuple[int, int]:
+    """Add new tasks to the client's stored count; (stored now, its quota). The caller rolls
+    back when the quota is exceeded."""
+    params = {"client_id": client_id, "how_many": how_many, "default_max": default_max}
+    stored, quota = (await conn.execute(_COUNT_NEW_TASKS, params)).one()
+    return int(stored), int(quota)
+
+
+_UNCOUNT_TASKS = text("""
+    UPDATE tenant_usage SET stored_tasks = greatest(stored_tasks - :how_many, 0)
+    WHERE client_id = :client_id
+""")
+
+
+async def uncount_tasks(conn: AsyncConnection, client_id: str, how_many: int) -> None:
+    """Take deleted tasks off the client's stored count."""
+    if how_many:
+        await conn.execute(_UNCOUNT_TASKS, {"client_id": client_id, "how_many": how_many})
 
 
 _NEW_TASKS = TypeAdapter(list[NewTask])

@@ -13,12 +13,13 @@ from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.api import repository, validation
+from services.api import policy, repository, validation
 from services.common.auth import TokenError, TokenVerifier
 from services.common.db import transaction
-from services.common.errors import NotFound, PermissionDenied, Unauthenticated
+from services.common.errors import NotFound, PermissionDenied, QuotaExceeded, Unauthenticated
 from services.common.grpcserver import translate_errors
 from services.common.task_view import task_to_proto
+from services.common.tenancy import TenantDefaults
 from services.common.timefmt import format_utc
 
 ME = "@me"
@@ -73,9 +74,12 @@ def call_to_proto(row: Row[Any]) -> pb.CallRecord:
 
 
 class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
-    def __init__(self, engine: AsyncEngine, verifier: TokenVerifier) -> None:
+    def __init__(
+        self, engine: AsyncEngine, verifier: TokenVerifier, defaults: TenantDefaults
+    ) -> None:
         self._engine = engine
         self._verifier = verifier
+        self._defaults = defaults
 
     def _client_id(self, requested: str, context: grpc.aio.ServicerContext) -> str:
         """The tenant this call may act for: the token's client, which the path must name.
@@ -104,6 +108,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         client_id = self._client_id(request.client_id, context)
         new = validation.new_queue(_fields(request, exclude=("client_id",)))
         async with transaction(self._engine) as conn:
+            await repository.ensure_tenant(conn, client_id)
             row = await repository.insert_queue(conn, client_id, new)
         return queue_to_proto(row)
 
@@ -143,7 +148,8 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         client_id = self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             deleted = await repository.delete_queue(conn, client_id, request.scheduler_id)
-        _found(deleted or None, "task_scheduler", request.scheduler_id)
+            await repository.uncount_tasks(conn, client_id, deleted or 0)
+        _found(deleted, "task_scheduler", request.scheduler_id)
         return empty_pb2.Empty()
 
     @translate_errors
@@ -157,7 +163,21 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
                 conn, client_id, request.scheduler_id
             )
             _found(queue_found or None, "task_scheduler", request.scheduler_id)
+            tenant = await repository.select_tenant_policy(
+                conn, client_id, policy.caller_ids_of(new_tasks)
+            )
+            policy.check_new_tasks(new_tasks, tenant, self._defaults.denied_prefixes)
             rows = await repository.insert_tasks(conn, client_id, request.scheduler_id, new_tasks)
+            stored, quota = await repository.count_new_tasks(
+                conn, client_id, len(rows), self._defaults.max_stored_tasks
+            )
+            if stored > quota:  # raised inside the transaction: nothing is stored
+                raise QuotaExceeded(
+                    "max_stored_tasks",
+                    f"quota of stored tasks exceeded: this client may store {quota} tasks and "
+                    f"these {len(rows)} would make {stored}; delete finished tasks or ask the "
+                    "operator for a larger quota",
+                )
         return pb.CreateTasksResponse(items=[task_to_proto(r) for r in rows])
 
     @translate_errors
@@ -195,6 +215,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             deleted = await repository.delete_task(
                 conn, client_id, request.scheduler_id, request.task_id
             )
+            await repository.uncount_tasks(conn, client_id, int(deleted))
         _found(deleted or None, "task", request.task_id)
         return empty_pb2.Empty()
 

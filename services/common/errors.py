@@ -53,3 +53,22 @@ class StorageUnavailable(SchedulerError):
     """PostgreSQL cannot be reached; the caller may retry."""
 
     reason = "STORAGE_UNAVAILABLE"
+
+
+class PolicyViolation(InvalidInput):
+    """Well-formed input the tenant is not allowed to send (an extension, caller id or
+    destination it does not own): a 400 with a reason of its own."""
+
+    def __init__(self, reason: str, violations: list[FieldViolation]) -> None:
+        super().__init__(violations)
+        self.reason = reason
+
+
+class QuotaExceeded(SchedulerError):
+    """A tenant's quota would be exceeded (429)."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, quota: str, message: str) -> None:
+        super().__init__(message)
+        self.quota = quota

@@ -21,6 +21,7 @@ from services.common.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
     SchedulerError,
     StorageUnavailable,
     Unauthenticated,
@@ -37,6 +38,7 @@ _CODES: dict[type[SchedulerError], int] = {
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     Conflict: code_pb2.ABORTED,
+    QuotaExceeded: code_pb2.RESOURCE_EXHAUSTED,
     StorageUnavailable: code_pb2.UNAVAILABLE,
 }
 
@@ -50,7 +52,9 @@ def _pack(message: Any) -> any_pb2.Any:
 def status_of(error: SchedulerError) -> status_pb2.Status:
     """google.rpc.Status for a domain error: code, message, ErrorInfo and field violations."""
     code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.UNKNOWN)
-    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    metadata = {"quota": error.quota} if isinstance(error, QuotaExceeded) else {}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    details = [_pack(info)]
     if isinstance(error, InvalidInput):
         details.append(
             _pack(

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -98,6 +99,12 @@ class Task(Base):
             "lease_expires_at",
             postgresql_where=text("status = 'executed'"),
         ),
+        # A tenant's callbacks in progress, counted under its lock (the in-progress quota).
+        Index(
+            "ix_tasks_executed_by_client",
+            "client_id",
+            postgresql_where=text("status = 'executed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -149,6 +156,13 @@ class Call(Base):
             "started_at",
             postgresql_where=text("task_deleted"),
         ),
+        # The same calls by tenant (its in-progress quota counts them too).
+        Index(
+            "ix_calls_of_deleted_tasks_by_client",
+            "client_id",
+            "started_at",
+            postgresql_where=text("task_deleted"),
+        ),
         # Room beside each row for the record its end adds: ends are HOT updates (0009).
         {"postgresql_with": {"fillfactor": 10}},
     )
@@ -173,6 +187,78 @@ class Call(Base):
     task_deleted: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # Legs, answer times and durations, as the backend reported them.
     record: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class Tenant(Base):
+    """A client's quotas, set by the operator (NULL: the operator's default), and the
+    dispatcher's state for them.
+
+    The claim locks this row: two dispatchers never claim for one tenant at once, so the
+    count of its callbacks in progress (max_in_progress) is exact, like a queue's. The row
+    also holds the calls-per-second token bucket, updated under the same lock.
+    """
+
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("max_in_progress >= 0", name="max_in_progress"),
+        CheckConstraint("calls_per_second > 0", name="calls_per_second"),
+        CheckConstraint("max_stored_tasks >= 0", name="max_stored_tasks"),
+    )
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    max_in_progress: Mapped[int | None] = mapped_column(Integer)
+    calls_per_second: Mapped[float | None] = mapped_column(Double)
+    max_stored_tasks: Mapped[int | None] = mapped_column(BigInteger)
+    # Token bucket of new calls: tokens left at rate_refilled_at (NULL: a full bucket).
+    rate_tokens: Mapped[float | None] = mapped_column(Double)
+    rate_refilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantUsage(Base):
+    """How many tasks a client has stored (its max_stored_tasks quota), kept by the api as it
+    adds and deletes tasks. Not a column of tenants: every bulk add updates it, and on the
+    tenants row it would wait for the dispatcher's claim lock (and hold up the claim)."""
+
+    __tablename__ = "tenant_usage"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stored_tasks: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class TenantSipAccount(Base):
+    """SIP credentials a client may place calls with, by the task's extension_id. Extension 0
+    without a row of its own is the operator's default account (DIALER_SIP_ACCOUNTS)."""
+
+    __tablename__ = "tenant_sip_accounts"
+    __table_args__ = (CheckConstraint("extension_id >= 0", name="extension_id"),)
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    extension_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255))
+    password: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantCallerId(Base):
+    """A number a client owns and may show as callback_params.caller_id_number."""
+
+    __tablename__ = "tenant_caller_ids"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class TenantDestinationRule(Base):
+    """Numbers a client may (allow) or may not call, by prefix (digits, without a leading
+    international prefix: see services/common/tenancy.py); the longest matching prefix wins,
+    over the operator's default rules."""
+
+    __tablename__ = "tenant_destination_rules"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), primary_key=True)
+    allow: Mapped[bool] = mapped_column(Boolean)
 
 
 class OutboxMessage(Base):
