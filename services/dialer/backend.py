@@ -22,6 +22,9 @@ class CallPlan(NamedTuple):
     caller_id_name: str = ""
     caller_id_number: str = ""
     extension_id: int = 0
+    # The tenant's own SIP account for the extension (username, password), read by the
+    # dialer from PostgreSQL; None: the operator's default account (extension 0 only).
+    account: tuple[str, str] | None = None
 
 
 class Leg(NamedTuple):

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -37,6 +38,8 @@ from services.dialer.settings import DialerSettings
 log = logging.getLogger(__name__)
 
 DURABLE = "dialer"
+# The operator's default account: every tenant may call on it (DIALER_SIP_ACCOUNTS "0").
+DEFAULT_EXTENSION = 0
 # A request is never held longer than this, whatever its due time says: the dispatcher
 # claims at most 5 s ahead, and a dialer whose clock runs behind must not sit on requests.
 MAX_HOLD_SECONDS = 5.0
@@ -222,11 +225,13 @@ class Dialer:
             )
             for request in requests
         ]
+        pairs = {(r.client_id, r.extension_id) for r in requests}
         try:
             async with transaction(self._engine) as conn:
                 started = await repository.start_calls(
                     conn, new_calls, self._settings.longest_call_seconds
                 )
+                accounts = await repository.tenant_accounts(conn, pairs)
         except StorageUnavailable:
             return False
         for request in requests:
@@ -242,13 +247,27 @@ class Dialer:
                     extra={"action": "skip", **_ids(request)},
                 )
                 continue
-            call = asyncio.create_task(self._call(request))
+            account = accounts.get((request.client_id, request.extension_id))
+            call = asyncio.create_task(self._call(request, account))
             self._calls.add(call)
             call.add_done_callback(self._call_done)
         return True
 
-    async def _call(self, request: events_pb2.DialRequest) -> None:
+    async def _call(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
         context = _ids(request)
+        if account is None and request.extension_id != DEFAULT_EXTENSION:
+            # The api refuses such tasks; one that got past it (written straight into the
+            # database, or its account taken away since) is not dialed on the operator's
+            # account, nor on another tenant's.
+            log.warning("not dialing: foreign extension", extra={"action": "refuse", **context})
+            now = datetime.now(UTC)
+            comment = (
+                f"not dialed: extension {request.extension_id} is not a SIP account of "
+                f"client {request.client_id}"
+            )
+            report = CallReport(outcome="error", comment=comment, started=now, ended=now)
+            self._end(request, report)
+            return
         log.info("dialing", extra={"action": "dial", **context})
         if request.due_at_unix_ms:
             metrics.DISPATCH_LATENESS.observe(max(0.0, time.time() - request.due_at_unix_ms / 1000))
@@ -259,6 +278,7 @@ class Dialer:
             caller_id_name=request.caller_id_name,
             caller_id_number=request.caller_id_number,
             extension_id=request.extension_id,
+            account=account,
         )
 
         async def connected() -> None:
@@ -267,11 +287,17 @@ class Dialer:
             else:  # stored before the call goes on, so it is ahead of the end event
                 await self._events.publish(_event(request, events_pb2.CallEvent.KIND_CONNECTED))
 
-        report = await self._backend.place_call(plan, connected)
+        self._end(request, await self._backend.place_call(plan, connected))
+
+    def _end(self, request: events_pb2.DialRequest, report: CallReport) -> None:
+        """Hand a call's record and end event to the writers."""
         metrics.calls_with_outcome(report.outcome).inc()
         ended = _event(request, events_pb2.CallEvent.KIND_ENDED, report)
         self._records.call_ended(request.call_uuid, report, ended)
-        log.info("call ended", extra={"action": "call_ended", "outcome": report.outcome, **context})
+        log.info(
+            "call ended",
+            extra={"action": "call_ended", "outcome": report.outcome, **_ids(request)},
+        )
 
 
 def _event(

@@ -128,3 +128,23 @@ async def note_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str])
     dispatcher notes the others, when it announces `success`)."""
     if call_uuids:
         await conn.execute(_NOTE_CALLS_CONNECTED, {"call_uuids": list(call_uuids)})
+
+
+_TENANT_ACCOUNTS = text("""
+    SELECT a.client_id, a.extension_id, a.username, a.password
+    FROM tenant_sip_accounts a
+    JOIN json_to_recordset(CAST(:pairs AS json)) AS p(client_id text, extension_id integer)
+      ON a.client_id = p.client_id AND a.extension_id = p.extension_id
+""")
+
+
+async def tenant_accounts(
+    conn: AsyncConnection, pairs: set[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[str, str]]:
+    """The SIP accounts of these (client_id, extension_id): (username, password) each. A
+    pair without a row has no account of the tenant's own."""
+    if not pairs:
+        return {}
+    rows = [{"client_id": c, "extension_id": e} for c, e in sorted(pairs)]
+    found = await conn.execute(_TENANT_ACCOUNTS, {"pairs": orjson.dumps(rows).decode()})
+    return {(r.client_id, r.extension_id): (r.username, r.password) for r in found}

@@ -62,7 +62,9 @@ class DialerSettings(WorkerSettings):
     sip_domain: str = ""
     # JSON list of {"pattern", "proxy", "domain"}: numbers to send elsewhere, first match wins.
     sip_routes: tuple[SipRoute, ...] = ()
-    # JSON object: extension_id -> {"username", "password"}; "0" is the default account.
+    # JSON object {"0": {"username", "password"}}: the operator's default account, for
+    # extension 0 of tenants without an account of their own. Tenants' accounts are in
+    # PostgreSQL, per (client_id, extension_id) (python -m services.api.admin account add).
     sip_accounts: dict[int, SipAccount] = Field(default_factory=dict)
     # Send the caller id in P-Asserted-Identity too (for trunks that trust us, RFC 3325).
     sip_assert_identity: bool = False
@@ -77,6 +79,18 @@ class DialerSettings(WorkerSettings):
     def longest_call_seconds(self) -> float:
         """How long a call can last from dial to hang-up: A rings, then B, then they talk."""
         return 2 * self.ring_timeout_seconds + self.max_call_seconds
+
+    @model_validator(mode="after")
+    def _only_the_default_account(self) -> DialerSettings:
+        # An account keyed by extension_id alone would be any tenant's for the asking.
+        others = sorted(k for k in self.sip_accounts if k != 0)
+        if others:
+            raise ValueError(
+                f'DIALER_SIP_ACCOUNTS may hold only the default account "0", not {others}: '
+                "give accounts to tenants with `python -m services.api.admin account add "
+                "CLIENT EXTENSION`"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sip_needs_a_destination(self) -> DialerSettings:

@@ -20,10 +20,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> DialerSettings:
 
 def test_sip_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     routes = [{"pattern": "+44*", "proxy": "uk-trunk:5080", "domain": "uk.example"}]
-    accounts = {
-        "0": {"username": "main", "password": "p0"},
-        "7": {"username": "x", "password": "p7"},
-    }
+    accounts = {"0": {"username": "main", "password": "p0"}}
     loaded = settings(
         monkeypatch,
         DIALER_BACKEND="sip",
@@ -33,8 +30,23 @@ def test_sip_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         DIALER_SIP_TRANSPORT="tcp",
     )
     assert loaded.sip_routes[0].proxy == "uk-trunk:5080"
-    assert loaded.sip_accounts[7].username == "x" and loaded.sip_accounts[0].password == "p0"
+    assert loaded.sip_accounts[0].password == "p0"
     assert loaded.sip_transport == "tcp" and loaded.sip_calls_per_second == 100
+
+
+def test_accounts_by_extension_are_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accounts keyed by extension_id alone were any tenant's: they live per tenant now."""
+    accounts = {
+        "0": {"username": "main", "password": "p0"},
+        "7": {"username": "x", "password": "p"},
+    }
+    with pytest.raises(ValidationError, match=r"services\.api\.admin account add"):
+        settings(
+            monkeypatch,
+            DIALER_BACKEND="sip",
+            DIALER_SIP_PROXY="pbx.example:5060",
+            DIALER_SIP_ACCOUNTS=json.dumps(accounts),
+        )
 
 
 def test_sip_without_a_destination_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,7 +104,9 @@ class SipBackend:
     async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
         async with self._pace or contextlib.nullcontext():
             pass  # the call starts once the rate allows it
-        account = self._accounts.get(plan.extension_id) or self._accounts.get(0)
+        # The tenant's own account, else the operator's default: the dialer never passes
+        # an extension other than 0 without the tenant's account for it.
+        account = Account(*plan.account) if plan.account else self._accounts.get(0)
         try:
             callback = Callback(
                 self.ua,
