@@ -9,7 +9,7 @@ PROTOS := $(wildcard proto/scheduler/v1/*.proto)
 DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all run test lint typecheck check token webhook-secret gen venv system-deps clean bench \
+.PHONY: all run test lint typecheck check token tenant webhook-secret gen venv system-deps clean bench \
 	k8s-envoy-config openapi fuzz bench-sip bench-scale chaos
 
 all: lint typecheck test
@@ -72,6 +72,11 @@ run: gen
 
 token: gen
 	@$(PY) -m deploy.local.token $(CLIENT)
+
+# The operator's tenant command on the local stack (while `make run` runs), e.g.
+# make tenant ARGS="caller-id add acme +15551230000"; see deploy/local/tenant.py.
+tenant: gen
+	@$(PY) -m deploy.local.tenant $(ARGS)
 
 webhook-secret: gen
 	@$(PY) -m deploy.local.token --webhook-secret $(CLIENT)

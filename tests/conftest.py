@@ -87,6 +87,9 @@ def service_env(**overrides: str) -> dict[str, str]:
         "NOTIFIER_MAX_ATTEMPTS": "3",
         "NOTIFIER_BACKOFF_BASE_SECONDS": "0.2",
         "NOTIFIER_BACKOFF_CAP_SECONDS": "0.5",
+        # Tests' tenants dispatch bursts; the quota tests set their tenants' own quotas.
+        "TENANT_DEFAULT_CALLS_PER_SECOND": "1000",
+        "TENANT_DEFAULT_MAX_IN_PROGRESS": "10000",
     }
     env.update(overrides)
     return env

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DESCRIPTOR = ROOT / "gen" / "scheduler.pb"
 EMBEDDED_DATABASE = "callback_scheduler"
+DEMO_CALLER_ID = "+15550000000"
 
 log = logging.getLogger("stack")
 
@@ -216,6 +217,8 @@ class Stack:
             name,
             [sys.executable, "-m", f"services.{kind}"],
             env={
+                # The dialers' room in all, shared fairly between tenants when nearly full.
+                "DISPATCHER_DIALER_CAPACITY": str(self._dialer_capacity()),
                 **self.service_env,
                 "DATABASE_URL": self.database_url,
                 "NATS_URL": f"nats://127.0.0.1:{self.settings.nats_port}",
@@ -225,6 +228,25 @@ class Stack:
             },
         )
         self._wait(name, lambda: _grpc_serving(target))
+
+    def _dialer_capacity(self) -> int:
+        per_dialer = {**os.environ, **self.service_env}.get("DIALER_MAX_CONCURRENT_CALLS", "1000")
+        return self.settings.dialers * int(per_dialer)
+
+    def admin(self, *argv: str) -> Any:
+        """Run the operator's tenant command (python -m services.api.admin) on this stack's
+        database; what it printed (JSON)."""
+        result = subprocess.run(
+            [sys.executable, "-m", "services.api.admin", *argv],
+            cwd=ROOT,
+            env={**os.environ, **self.service_env, "DATABASE_URL": self.database_url},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"admin {' '.join(argv)} failed: {result.stderr[-2000:]}")
+        return json.loads(result.stdout)
 
     def pid(self, name: str) -> int:
         return next(c.process.pid for c in self._children if c.name == name)
@@ -371,6 +393,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         stack.start()
+        # The demo tenant of the README's examples owns the caller id they show.
+        stack.admin("caller-id", "add", "demo", DEMO_CALLER_ID)
     except StackError as err:
         log.error("callback-scheduler failed to start: %s", err)
         return 1

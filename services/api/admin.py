@@ -1,8 +1,9 @@
 """Operator commands for tenants: quotas, SIP accounts, caller ids and destination rules.
 
     python -m services.api.admin show CLIENT            (or: list)
-    python -m services.api.admin quotas CLIENT [--max-in-progress N] [--calls-per-second X]
-                                               [--max-stored-tasks N]   ("default" resets one)
+    python -m services.api.admin set CLIENT [--max-in-progress N] [--calls-per-second X]
+        [--max-stored-tasks N] [--caller-id NUMBER ...] [--allow PREFIX ...] [--deny PREFIX ...]
+        (onboards a tenant in one go; a quota given as "default" goes back to the default)
     python -m services.api.admin account add CLIENT EXTENSION --username U --password-stdin
     python -m services.api.admin account remove CLIENT EXTENSION
     python -m services.api.admin caller-id add|remove CLIENT NUMBER [NUMBER ...]
@@ -98,13 +99,21 @@ async def run(args: argparse.Namespace) -> Any:
             if args.command == "list":
                 return [dict(row._mapping) for row in await tenants.list_tenants(conn)]
             client_id = _client(args.client_id)
-            if args.command == "quotas":
+            if args.command == "set":
                 changes = {
                     name: _quota(getattr(args, name), float if name == "calls_per_second" else int)
                     for name in tenants.QUOTAS
                     if getattr(args, name) is not None
                 }
                 await tenants.set_quotas(conn, client_id, changes)
+                numbers = [_checked(_PHONE, n, "number") for n in args.caller_id]
+                await tenants.add_caller_ids(conn, client_id, numbers)
+                for prefix, allow in [(p, True) for p in args.allow] + [
+                    (p, False) for p in args.deny
+                ]:
+                    await tenants.put_rule(
+                        conn, client_id, _checked(_PREFIX, prefix, "prefix"), allow
+                    )
             elif args.command == "account" and args.action == "add":
                 password = (
                     sys.stdin.readline().rstrip("\n") if args.password_stdin else args.password
@@ -150,11 +159,16 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="every configured tenant")
     show = commands.add_parser("show", help="a tenant's settings, defaults included")
     show.add_argument("client_id")
-    quotas = commands.add_parser("quotas", help="set a tenant's quotas ('default' resets)")
-    quotas.add_argument("client_id")
-    quotas.add_argument("--max-in-progress", dest="max_in_progress")
-    quotas.add_argument("--calls-per-second", dest="calls_per_second")
-    quotas.add_argument("--max-stored-tasks", dest="max_stored_tasks")
+    update = commands.add_parser(
+        "set", help="onboard or change a tenant: quotas ('default' resets), caller ids, rules"
+    )
+    update.add_argument("client_id")
+    update.add_argument("--max-in-progress", dest="max_in_progress")
+    update.add_argument("--calls-per-second", dest="calls_per_second")
+    update.add_argument("--max-stored-tasks", dest="max_stored_tasks")
+    update.add_argument("--caller-id", action="append", default=[], help="a number it owns")
+    update.add_argument("--allow", action="append", default=[], help="a destination prefix")
+    update.add_argument("--deny", action="append", default=[], help="a destination prefix")
     account = commands.add_parser("account", help="SIP accounts by extension_id")
     account.add_argument("action", choices=["add", "remove"])
     account.add_argument("client_id")

@@ -21,6 +21,11 @@ CLAIM_SECONDS = Histogram(
     "callback_claim_seconds", "Duration of one claim transaction", buckets=LATENCY_BUCKETS
 )
 TASKS_CLAIMED = Counter("callback_attempts_started", "Attempts started by the dispatchers")
+CLAIMS_HELD = Counter(
+    "callback_claims_held",
+    "Claims of tenants with due work cut short by a tenant quota or the dialers' capacity",
+    ["reason"],
+)
 ATTEMPTS_ENDED = Counter("callback_attempts_ended", "Attempts ended, by outcome", ["outcome"])
 QUEUE_IN_FLIGHT = Gauge(
     "callback_queue_in_flight", "Callbacks in progress per queue, at its last claim", ["queue_id"]

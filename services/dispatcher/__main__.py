@@ -9,6 +9,7 @@ from services.common import bus
 from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
 from services.common.supervision import exit_when_failed
+from services.common.tenancy import TenantDefaults
 from services.common.wakeup import listen_forever
 from services.dispatcher.consumer import CallEventConsumer
 from services.dispatcher.outbox import OutboxPublisher
@@ -25,7 +26,7 @@ async def main() -> None:
 
     wakeups = Wakeups(settings.lookahead_seconds)
     publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)
-    scheduler = Scheduler(engine, settings, wakeups, publisher.ready)
+    scheduler = Scheduler(engine, settings, wakeups, publisher.ready, TenantDefaults())
     consumer = CallEventConsumer(engine, jetstream, settings.result_batch, publisher.ready)
     listener = asyncio.create_task(
         listen_forever(settings.database_url, WAKE_CHANNEL, wakeups.notify)

@@ -29,6 +29,7 @@ from sqlalchemy import Row, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.models import Call, OutboxMessage
+from services.common.tenancy import TenantDefaults
 
 WAKE_CHANNEL = "callback_scheduler_wake"
 
@@ -45,21 +46,120 @@ class Message:
 
 _DUE = "next_run_at <= now() + make_interval(secs => :lookahead_seconds)"
 
-_QUEUES_WITH_DUE_WORK = text(f"""
-    SELECT q.id
+_TENANTS_WITH_DUE_WORK = text(f"""
+    SELECT q.client_id, array_agg(q.id) AS queue_ids
     FROM queues q
     WHERE q.status = 'on'
       AND EXISTS (SELECT 1 FROM tasks t
                   WHERE t.queue_id = q.id
                     AND t.status IN ('scheduled', 'delayed')
                     AND t.{_DUE})
+    GROUP BY q.client_id
 """)  # noqa: S608 - constant SQL
 
 
-async def queues_with_due_work(conn: AsyncConnection, lookahead_seconds: float) -> list[int]:
-    """Ids of switched-on queues that have at least one due task (no locks taken)."""
+async def tenants_with_due_work(
+    conn: AsyncConnection, lookahead_seconds: float
+) -> dict[str, list[int]]:
+    """Clients with switched-on queues that have a due task, and those queues (no locks)."""
     params = {"lookahead_seconds": lookahead_seconds}
-    return list((await conn.execute(_QUEUES_WITH_DUE_WORK, params)).scalars())
+    rows = await conn.execute(_TENANTS_WITH_DUE_WORK, params)
+    return {row.client_id: list(row.queue_ids) for row in rows}
+
+
+_IN_PROGRESS_BY_TENANT = text("""
+    SELECT client_id, count(*) AS in_progress FROM tasks
+    WHERE status = 'executed' GROUP BY client_id
+""")
+
+
+async def in_progress_by_tenant(conn: AsyncConnection) -> dict[str, int]:
+    """Callbacks in progress per client, all of them (for the dialers' fair share: a
+    snapshot, not under any lock)."""
+    return {
+        row.client_id: int(row.in_progress) for row in await conn.execute(_IN_PROGRESS_BY_TENANT)
+    }
+
+
+class TenantLock(NamedTuple):
+    """A tenant locked for claiming: its quotas (defaults filled in) and the new calls its
+    token bucket allows now."""
+
+    max_in_progress: int
+    calls_per_second: float
+    tokens: float
+
+
+# The bucket holds up to a second's worth of calls (at least one); NULL tokens: full.
+# Computed by the database clock, like due times. now() is the transaction's start, so the
+# spend_tokens of the same transaction refills from the same moment.
+_TENANT_LOCK_COLUMNS = """
+    coalesce(max_in_progress, :default_max_in_progress) AS max_in_progress,
+    coalesce(calls_per_second, :default_calls_per_second) AS calls_per_second,
+    least(greatest(coalesce(calls_per_second, :default_calls_per_second), 1.0),
+          coalesce(rate_tokens + EXTRACT(EPOCH FROM now() - rate_refilled_at)
+                                 * coalesce(calls_per_second, :default_calls_per_second),
+                   'Infinity'::float8)) AS tokens
+"""
+
+_LOCK_TENANT = text(f"""
+    SELECT {_TENANT_LOCK_COLUMNS} FROM tenants WHERE client_id = :client_id
+    FOR UPDATE SKIP LOCKED
+""")  # noqa: S608 - constant SQL
+
+_CREATE_TENANT = text(f"""
+    INSERT INTO tenants (client_id) VALUES (:client_id) ON CONFLICT (client_id) DO NOTHING
+    RETURNING {_TENANT_LOCK_COLUMNS}
+""")  # noqa: S608 - constant SQL
+
+
+async def lock_tenant(
+    conn: AsyncConnection, client_id: str, defaults: TenantDefaults
+) -> TenantLock | None:
+    """Step 0: lock a tenant for claiming; None if another dispatcher holds it. Only one
+    dispatcher at a time claims for a tenant, so its in-progress count is exact (as a
+    queue's is under the queue's lock). A client without a row (its queues written
+    before it had one) gets one, locked by this transaction until it commits."""
+    params = {
+        "client_id": client_id,
+        "default_max_in_progress": defaults.max_in_progress,
+        "default_calls_per_second": defaults.calls_per_second,
+    }
+    row = (await conn.execute(_LOCK_TENANT, params)).one_or_none()
+    if row is None:
+        row = (await conn.execute(_CREATE_TENANT, params)).one_or_none()
+    if row is None:
+        return None
+    return TenantLock(int(row.max_in_progress), float(row.calls_per_second), float(row.tokens))
+
+
+_SPEND_TOKENS = text("""
+    UPDATE tenants SET rate_tokens = :tokens, rate_refilled_at = now()
+    WHERE client_id = :client_id
+""")
+
+
+async def spend_tokens(conn: AsyncConnection, client_id: str, tokens_left: float) -> None:
+    """Leave the tenant's bucket with `tokens_left` as of now (after a claim)."""
+    await conn.execute(_SPEND_TOKENS, {"client_id": client_id, "tokens": tokens_left})
+
+
+# A tenant's callbacks in progress: its executed tasks, plus calls still going on for tasks
+# (or queues) deleted mid-call, as for a queue (_IN_FLIGHT).
+_COUNT_TENANT_IN_FLIGHT = text("""
+    SELECT (SELECT count(*) FROM tasks e WHERE e.client_id = :client_id AND e.status = 'executed')
+         + (SELECT count(*) FROM calls c
+            WHERE c.client_id = :client_id AND c.task_deleted AND c.result = 'in_progress'
+              AND c.started_at > now() - make_interval(secs => :lease_seconds))
+""")
+
+
+async def count_tenant_in_flight(
+    conn: AsyncConnection, client_id: str, lease_seconds: float
+) -> int:
+    """Callbacks of the tenant in progress now, across its queues (run after lock_tenant)."""
+    params = {"client_id": client_id, "lease_seconds": lease_seconds}
+    return int((await conn.execute(_COUNT_TENANT_IN_FLIGHT, params)).scalar_one())
 
 
 _LOCK_QUEUE = text("""
@@ -156,7 +256,7 @@ _NEXT_WAKE = text(
             SELECT t.next_run_at FROM tasks t
             WHERE t.queue_id = q.id AND t.status IN ('scheduled', 'delayed')
             ORDER BY t.next_run_at LIMIT 1) w
-        WHERE q.status = 'on'
+        WHERE q.status = 'on' AND q.client_id <> ALL(CAST(:held_clients AS text[]))
     )
     SELECT
         EXTRACT(EPOCH FROM
@@ -174,18 +274,26 @@ class NextWake(NamedTuple):
     """Seconds (from now, by the database clock) until there is work; None: none waiting."""
 
     # A waiting task of a queue with free capacity is due (less the lookahead). Queues at
-    # their limit are left out: they wake the dispatcher when a callback ends
-    # (notify_wake), not when their next task is due.
+    # their limit, and the queues of tenants held by a quota, are left out: they wake the
+    # dispatcher when a callback ends (notify_wake), not when their next task is due.
     due_in: float | None
     # The first lease of an attempt in progress runs out.
     lease_in: float | None
 
 
 async def next_wake(
-    conn: AsyncConnection, lease_seconds: float, lookahead_seconds: float
+    conn: AsyncConnection,
+    lease_seconds: float,
+    lookahead_seconds: float,
+    held_clients: Sequence[str] = (),
 ) -> NextWake:
-    """When the dispatcher has work next: a task due, or a lease running out."""
-    params = {"lease_seconds": lease_seconds, "lookahead_seconds": lookahead_seconds}
+    """When the dispatcher has work next: a task due (not counting the tenants in
+    `held_clients`, whose quotas hold them), or a lease running out."""
+    params = {
+        "lease_seconds": lease_seconds,
+        "lookahead_seconds": lookahead_seconds,
+        "held_clients": list(held_clients),
+    }
     due_in, lease_in = (await conn.execute(_NEXT_WAKE, params)).one()
     return NextWake(
         None if due_in is None else float(due_in), None if lease_in is None else float(lease_in)

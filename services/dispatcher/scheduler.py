@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
-from services.dispatcher import repository
+from services.common.tenancy import TenantDefaults
+from services.dispatcher import fairness, repository
 from services.dispatcher.lifecycle import (
     CONNECTED,
     LOST_AFTER_CONNECTED,
@@ -49,13 +51,29 @@ def claim_share(settings: DispatcherSettings, due_queues: int) -> int:
 
 class _Pass(NamedTuple):
     claimed: int
-    contended: bool  # a queue with due work was held by another dispatcher
+    contended: bool  # a queue or tenant with due work was held by another dispatcher
     # When no queue had due work: when there is work next (read in the same transaction).
     next_wake: repository.NextWake | None
+    # Tenants with due work that a quota held back, and the seconds until the first of
+    # them held by its calls-per-second quota has a call to start again (None: none was).
+    held_clients: tuple[str, ...] = ()
+    retry_in: float | None = None
+
+
+class _TenantClaim(NamedTuple):
+    claimed: Sequence[Any] | None  # None: the tenant was held by another dispatcher
+    # A queue of the tenant was locked by someone else (a bulk add, a change): look again
+    # shortly rather than ask for the next due time, which would say "now".
+    contended: bool = False
+    # What held the tenant back, if anything stopped it short of its allotment:
+    # "in_progress", "calls_per_second" (with the seconds until its next call) or "".
+    held_by: str = ""
+    retry_in: float | None = None
 
 
 class Scheduler:
-    """Starts attempts when they are due, within each queue's concurrent_task_limit."""
+    """Starts attempts when they are due, within each queue's concurrent_task_limit, each
+    tenant's quotas and a fair share of the dialers."""
 
     def __init__(
         self,
@@ -63,11 +81,13 @@ class Scheduler:
         settings: DispatcherSettings,
         wakeups: Wakeups,
         outbox_ready: asyncio.Event,
+        tenant_defaults: TenantDefaults | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._wakeups = wakeups
         self._outbox_ready = outbox_ready
+        self._defaults = tenant_defaults or TenantDefaults()
         self._stopping = False
         self._next_lease_check = 0.0  # time.monotonic()
 
@@ -81,7 +101,8 @@ class Scheduler:
         while not self._stopping:
             self._wakeups.clear()
             try:
-                busy, contended, next_wake = await self._claim_pass()
+                work = await self._claim_pass()
+                busy, next_wake = work.claimed, work.next_wake
                 if time.monotonic() >= self._next_lease_check:
                     expired = await self._expire_leases()
                     # A full batch may leave more: look again on the next pass.
@@ -91,7 +112,7 @@ class Scheduler:
                 if busy:
                     self._outbox_ready.set()
                     continue  # there may be more: claim until a pass finds nothing
-                if contended:
+                if work.contended:
                     # The queues with due work are being claimed by another dispatcher,
                     # which goes on until they are done. Asking for the next due time now
                     # would say "now" and make this one spin (four transactions a round,
@@ -100,17 +121,24 @@ class Scheduler:
                 else:
                     if next_wake is None:
                         async with transaction(self._engine) as conn:
-                            next_wake = await self._next_wake(conn)
+                            next_wake = await self._next_wake(conn, work.held_clients)
                     delay = self._sleep_until(next_wake)
+                    if work.retry_in is not None:
+                        delay = min(delay, work.retry_in)
                 backoff = 0.1
             except StorageUnavailable:
                 log.warning("database unavailable", extra={"action": "claim_retry"})
                 delay, backoff = backoff, min(backoff * 2, 5.0)
             await self._wakeups.sleep(delay)
 
-    async def _next_wake(self, conn: AsyncConnection) -> repository.NextWake:
+    async def _next_wake(
+        self, conn: AsyncConnection, held_clients: Sequence[str] = ()
+    ) -> repository.NextWake:
         return await repository.next_wake(
-            conn, self._settings.attempt_lease_seconds, self._settings.lookahead_seconds
+            conn,
+            self._settings.attempt_lease_seconds,
+            self._settings.lookahead_seconds,
+            held_clients,
         )
 
     def _sleep_until(self, wake: repository.NextWake) -> float:
@@ -126,77 +154,137 @@ class Scheduler:
         return min(max(min(times), 0.0), self._settings.max_idle_seconds)
 
     async def _claim_pass(self) -> _Pass:
-        """One round over the queues with due work, each claimed up to its share (fairness).
-        Says how many were claimed, and whether a queue was skipped because another
-        dispatcher held it."""
+        """One round over the tenants with due work: each claims up to its allotment (a
+        fair share of the pass and of the dialers' free slots), shared by its queues."""
+        capacity = self._settings.dialer_capacity
         async with transaction(self._engine) as conn:
-            queue_ids = await repository.queues_with_due_work(
-                conn, self._settings.lookahead_seconds
-            )
-            if not queue_ids:  # idle: one transaction per wake-up, not two
+            due = await repository.tenants_with_due_work(conn, self._settings.lookahead_seconds)
+            if not due:  # idle: one transaction per wake-up, not two
                 return _Pass(0, False, await self._next_wake(conn))
-        # Replicas walk the queues in different orders, so they rarely meet on a lock.
-        random.shuffle(queue_ids)
-        share = claim_share(self._settings, len(queue_ids))
+            in_progress = await repository.in_progress_by_tenant(conn) if capacity else {}
+        # Replicas walk the tenants and queues in different orders, so they rarely meet on
+        # a lock (and ties in the fair share go to a different tenant each time).
+        tenants = list(due)
+        random.shuffle(tenants)
+        share = fairness.tenant_share(
+            self._settings.claim_pass_size, self._settings.claim_batch, len(tenants)
+        )
+        free = max(capacity - sum(in_progress.values()), 0) if capacity else None
+        allotted = fairness.allotments(tenants, in_progress, free, share)
+        if free == 0:
+            metrics.CLAIMS_HELD.labels("dialer_capacity").inc()
+            # Every tenant waits for a callback to end (which notifies), not for a due time.
+            return _Pass(0, False, None, tuple(tenants))
         claimed, contended = 0, False
-        for queue_id in queue_ids:
+        held: list[str] = []
+        retry_in: float | None = None
+        for client_id in tenants:
             if self._stopping:
                 break
-            started = await self._claim_for_queue(queue_id, share)
-            if started is None:
+            if not allotted[client_id]:
+                held.append(client_id)  # the dialers' free slots went to other tenants
+                continue
+            result = await self._claim_for_tenant(client_id, due[client_id], allotted[client_id])
+            contended = contended or result.contended
+            if result.claimed is None:
                 contended = True
-            else:
-                claimed += started
-        return _Pass(claimed, contended, None)
+                continue
+            claimed += len(result.claimed)
+            if result.held_by:
+                metrics.CLAIMS_HELD.labels(result.held_by).inc()
+                if not result.claimed:
+                    held.append(client_id)
+            if result.retry_in is not None:
+                retry_in = result.retry_in if retry_in is None else min(retry_in, result.retry_in)
+        return _Pass(claimed, contended, None, tuple(held), retry_in)
 
-    async def _claim_for_queue(self, queue_id: int, share: int) -> int | None:
-        """Tasks claimed from the queue (at most `share`); None if another dispatcher holds
-        it."""
+    async def _claim_for_tenant(
+        self, client_id: str, queue_ids: list[int], allotment: int
+    ) -> _TenantClaim:
+        """Claim for one tenant's queues, up to its allotment and quotas."""
         with metrics.CLAIM_SECONDS.time():
-            started = await self._claim_in_transaction(queue_id, share)
-        if started is None:
-            return None
-        metrics.TASKS_CLAIMED.inc(len(started))
-        for task in started:
+            result = await self._claim_in_transaction(client_id, queue_ids, allotment)
+        for task in result.claimed or ():
             log.info(
                 "attempt started",
                 extra={
                     "action": "claim",
-                    "client_id": task.client_id,
-                    "queue_id": queue_id,
+                    "client_id": client_id,
+                    "queue_id": task.queue_id,
                     "task_id": task.id,
                     "attempt": task.attempts,
                     "call_uuid": task.cdr,
                 },
             )
-        return len(started)
+        if result.claimed:
+            metrics.TASKS_CLAIMED.inc(len(result.claimed))
+        return result
 
-    async def _claim_in_transaction(self, queue_id: int, share: int) -> Sequence[Any] | None:
+    async def _claim_in_transaction(
+        self, client_id: str, queue_ids: list[int], allotment: int
+    ) -> _TenantClaim:
+        """Lock the tenant, count its callbacks in progress and refill its token bucket,
+        then claim from its queues (each locked in turn) within all of it."""
+        lease = self._settings.attempt_lease_seconds
+        started: list[Any] = []
+        contended = False
         async with transaction(self._engine) as conn:
-            limit = await repository.lock_queue(conn, queue_id)
-            if limit is None:
-                return None  # another dispatcher holds it, or it was just switched off
-            in_flight = await repository.count_in_flight(
-                conn, queue_id, self._settings.attempt_lease_seconds
-            )
-            free = limit - in_flight
-            metrics.QUEUE_LIMIT.labels(str(queue_id)).set(limit)
-            if free <= 0:
-                metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight)
-                return []
-            how_many = min(free, share)
-            started = await repository.claim_due_tasks(
-                conn,
-                queue_id,
-                how_many,
-                self._settings.attempt_lease_seconds,
-                self._settings.lookahead_seconds,
-            )
+            tenant = await repository.lock_tenant(conn, client_id, self._defaults)
+            if tenant is None:
+                return _TenantClaim(None)  # another dispatcher is claiming for it
+            in_flight = await repository.count_tenant_in_flight(conn, client_id, lease)
+            by_quota = tenant.max_in_progress - in_flight
+            by_rate = math.floor(tenant.tokens)
+            room = min(allotment, by_quota, by_rate)
+            random.shuffle(queue_ids)
+            share = claim_share(self._settings, len(queue_ids))
+            for queue_id in queue_ids:
+                if room - len(started) <= 0 or self._stopping:
+                    break
+                claimed = await self._claim_queue(conn, queue_id, min(share, room - len(started)))
+                if claimed is None:
+                    contended = True
+                else:
+                    started.extend(claimed)
             if started:
                 in_order = sorted(started, key=lambda row: row.id)
                 messages = await self._start_webhooks(conn, in_order)
                 messages.append(dial_requests(in_order))
                 await repository.add_to_outbox(conn, messages)
+                await repository.spend_tokens(conn, client_id, tenant.tokens - len(started))
+        if len(started) >= room and room < allotment:
+            if by_quota <= by_rate:
+                return _TenantClaim(started, contended, "in_progress")
+            # The bucket has less than one call left: when it has one again.
+            tokens_left = tenant.tokens - len(started)
+            wait = max(1.0 - tokens_left, 0.0) / tenant.calls_per_second
+            return _TenantClaim(started, contended, "calls_per_second", wait)
+        return _TenantClaim(started, contended)
+
+    async def _claim_queue(
+        self, conn: AsyncConnection, queue_id: int, how_many: int
+    ) -> list[Any] | None:
+        """Claim up to `how_many` of a queue's due tasks within its limit; None if the
+        queue is locked (a bulk add or a change of it is being written)."""
+        limit = await repository.lock_queue(conn, queue_id)
+        if limit is None:
+            return None  # locked, or just switched off or deleted
+        in_flight = await repository.count_in_flight(
+            conn, queue_id, self._settings.attempt_lease_seconds
+        )
+        free = limit - in_flight
+        metrics.QUEUE_LIMIT.labels(str(queue_id)).set(limit)
+        started: list[Any] = []
+        if free > 0:
+            started = list(
+                await repository.claim_due_tasks(
+                    conn,
+                    queue_id,
+                    min(free, how_many),
+                    self._settings.attempt_lease_seconds,
+                    self._settings.lookahead_seconds,
+                )
+            )
         metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
         return started
 

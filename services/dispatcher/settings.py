@@ -26,6 +26,10 @@ class DispatcherSettings(WorkerSettings):
     claim_pass_size: int = Field(default=1000, ge=1)
     # The least a queue with due work is given per pass (and lease expiries per transaction).
     claim_batch: int = Field(default=200, ge=1)
+    # Callbacks all the dialers can carry at once (dialers x DIALER_MAX_CONCURRENT_CALLS);
+    # when they are nearly full, their free slots are shared fairly between tenants. 0: no
+    # cap (every claimed task waits in JetStream for a dialer, first come first served).
+    dialer_capacity: int = Field(default=1000, ge=0)
     # Call results applied per transaction (about: whole messages of results are applied).
     result_batch: int = Field(default=1000, ge=1)
     outbox_batch: int = 500

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.local.stack import Stack
+
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 TASK_FIELDS = {
     "id", "name", "status", "a_number", "b_number", "extension_id", "scheduler_id",
@@ -37,6 +39,15 @@ FULL_TASK: dict[str, Any] = {
         "extended_a_numbers": ["+79990001123", "102"],
     },
 }
+
+
+@pytest.fixture
+def owner(stack: Stack, tenant: str) -> str:
+    """The test's tenant, onboarded with what FULL_TASK uses: extension 42's SIP account and
+    its caller ids (a tenant nobody configured may use neither)."""
+    stack.admin("set", tenant, "--caller-id", "+74950000000", "--caller-id", "+1555")
+    stack.admin("account", "add", tenant, "42", "--username", "ext42", "--password", "pw")
+    return tenant
 
 
 def is_int(value: object) -> bool:
@@ -128,16 +139,16 @@ def test_absent_start_time_means_now(api: httpx.Client, tenant: str) -> None:
     assert is_recent(task["create_date_utc"])
 
 
-def test_every_field_round_trips(api: httpx.Client, tenant: str) -> None:
-    task = add(api, new_queue(api, tenant), FULL_TASK)[0]
+def test_every_field_round_trips(api: httpx.Client, owner: str) -> None:
+    task = add(api, new_queue(api, owner), FULL_TASK)[0]
 
     # URLs come back exactly as sent (receivers may sign or compare them).
     assert {k: task[k] for k in FULL_TASK} == FULL_TASK
     assert task["status"] == "scheduled"
 
 
-def test_wire_types_are_numbers_and_strings(api: httpx.Client, tenant: str) -> None:
-    task = add(api, new_queue(api, tenant), FULL_TASK)[0]
+def test_wire_types_are_numbers_and_strings(api: httpx.Client, owner: str) -> None:
+    task = add(api, new_queue(api, owner), FULL_TASK)[0]
 
     for field in INT_FIELDS:
         assert is_int(task[field]), field
@@ -194,14 +205,14 @@ def test_a_start_time_before_1970_is_refused(api: httpx.Client, tenant: str, sen
     assert "start_time_utc" in response.text
 
 
-def test_callback_params_round_trip(api: httpx.Client, tenant: str) -> None:
+def test_callback_params_round_trip(api: httpx.Client, owner: str) -> None:
     params = {
         "caller_id_name": "Shop",
         "caller_id_number": "+1555",
         "extended_a_numbers": ["201", "+79990001124", "#7"],
     }
 
-    task = add_one(api, new_queue(api, tenant), callback_params=params)
+    task = add_one(api, new_queue(api, owner), callback_params=params)
 
     assert task["callback_params"] == params
 
@@ -267,8 +278,8 @@ def test_every_bad_task_of_a_bulk_add_is_reported(api: httpx.Client, tenant: str
 # --- get / list / delete -----------------------------------------------------------------------
 
 
-def test_get_task_returns_what_add_returned(api: httpx.Client, tenant: str) -> None:
-    queue = new_queue(api, tenant)
+def test_get_task_returns_what_add_returned(api: httpx.Client, owner: str) -> None:
+    queue = new_queue(api, owner)
     created = add(api, queue, FULL_TASK)[0]
 
     response = api.get(f"{queue}/task/{created['id']}")
@@ -277,8 +288,8 @@ def test_get_task_returns_what_add_returned(api: httpx.Client, tenant: str) -> N
     assert response.json() == created
 
 
-def test_list_tasks_is_a_bare_array_by_id(api: httpx.Client, tenant: str) -> None:
-    queue = new_queue(api, tenant)
+def test_list_tasks_is_a_bare_array_by_id(api: httpx.Client, owner: str) -> None:
+    queue = new_queue(api, owner)
     created = add(api, queue, TASK, FULL_TASK, TASK | {"name": "third"})
 
     response = api.get(f"{queue}/task/")
