@@ -103,6 +103,7 @@ $(VENV)/.bench-installed: pyproject.toml | $(STAMP)
 # One run, one machine, one table: bench/results/bench.md (sizes: see bench/run.py).
 bench: gen system-deps $(VENV)/.bench-installed
 	$(PY) -m bench.run
+	$(PY) -m bench.fairness
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.fuzz_api
 	$(PY) -m bench.sip_bench

@@ -36,6 +36,8 @@ def main() -> int:
         stack = Stack(stack_settings(Path(tmp)), log_dir=Path(tmp) / "logs")
         stack.start()
         try:
+            # 100,000 tasks in one queue: the default quota of stored tasks, so room above it.
+            stack.admin("set", "bench", "--max-stored-tasks", "1000000")
             token = stack.token("bench")
             client = httpx.Client(
                 base_url=stack.rest_url, headers={"Authorization": f"Bearer {token}"}, timeout=120
