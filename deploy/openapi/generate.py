@@ -146,13 +146,21 @@ _MESSAGE = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
 
 ERROR_CODES = {
     "400": "Bad input: a bad field (named in the message and in BadRequest.field_violations), "
-    "a wrong JSON type, malformed JSON or an unknown query parameter.",
+    "a wrong JSON type, malformed JSON or an unknown query parameter; for new tasks also an "
+    "extension, caller id or destination the client may not use (ErrorInfo.reason "
+    "EXTENSION_NOT_OWNED, CALLER_ID_NOT_ALLOWED, DESTINATION_DENIED).",
     "401": "No token, a bad signature or an expired token.",
     "403": "The path names a client other than the token's.",
     "404": "Unknown queue, task or call (including another client's), or unknown path.",
     "503": "PostgreSQL or the api service is unreachable; retry later.",
 }
 BODY_TOO_LARGE = {"413": "The request body is over 4 MiB."}
+QUOTA_EXCEEDED = {
+    "429": "A quota of the client would be exceeded (ErrorInfo.reason QUOTA_EXCEEDED, "
+    "ErrorInfo.metadata.quota names it, e.g. max_stored_tasks); nothing was stored."
+}
+# The operations that count against a quota as they answer.
+QUOTA_OPERATIONS = ("CreateTasks",)
 
 
 class _Proto:
@@ -336,6 +344,8 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             assert not rule.body, f"{name}: only body '*' or none is supported"
             query = [f.name for f in proto.message(request).field if f.name not in path_params]
             parameters += [builder.parameter(request, q, "query") for q in query]
+        if name in QUOTA_OPERATIONS:
+            errors.update(QUOTA_EXCEEDED)
         operation["parameters"] = parameters
         responses: dict[str, Any] = {
             "200": {
@@ -356,7 +366,7 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             "description": text,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
         }
-        for code, text in sorted({**ERROR_CODES, **BODY_TOO_LARGE}.items())
+        for code, text in sorted({**ERROR_CODES, **BODY_TOO_LARGE, **QUOTA_EXCEEDED}.items())
     }
     schemas = dict(sorted(builder.schemas.items()))
     schemas["Status"] = STATUS_SCHEMA
