@@ -28,6 +28,7 @@ from deploy.k8s import envoy_config
 from deploy.local.keys import ensure_keys
 from deploy.local.stack import BIN, DESCRIPTOR, ROOT
 from services.api.settings import ApiSettings
+from services.common.tenancy import TenantDefaults
 from services.dialer.settings import DialerSettings
 from services.dispatcher.settings import DispatcherSettings
 from services.notifier.settings import NotifierSettings
@@ -423,6 +424,8 @@ def test_settings_come_from_configmaps_and_secrets_from_secrets(
         assert container["envFrom"], f"{name} takes no ConfigMap"
         config = configmap_env(resources, container)
         unknown = set(config) - setting_names(settings)
+        if name in ("api", "dispatcher"):  # both apply the operator's tenant defaults
+            unknown -= setting_names(TenantDefaults)
         assert not unknown, f"{name} does not read {unknown} (a typo?)"
         assert not [k for k in config if SECRET_LOOKING.search(k)], f"{name}: secret in config"
         from_secrets = {
@@ -489,6 +492,18 @@ def test_call_timeouts_fit_the_lease_and_the_dialers_grace_period(
     dialer = pod_template(of_kind(resources, "Deployment")["dialer"])["spec"]
     # A dialer told to stop finishes its calls first; the kubelet must not kill it sooner.
     assert dialer["terminationGracePeriodSeconds"] >= longest_call
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_dispatchers_know_the_dialers_capacity(
+    rendered: dict[str, list[Resource]], overlay: str
+) -> None:
+    """The fair share between tenants holds only if the dispatchers know how many calls the
+    dialers carry in all."""
+    resources = rendered[overlay]
+    dialers = int(of_kind(resources, "Deployment")["dialer"]["spec"].get("replicas", 1))
+    per_dialer = setting(resources, "dialer", "DIALER_MAX_CONCURRENT_CALLS")
+    assert setting(resources, "dispatcher", "DISPATCHER_DIALER_CAPACITY") == dialers * per_dialer
 
 
 # -- replicas, budgets, spread ----------------------------------------------------------
