@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from deploy.local.stack import ROOT, Stack
+from deploy.local.stack import DEMO_CALLER_ID, ROOT, Stack
 
 
 def test_readme_curl_examples_run_clean(stack: Stack) -> None:
@@ -14,6 +14,8 @@ def test_readme_curl_examples_run_clean(stack: Stack) -> None:
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
     assert len(blocks) == 2
     script = "set -euo pipefail\n" + "\n".join(blocks)
+    # As `make run` does: the examples' caller id is the demo tenant's own.
+    stack.admin("caller-id", "add", "demo", DEMO_CALLER_ID)
     for endpoint in ("-X POST", "-X PUT", "-X DELETE", "/tasks/", "/task/$TASK", "/task/?"):
         assert endpoint in script
     result = subprocess.run(
