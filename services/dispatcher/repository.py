@@ -1,7 +1,12 @@
 """Every SQL statement the dispatcher runs, one function each.
 
-The claim is the heart of the system. Its three steps run in one transaction per queue:
+The claim is the heart of the system. It runs in one transaction per tenant:
 
+0. `lock_tenant` takes the tenant's row FOR UPDATE SKIP LOCKED, and `count_tenant_in_flight`
+   counts its callbacks in progress after that (exact, for the same reason as step 2):
+   `max_in_progress - in_flight` more may start, and no more than its token bucket holds
+   (calls per second; `spend_tokens` takes what the claim used). Then, for each of the
+   tenant's queues with due work, within what is left:
 1. `lock_queue` takes the queue row FOR UPDATE SKIP LOCKED. Only one dispatcher at a time
    claims for a queue; the others skip it (they do not wait) and serve other queues.
 2. `count_in_flight` runs *after* the lock, so its snapshot includes every claim committed
