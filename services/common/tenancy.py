@@ -49,19 +49,17 @@ class TenantDefaults(BaseSettings):
     denied_prefixes: tuple[str, ...] = DEFAULT_DENIED_PREFIXES
 
 
-def dialled_digits(number: str) -> str:
-    """A number as destination rules compare it: without a leading international prefix
-    ("+" or "00"), so that "+1900…" and "001900…" meet the same rule."""
-    if number.startswith("+"):
-        return number[1:]
-    if number.startswith("00"):
-        return number[2:]
-    return number
+def international_form(number: str) -> str:
+    """A number (or rule prefix) as destination rules compare it: a leading "00" (the
+    international prefix) written as "+", so that "+1900…" and "001900…" meet the same
+    rule. Numbers without either stay as dialled: "1900" may be an extension of the PBX,
+    and a rule for national numbers is written without "+"."""
+    return "+" + number[2:] if number.startswith("00") else number
 
 
 @dataclass(frozen=True)
 class DestinationRule:
-    prefix: str  # as the operator wrote it ("+1900"); compared by dialled_digits
+    prefix: str  # as the operator wrote it ("+1900"); compared by international_form
     allow: bool
 
 
@@ -70,11 +68,11 @@ def destination_allowed(
 ) -> bool:
     """Whether a tenant may call `number`: the longest matching prefix decides, the tenant's
     own rule winning over a default of the same length; a number no rule matches is allowed."""
-    digits = dialled_digits(number)
+    dialled = international_form(number)
     best: tuple[int, int, bool] | None = None  # (prefix length, tenant's own, allow)
-    candidates = [(dialled_digits(p), 0, False) for p in default_denied]
-    candidates += [(dialled_digits(r.prefix), 1, r.allow) for r in tenant_rules]
+    candidates = [(international_form(p), 0, False) for p in default_denied]
+    candidates += [(international_form(r.prefix), 1, r.allow) for r in tenant_rules]
     for prefix, own, allow in candidates:
-        if digits.startswith(prefix) and (best is None or (len(prefix), own) > best[:2]):
+        if dialled.startswith(prefix) and (best is None or (len(prefix), own) > best[:2]):
             best = (len(prefix), own, allow)
     return True if best is None else best[2]

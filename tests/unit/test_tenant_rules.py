@@ -12,7 +12,7 @@ from services.common.tenancy import (
     DEFAULT_DENIED_PREFIXES,
     DestinationRule,
     destination_allowed,
-    dialled_digits,
+    international_form,
 )
 from services.dispatcher.fairness import allotments, tenant_share
 
@@ -20,14 +20,14 @@ from services.dispatcher.fairness import allotments, tenant_share
 @pytest.mark.parametrize(
     ("number", "digits"),
     [
-        ("+19005550100", "19005550100"),
-        ("0019005550100", "19005550100"),
-        ("101", "101"),
+        ("+19005550100", "+19005550100"),
+        ("0019005550100", "+19005550100"),
+        ("1900", "1900"),
         ("*21#", "*21#"),
     ],
 )
-def test_dialled_digits_drop_the_international_prefix(number: str, digits: str) -> None:
-    assert dialled_digits(number) == digits
+def test_00_is_the_international_prefix(number: str, digits: str) -> None:
+    assert international_form(number) == digits
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,7 @@ def test_dialled_digits_drop_the_international_prefix(number: str, digits: str) 
         ("+441134960000", True),  # Leeds, not premium
         ("+15550001111", True),
         ("101", True),
+        ("1900", True),  # an extension, or a national number: rules with "+" are international
     ],
 )
 def test_default_rules_deny_premium_rate(number: str, allowed: bool) -> None:
