@@ -102,7 +102,12 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "TaskInput.start_time_utc": {
         "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
     },
-    "CallbackParams.caller_id_name": {"maxLength": 64},
+    # The part of the rule (validation._display_name) a portable JSON Schema regex can say: no
+    # control characters, no line or paragraph separators. The description gives the rest.
+    "CallbackParams.caller_id_name": {
+        "maxLength": 64,
+        "pattern": r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$",
+    },
     "CallbackParams.caller_id_number": {**PHONE, "pattern": r"^(\+?[0-9*#]+)?$", "minLength": 0},
     "CallbackParams.extended_a_numbers": {"maxItems": validation.MAX_EXTENDED_A_NUMBERS},
     "CallbackParams.extended_a_numbers[]": PHONE,

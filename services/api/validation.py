@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -111,6 +112,42 @@ def _printable(value: str) -> str:
     return value
 
 
+# A caller id name goes into SIP headers (From, P-Asserted-Identity) and onto phone displays,
+# so it is held to a stricter set than names and comments: letters, marks, digits,
+# punctuation, symbols and spaces (Unicode categories L, M, N, P, S, Zs). No control characters
+# (a CR or LF would end the SIP header: header injection), no format characters (invisible
+# bidi overrides, zero-width joiners), no line or paragraph separators, nothing unassigned or
+# private. The dialer escapes the name as a quoted-string as well (defence in depth).
+_DISPLAY_CATEGORIES = frozenset(("L", "M", "N", "P", "S"))
+_REFUSED_KIND = {
+    "Cc": "a control character",
+    "Cf": "a format character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+}
+
+
+def _display_name(value: str) -> str:
+    # isprintable() (in C) accepts exactly these categories, minus the spaces other than
+    # U+0020: most names pass it at once; the rest (with a no-break space, say) are checked
+    # one character at a time, at most 64.
+    if value.isprintable():
+        return value
+    for index, char in enumerate(value, 1):
+        category = unicodedata.category(char)
+        if category[0] not in _DISPLAY_CATEGORIES and category != "Zs":
+            raise PydanticCustomError(
+                "display_name",
+                "must be letters, digits, punctuation, symbols and spaces only: "
+                "character {index} (U+{code}) is {kind}",
+                {"index": index, "code": f"{ord(char):04X}", "kind": _REFUSED_KIND[category]},
+            )
+    return value
+
+
 Phone = Annotated[str, AfterValidator(_phone)]
 Url = Annotated[str, Field(max_length=2048), AfterValidator(_url)]
 Pause = Annotated[int, BeforeValidator(_pause)]
@@ -141,7 +178,7 @@ class QueueChanges(_Strict):
 
 
 class CallbackParams(_Strict):
-    caller_id_name: Annotated[str, Field(max_length=64), AfterValidator(_printable)] = ""
+    caller_id_name: Annotated[str, Field(max_length=64), AfterValidator(_display_name)] = ""
     caller_id_number: Annotated[str, AfterValidator(lambda v: v and _phone(v))] = ""
     extended_a_numbers: Annotated[list[Phone], Field(max_length=MAX_EXTENDED_A_NUMBERS)] = []
 

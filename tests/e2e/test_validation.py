@@ -266,6 +266,68 @@ def test_task_add_refuses_a_bad_tasks_array(
     assert api.get(f"{queue}/task/").json() == []
 
 
+# --- caller id name: it goes into SIP headers --------------------------------------------------
+
+# A name that, unescaped in quotes, would end the From header and add a header of the tenant's.
+INJECTED_NAME = 'x"\r\nP-Charge-Info: <sip:+15550001111@t>\r\nX: "'
+
+
+def test_a_caller_id_name_that_would_add_a_sip_header_is_refused(
+    api: httpx.Client, tenant: str
+) -> None:
+    queue = new_queue(api, tenant)
+    bad = task(callback_params={"caller_id_name": INJECTED_NAME})
+
+    response = api.post(f"{queue}/tasks/", json={"tasks": [bad]})
+
+    assert_bad_request(response, "tasks[0].callback_params.caller_id_name")
+    violations = [
+        (v["field"], v["description"])
+        for detail in response.json()["details"]
+        for v in detail.get("field_violations", [])
+    ]
+    assert violations == [
+        (
+            "tasks[0].callback_params.caller_id_name",
+            "must be letters, digits, punctuation, symbols and spaces only: "
+            "character 3 (U+000D) is a control character",
+        )
+    ]
+    assert api.get(f"{queue}/task/").json() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a\tb", "a\nb", "a\x7f", "a\x85b", "a\u2028b", "a\u2029b", "a\u200bb", "a\u202eb", "\ufeffa"],
+    ids=["tab", "lf", "del", "nel", "line-sep", "para-sep", "zero-width", "bidi", "bom"],
+)
+def test_a_caller_id_name_with_an_invisible_character_is_refused(
+    api: httpx.Client, tenant: str, name: str
+) -> None:
+    queue = new_queue(api, tenant)
+
+    response = api.post(
+        f"{queue}/tasks/", json={"tasks": [task(callback_params={"caller_id_name": name})]}
+    )
+
+    assert_bad_request(response, "tasks[0].callback_params.caller_id_name")
+
+
+def test_a_caller_id_name_with_quotes_and_punctuation_is_kept_as_sent(
+    api: httpx.Client, tenant: str
+) -> None:
+    queue = new_queue(api, tenant)
+    name = 'Zoë "Sales" \\ <Nord>; Ltd, 日本\u00a0#1'
+
+    response = api.post(
+        f"{queue}/tasks/", json={"tasks": [task(callback_params={"caller_id_name": name})]}
+    )
+
+    assert response.status_code == 200, response.text
+    [stored] = api.get(f"{queue}/task/").json()
+    assert stored["callback_params"]["caller_id_name"] == name
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -160,6 +160,19 @@ async def test_a_fails(sip: Lab, behaviour: Behaviour, outcome: str, final: str)
     assert final in report.comment
 
 
+async def test_the_phone_gets_the_name_quoted_and_hash_as_percent_23(sip: Lab) -> None:
+    # The phone's own check, a POSIX regexp on the INVITE it received (in a bracket expression
+    # `\` is literal): `"` and `\` of the name arrive as quoted-pairs, the `#` of the caller's
+    # number as %23 (RFC 3261 25.1, 19.1.2).
+    party = r'"Bob [\]"The Boss[\]" [\][\] Co" <sip:555%231@callback[.]test>'
+    checks = (f"From: {party};tag=", f"P-Asserted-Identity: {party}")
+    await sip.phone(A, scenario("busy", invite_checks=checks))
+    backend = await sip.backend(assert_identity=True)
+    name = 'Bob "The Boss" \\ Co'
+    report = await sip.call(caller_id_name=name, caller_id_number="555#1", backend=backend)
+    assert report.outcome == "a_busy", report
+
+
 @pytest.mark.parametrize(
     ("behaviour", "outcome", "final"),
     [

@@ -9,8 +9,10 @@ from services.dialer.sip.message import (
     Address,
     ParseError,
     address_of,
+    number_user,
     params,
     parse,
+    quoted_string,
     split_list,
     stream_frame,
     uri_of,
@@ -82,6 +84,51 @@ def test_lists_addresses_and_uris() -> None:
     assert address_of("sip:+1555@10.0.0.2:5080;transport=tcp") == Address("10.0.0.2", 5080)
     assert address_of("sip:pbx.example") == Address("pbx.example", 5060)
     assert uri_of("sip:x@y;tag=1") == "sip:x@y"
+
+
+def test_quoted_names_with_escapes_brackets_and_commas() -> None:
+    # A display name may hold `<`, `,` and an escaped `"` or `\` (RFC 3261 25.1 quoted-pair).
+    sales = r'"Sales <east>, \"A\" \\" <sip:100@pbx>;tag=1'
+    assert uri_of(sales) == "sip:100@pbx"
+    assert params(sales) == {"tag": "1"}
+    assert split_list(rf"{sales}, <sip:y>") == [sales, "<sip:y>"]
+    assert split_list(r'"ends in \\", <sip:y>') == [r'"ends in \\"', "<sip:y>"]
+
+
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        ("Sales", '"Sales"'),
+        ('say "hi"', r'"say \"hi\""'),
+        ("back\\slash\\", r'"back\\slash\\"'),
+        ("Zoë <Café>; x=1, y", '"Zoë <Café>; x=1, y"'),
+        # Never a line break, whatever the name: CR and LF cannot be escaped (25.1).
+        ('x"\r\nP-Charge-Info: <sip:1@t>\r\nX: "', r'"x\"  P-Charge-Info: <sip:1@t>  X: \""'),
+        ("tab\tnul\x00del\x7fnel\x85ls\u2028ps\u2029", '"tab nul del nel ls ps "'),
+    ],
+)
+def test_quoted_string_escapes_quotes_and_backslashes_and_never_breaks_a_line(
+    name: str, quoted: str
+) -> None:
+    assert quoted_string(name) == quoted
+
+
+@pytest.mark.parametrize(
+    ("number", "user"),
+    [("+15550001111", "+15550001111"), ("*72#", "*72%23"), ("##1", "%23%231"), ("0", "0")],
+)
+def test_number_user_part_escapes_hash(number: str, user: str) -> None:
+    # RFC 3261 19.1.2: `#` is not allowed unescaped in the user part.
+    assert number_user(number) == user
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["", "+", "1@evil.example", "1;user=ip", "1?X=y", "1>\r\nX: y", "12 34", "\uff11\uff12", "1+2"],
+)
+def test_number_user_part_refuses_what_is_not_a_phone_number(number: str) -> None:
+    with pytest.raises(ValueError, match="not a phone number"):
+        number_user(number)
 
 
 def test_digest_matches_rfc_2617_example() -> None:

@@ -417,6 +417,57 @@ def test_callback_params_refused(params: dict[str, Any], field: str) -> None:
     assert bad_task_fields(callback_params=params) == [f"tasks[0].callback_params.{field}"]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        'Zoë "Sales" \\ <Nord>; Ltd, #1 & co.',
+        "日本語 Сервис",
+        "e\u0301",  # a combining mark
+        "a\u00a0b\u3000c",  # no-break and ideographic spaces
+        "x" * 64,
+        "☎ €",
+    ],
+)
+def test_caller_id_name_takes_letters_marks_digits_punctuation_symbols_and_spaces(
+    name: str,
+) -> None:
+    assert one_task(callback_params={"caller_id_name": name}).callback_params.caller_id_name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ('x"\r\nP-Charge-Info: <sip:+15550001111@t>\r\nX: "', "character 3 (U+000D) is a control"),
+        ("a\tb", "character 2 (U+0009) is a control character"),
+        ("a\nb", "(U+000A) is a control character"),
+        ("\x00", "(U+0000) is a control character"),
+        ("a\x7f", "(U+007F) is a control character"),
+        ("a\x85", "(U+0085) is a control character"),
+        ("a\u2028b", "(U+2028) is a line separator"),
+        ("a\u2029b", "(U+2029) is a paragraph separator"),
+        ("a\u200bb", "(U+200B) is a format character"),
+        ("a\u202eb", "(U+202E) is a format character"),
+        ("\ufeffa", "(U+FEFF) is a format character"),
+        ("a\ue000", "(U+E000) is a private-use character"),
+        ("a\u0378", "(U+0378) is an unassigned code point"),
+    ],
+)
+def test_caller_id_name_refuses_control_and_format_characters(name: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        validation.new_tasks([TASK | {"callback_params": {"caller_id_name": name}}])
+
+    [violation] = error.value.violations
+    assert violation.field == "tasks[0].callback_params.caller_id_name"
+    assert violation.description.startswith("must be letters, digits, punctuation, symbols")
+    assert why in violation.description
+
+
+def test_names_and_comments_still_take_tabs_and_line_breaks() -> None:
+    # Only the caller id name reaches SIP headers; queue and task names and comments keep
+    # the older, looser rule.
+    assert one_task(name="a\tb\r\nc").name == "a\tb\r\nc"
+
+
 def test_call_uuid_is_canonical() -> None:
     text = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 

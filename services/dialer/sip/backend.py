@@ -116,7 +116,7 @@ class SipBackend:
                 ring_timeout=self._ring_timeout,
                 max_call=self._max_call,
             )
-        except LookupError as err:  # no route for a number
+        except (LookupError, ValueError) as err:  # no route for a number, or not a number
             now = datetime.now(UTC)
             return CallReport(outcome="error", comment=str(err), started=now, ended=now)
         try:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from services.dialer.backend import Leg
 from services.dialer.sip import digest
-from services.dialer.sip.message import Message, params, uri_of
+from services.dialer.sip.message import Message, number_user, params, quoted_string, uri_of
 from services.dialer.sip.sdp import Origin
 from services.dialer.sip.transaction import ClientTransaction, timeout_response
 from services.dialer.sip.ua import Dialog, UserAgent, new_tag
@@ -72,11 +72,18 @@ class OutboundLeg:
         self.role = role
         self.number = number
         self.account = account
+        # Numbers and the name come from the task (tenant input, checked by the api): they are
+        # checked and escaped here again, so that no value can add a header, a URI parameter
+        # or a host, whatever reached the database (ValueError: the callback is an error).
+        callee = number_user(number)
         route = ua.route_for(number)
         self.destination = route.proxy
-        self.request_uri = f"sip:{number}@{route.domain}"
-        user = caller.number or (account.username if account else "") or "callback"
-        display = f'"{caller.name}" ' if caller.name else ""
+        self.request_uri = f"sip:{callee}@{route.domain}"
+        if caller.number:
+            user = number_user(caller.number)
+        else:
+            user = (account.username if account else "") or "callback"
+        display = f"{quoted_string(caller.name)} " if caller.name else ""
         self.local_party = f"{display}<sip:{user}@{route.domain}>"
         self.assert_identity = caller.assert_identity
         self.call_id = f"{secrets.token_hex(12)}@{ua.transport.local.host}"

@@ -165,9 +165,13 @@ def stream_frame(buffer: bytes) -> tuple[bytes, bytes] | None:
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, ignoring commas in quotes and <...>."""
     items: list[str] = []
-    depth, quoted, start = 0, False, 0
+    depth, quoted, escaped, start = 0, False, False, 0
     for index, char in enumerate(value):
-        if char == '"' and (index == 0 or value[index - 1] != "\\"):
+        if escaped:  # the character of a quoted-pair (RFC 3261 25.1), even a `"` or `\`
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
             quoted = not quoted
         elif not quoted and char == "<":
             depth += 1
@@ -193,10 +197,62 @@ def params(value: str) -> dict[str, str]:
 
 def uri_of(value: str) -> str:
     """The URI of a name-addr (`"Name" <sip:x@y>;tag=1`) or addr-spec (`sip:x@y;tag=1`)."""
-    start = value.find("<")
+    start = value.find("<", _after_display_name(value))
     if start >= 0:
         return value[start + 1 : value.find(">", start)]
     return value.split(";", 1)[0].strip()
+
+
+def _after_display_name(value: str) -> int:
+    """Where a name-addr's quoted display name ends (0 without one): a `<` inside the quotes
+    is part of the name, not the start of the URI."""
+    text = value.lstrip()
+    if not text.startswith('"'):
+        return 0
+    index = len(value) - len(text) + 1
+    while index < len(value):
+        if value[index] == "\\":
+            index += 2
+        elif value[index] == '"':
+            return index + 1
+        else:
+            index += 1
+    return len(value)
+
+
+# RFC 3261 25.1: quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F). A CR or LF cannot be
+# escaped at all, and a bare one would end the header line: the header injection a caller id
+# name must never achieve. Every control character becomes a space (a name is cosmetic; the
+# call is worth more than a tab in it), and so do C1 controls and the Unicode line and
+# paragraph separators, which some parsers downstream count as line ends (Python's
+# str.splitlines does).
+_QUOTED_PAIR = re.compile(r'(["\\])')
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def quoted_string(text: str) -> str:
+    """`text` as an RFC 3261 quoted-string (25.1), e.g. a From display name: `"` and `\\`
+    escaped, line breaks and other control characters replaced by spaces. Whatever `text` is,
+    the result is one quoted-string that unquotes to `text` (minus those) and nothing else.
+
+    The api refuses such names already (services/api/validation.py); this holds even for a
+    name that reached the dialer some other way (written into the database, an old task).
+    """
+    return '"' + _QUOTED_PAIR.sub(r"\\\1", _CONTROL.sub(" ", text)) + '"'
+
+
+# The api's phone number syntax (services/api/validation.py): digits, `*` and `#`, a leading
+# `+`. Anything else reaching a SIP URI could add parameters, headers or a host.
+_NUMBER = re.compile(r"\+?[0-9*#]+")
+
+
+def number_user(number: str) -> str:
+    """A phone number as the user part of a SIP URI (RFC 3261 19.1.2, 25.1 `user`): `#` is
+    not allowed there unescaped, so it is sent as %23; `+` and `*` are. ValueError for
+    anything that is not a phone number."""
+    if not _NUMBER.fullmatch(number):
+        raise ValueError(f"not a phone number: {number!r}")
+    return number.replace("#", "%23")
 
 
 @dataclass(frozen=True)
