@@ -67,7 +67,7 @@ def violation(*tasks: dict[str, object], policy: TenantPolicy = POLICY) -> Polic
     return raised.value
 
 
-TASK = {"a_number": "101", "b_number": "102"}
+TASK: dict[str, object] = {"a_number": "101", "b_number": "102"}
 
 
 def test_policy_allows_what_the_tenant_owns() -> None:
