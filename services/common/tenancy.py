@@ -40,8 +40,8 @@ class TenantDefaults(BaseSettings):
 
     # Callbacks in progress at once, across all of a tenant's queues.
     max_in_progress: int = Field(default=100, ge=0)
-    # New callbacks started per second, across all of a tenant's queues (bursts of up to a
-    # second's worth).
+    # New calls per second, across all of a tenant's queues (bursts of up to a second's
+    # worth): each A number a callback rings at once counts, its extended A numbers too.
     calls_per_second: float = Field(default=10.0, gt=0)
     # Tasks stored (any status) across all of a tenant's queues.
     max_stored_tasks: int = Field(default=100_000, ge=0)

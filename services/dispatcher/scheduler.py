@@ -49,6 +49,13 @@ def claim_share(settings: DispatcherSettings, due_queues: int) -> int:
     return max(settings.claim_batch, settings.claim_pass_size // max(due_queues, 1))
 
 
+def _calls_at_once(task: Any) -> int:
+    """The calls a claimed task starts at once, as the calls-per-second quota counts them:
+    a_number and every extended A number ring together (B rings later, once A answered).
+    A claim may take the bucket below zero this way; the debt delays the tenant's next."""
+    return 1 + len(task.extended_a_numbers or ())
+
+
 class _Pass(NamedTuple):
     claimed: int
     contended: bool  # a queue or tenant with due work was held by another dispatcher
@@ -251,12 +258,14 @@ class Scheduler:
                 messages = await self._start_webhooks(conn, in_order)
                 messages.append(dial_requests(in_order))
                 await repository.add_to_outbox(conn, messages)
-                await repository.spend_tokens(conn, client_id, tenant.tokens - len(started))
+                tokens_left = tenant.tokens - sum(map(_calls_at_once, started))
+                await repository.spend_tokens(conn, client_id, tokens_left)
         if len(started) >= room and room < allotment:
             if by_quota <= by_rate:
                 return _TenantClaim(started, contended, "in_progress")
-            # The bucket has less than one call left: when it has one again.
-            tokens_left = tenant.tokens - len(started)
+            # The bucket has less than one call left (or is in debt: a callback rings all
+            # its A numbers at once): when it has one again.
+            tokens_left = tenant.tokens - sum(map(_calls_at_once, started))
             wait = max(1.0 - tokens_left, 0.0) / tenant.calls_per_second
             return _TenantClaim(started, contended, "calls_per_second", wait)
         return _TenantClaim(started, contended)

@@ -30,7 +30,9 @@ async def engines(migrated_database: str) -> AsyncIterator[list[AsyncEngine]]:
         await engine.dispose()
 
 
-async def add_due_tasks(engine: AsyncEngine, queues: int, per_queue: int) -> None:
+async def add_due_tasks(
+    engine: AsyncEngine, queues: int, per_queue: int, params: str = "{}"
+) -> None:
     async with transaction(engine) as conn:
         for _ in range(queues):
             queue = await add_queue(conn)
@@ -41,10 +43,10 @@ async def add_due_tasks(engine: AsyncEngine, queues: int, per_queue: int) -> Non
                                        url_before_again, url_success, url_after,
                                        start_time_utc, next_run_at, callback_params)
                     SELECT :queue, 'acme', '', '101', '102', 0, 1, 60, '', '', '', '',
-                           now(), now(), '{}'::jsonb
+                           now(), now(), CAST(:params AS jsonb)
                     FROM generate_series(1, :n)
                 """),
-                {"queue": queue, "n": per_queue},
+                {"queue": queue, "n": per_queue, "params": params},
             )
 
 
@@ -97,3 +99,20 @@ async def test_calls_per_second_bucket_holds_a_seconds_worth(engines: list[Async
     assert 3 <= claimed <= 3 + int(3 * elapsed)
     held = [p for p in passes if p.retry_in is not None]
     assert all(0 < p.retry_in <= 1 / 3 for p in held if p.retry_in is not None)
+
+
+async def test_every_a_number_rung_at_once_counts_as_a_call(engines: list[AsyncEngine]) -> None:
+    """A task rings its A number and its extended A numbers together: 3 calls each here."""
+    await set_tenant(engines[0], calls_per_second=3)
+    await add_due_tasks(engines[0], 1, 10, '{"extended_a_numbers": ["103", "104"]}')
+
+    started = time.monotonic()
+    first = await dispatcher(engines[0])._claim_pass()
+    elapsed = time.monotonic() - started
+
+    assert first.claimed == 3  # the bucket's 3, counted in tasks as they are claimed ...
+    async with transaction(engines[0]) as conn:
+        tokens = (await conn.execute(text("SELECT rate_tokens FROM tenants"))).scalar_one()
+    # ... but 9 calls were spent: the bucket is in debt, and the tenant waits it out.
+    assert tokens == pytest.approx(3 - 9, abs=3 * elapsed)
+    assert first.retry_in is not None and first.retry_in > 2
