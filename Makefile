@@ -9,7 +9,8 @@ PROTOS := $(wildcard proto/scheduler/v1/*.proto)
 DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all run test lint typecheck check token tenant webhook-secret gen venv system-deps clean bench \
+.PHONY: all run stop test lint typecheck check token tenant webhook-secret gen venv system-deps \
+	clean bench \
 	k8s-envoy-config openapi fuzz bench-sip bench-scale chaos
 
 all: lint typecheck test
@@ -69,6 +70,10 @@ openapi: gen
 
 run: gen
 	$(PY) -m deploy.local.stack
+
+# Stops the `make run` of this state folder (STATE_DIR), or whatever a killed one left running.
+stop: gen
+	$(PY) -m deploy.local.stop
 
 token: gen
 	@$(PY) -m deploy.local.token $(CLIENT)

@@ -2,8 +2,13 @@
 
 Written by hand rather than with a Procfile runner (honcho, circus) because start-up has
 gates the runners lack: PostgreSQL must run and be migrated before the api starts, the api
-must report SERVING before Envoy takes traffic, and the embedded PostgreSQL is a Python
-library (pgserver), not a command. The tests start the same stack through this module.
+must report SERVING before Envoy takes traffic, and the embedded PostgreSQL needs its cluster
+created first (pgserver's binaries, embedded_postgres.py). The tests start the same stack
+through this module.
+
+Nothing outlives the launcher: each child gets a parent-death signal (lifeline.py), the state
+folder records what runs (ledger.py) so that the next start stops what a killed launcher left,
+and ports are checked before anything starts (ports.py).
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ from pathlib import Path
 from typing import IO, Any
 
 import grpc
+import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.envoy.config import EnvoySettings, render
+from deploy.local import embedded_postgres
 from deploy.local.keys import ensure_keys, ensure_webhook_signing_key, mint_token
+from deploy.local.ledger import Ledger, ProcessRecord, StateFolderBusy, stop_all
+from deploy.local.lifeline import parent_death_hook
+from deploy.local.ports import PortClaim, PortInUse, check_free, describe, taken
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -74,11 +84,17 @@ class StackError(RuntimeError):
     """A part of the stack failed to start or died."""
 
 
+# What `make run` reports in one line, without a traceback.
+START_ERRORS = (StackError, PortInUse, StateFolderBusy)
+
+
 @dataclass
 class _Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path | None
+    stop_signal: signal.Signals = signal.SIGTERM
+    ports: tuple[PortClaim, ...] = ()
 
     def tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -97,7 +113,7 @@ class Stack:
     service_env: dict[str, str] = field(default_factory=dict)
     database_url: str = ""
     _children: list[_Child] = field(default_factory=list)
-    _pg: Any = None
+    _ledger: Ledger | None = None
 
     @property
     def rest_url(self) -> str:
@@ -126,6 +142,13 @@ class Stack:
         state.mkdir(parents=True, exist_ok=True)
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger(state)
+        ledger.acquire()
+        self._ledger = ledger
+        for line in clean_up_leftovers(ledger, self.settings):
+            log.warning("%s", line)
+        ledger.save()
+        check_free(self.port_claims())
         self.database_url = self.settings.database_url or self._start_embedded_postgres()
         self._migrate()
         jwks = ensure_keys(state)
@@ -159,6 +182,7 @@ class Stack:
                 *("-c", str(envoy_config)),
                 *("--disable-hot-restart", "--log-level", "warn"),
             ],
+            ports=self._claims("envoy"),
         )
         self._wait("envoy", lambda: _http_ok(f"http://127.0.0.1:{envoy_settings.admin_port}/ready"))
 
@@ -173,6 +197,7 @@ class Stack:
                 *("-js", "-sd", str(nats_dir)),
                 *("-a", "127.0.0.1", "-p", str(self.settings.nats_port)),
             ],
+            ports=self._claims("nats"),
         )
         self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
 
@@ -191,6 +216,7 @@ class Stack:
                 "API_METRICS_ADDRESS": self._metrics_address("api", index),
                 "API_JWKS_FILE": str(jwks),
             },
+            ports=self._claims("api", index),
         )
         self._wait(name, lambda: _grpc_serving(self.api_target(index)))
 
@@ -209,6 +235,48 @@ class Stack:
     def _metrics_address(self, kind: str, index: int = 0) -> str:
         return self.metrics_url(kind, index).removeprefix("http://").removesuffix("/metrics")
 
+    def port_claims(self) -> list[PortClaim]:
+        """Every TCP port the stack will listen on, with the setting that moves each."""
+        settings = self.settings
+        counts = {
+            "api": settings.apis,
+            "dispatcher": settings.dispatchers,
+            "dialer": settings.dialers,
+            "notifier": settings.notifiers,
+        }
+        claims = [*self._claims("nats"), *self._claims("envoy")]
+        for kind, count in counts.items():
+            for index in range(count):
+                claims += self._claims(kind, index)
+        return claims
+
+    def _claims(self, kind: str, index: int = 0) -> tuple[PortClaim, ...]:
+        settings = self.settings
+        if kind == "nats":
+            return (PortClaim(settings.nats_port, "NATS", "NATS_PORT"),)
+        if kind == "envoy":
+            return (
+                PortClaim(
+                    settings.rest_port, "REST API (Envoy)", "REST_PORT", settings.rest_address
+                ),
+                PortClaim(settings.envoy_admin_port, "Envoy admin", "ENVOY_ADMIN_PORT"),
+            )
+        name = ("api" if index == 0 else f"api-{index}") if kind == "api" else f"{kind}-{index}"
+        if kind == "api":
+            grpc_port, grpc_setting = settings.api_grpc_port + index, "API_GRPC_PORT"
+        else:
+            grpc_port = int(self.replica_target(kind, index).rsplit(":", 1)[1])
+            grpc_setting = f"{kind.upper()}_GRPC_PORT"
+        metrics_offset = {"api": 0, "dispatcher": 6, "dialer": 16, "notifier": 26}[kind] + index
+        return (
+            PortClaim(grpc_port, f"{name} gRPC", _plus(grpc_setting, index)),
+            PortClaim(
+                settings.metrics_port + metrics_offset,
+                f"{name} metrics",
+                _plus("METRICS_PORT", metrics_offset),
+            ),
+        )
+
     def start_replica(self, kind: str, index: int) -> None:
         """Start replica `index` of the dispatcher or the dialer and wait until it serves."""
         name, target = f"{kind}-{index}", self.replica_target(kind, index)
@@ -226,6 +294,7 @@ class Stack:
                 f"{prefix}_METRICS_ADDRESS": self._metrics_address(kind, index),
                 "NOTIFIER_SIGNING_KEY": ensure_webhook_signing_key(self.settings.state_dir),
             },
+            ports=self._claims(kind, index),
         )
         self._wait(name, lambda: _grpc_serving(target))
 
@@ -256,26 +325,28 @@ class Stack:
         for child in [c for c in self._children if c.name == name]:
             child.process.kill()
             child.process.wait()
-            self._children.remove(child)
+            self._forget(child)
 
     def _start_embedded_postgres(self) -> str:
-        # pgserver keeps a lock file in the user's runtime dir, read when it is imported.
-        if not os.environ.get("XDG_RUNTIME_DIR"):
-            runtime = self.settings.state_dir / "run"
-            runtime.mkdir(mode=0o700, exist_ok=True)
-            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-        import pgserver  # only the embedded default needs it
-
-        pgdata = self.settings.state_dir / "pgdata"
-        self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
-        admin_uri = self._pg.get_uri()
+        _set_runtime_dir(self.settings.state_dir)
+        server = embedded_postgres.prepare(self.settings.state_dir / "pgdata")
+        self._spawn(
+            "postgres",
+            server.argv,
+            user=server.user,
+            stop_signal=embedded_postgres.STOP_SIGNAL,
+            # Its log goes to a file even under `make run`: it is chatty and rarely needed.
+            log_path=self.settings.state_dir / "postgres.log",
+        )
+        admin_uri = server.uri("postgres")
+        self._wait("postgres", lambda: _postgres_ready(admin_uri))
         with psycopg.connect(admin_uri, autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
             ).fetchone()
             if exists is None:
                 conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
-        return str(self._pg.get_uri(EMBEDDED_DATABASE))
+        return server.uri(EMBEDDED_DATABASE)
 
     def _migrate(self) -> None:
         result = subprocess.run(
@@ -289,8 +360,19 @@ class Stack:
         if result.returncode != 0:
             raise StackError(f"database migration failed:\n{result.stderr[-3000:]}")
 
-    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
-        log_path = None if self.log_dir is None else self.log_dir / f"{name}.log"
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        ports: tuple[PortClaim, ...] = (),
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        log_path: Path | None = None,
+    ) -> None:
+        if self.log_dir is not None:
+            log_path = self.log_dir / f"{name}.log"
         output: IO[bytes] | None = None if log_path is None else log_path.open("ab")
         process = subprocess.Popen(
             argv,
@@ -300,16 +382,25 @@ class Stack:
             stderr=subprocess.STDOUT if output else None,
             # Own session: a Ctrl-C reaches only this launcher, which stops the rest in order.
             start_new_session=True,
+            user=user,
+            # If the launcher dies without stopping it, the kernel sends the stop signal.
+            preexec_fn=parent_death_hook(stop_signal),
         )
         if output is not None:
             output.close()
-        self._children.append(_Child(name, process, log_path))
+        self._children.append(_Child(name, process, log_path, stop_signal, ports))
+        if self._ledger is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self._ledger.add(ProcessRecord.of(name, process.pid, stop_signal))
 
     def _wait(self, name: str, ready: Callable[[], bool]) -> None:
         child = next(c for c in self._children if c.name == name)
         deadline = time.monotonic() + self.settings.start_timeout
         while not ready():
             if child.process.poll() is not None:
+                claim = taken(child.ports)
+                if claim is not None:  # another program got the port after the check
+                    raise PortInUse(describe(claim))
                 raise StackError(f"{name} exited with {child.process.returncode}\n{child.tail()}")
             if time.monotonic() > deadline:
                 raise StackError(f"{name} not ready after {self.settings.start_timeout}s")
@@ -321,30 +412,78 @@ class Stack:
     def stop_child(self, name: str, grace: float = 15.0) -> None:
         """SIGTERM one part and wait for it (SIGKILL after the grace period)."""
         for child in [c for c in self._children if c.name == name]:
-            _terminate(child.process, grace)
-            self._children.remove(child)
+            _terminate(child.process, grace, child.stop_signal)
+            self._forget(child)
 
     def stop(self) -> None:
-        """Stop every part in reverse order of start, replicas of one kind together;
-        safe to call twice."""
+        """Stop every part in reverse order of start (PostgreSQL last), replicas of one kind
+        together; safe to call twice."""
         while self._children:
             kind = self._children[-1].name.split("-")[0]
             group = [c for c in self._children if c.name.split("-")[0] == kind]
             for child in group:
-                self._children.remove(child)
                 if child.process.poll() is None:
-                    child.process.send_signal(signal.SIGTERM)
+                    child.process.send_signal(child.stop_signal)
             for child in group:
-                _terminate(child.process, 15.0)
-        if self._pg is not None:
-            with contextlib.suppress(Exception):
-                self._pg.cleanup()
-            self._pg = None
+                _terminate(child.process, 15.0, child.stop_signal)
+                self._forget(child)
+        if self._ledger is not None:
+            self._ledger.release()
+            self._ledger = None
+
+    def _forget(self, child: _Child) -> None:
+        self._children.remove(child)
+        if self._ledger is not None:
+            self._ledger.remove(child.process.pid)
 
 
-def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+def clean_up_leftovers(ledger: Ledger, settings: StackSettings) -> list[str]:
+    """Stop what an earlier launcher of this state folder left running (the caller holds the
+    folder's lock); return what was done, one line each."""
+    done = []
+    leftovers = ledger.leftovers()
+    if leftovers:
+        names = ", ".join(f"{r.name} (pid {r.pid})" for r in leftovers)
+        done.append(f"stopping what an earlier launcher left running: {names}")
+        survivors = stop_all(leftovers, grace=15.0)
+        if survivors:
+            pids = " ".join(str(r.pid) for r in survivors)
+            raise StackError(
+                f"could not stop processes an earlier launcher left running; "
+                f"stop them by hand (kill -9 {pids}) and start again"
+            )
+    if settings.database_url is None:
+        pid = embedded_postgres.stop_leftover(settings.state_dir / "pgdata")
+        if pid is not None:
+            done.append(f"stopped a PostgreSQL (pid {pid}) left running on {settings.state_dir}")
+    return done
+
+
+def _plus(setting: str, offset: int) -> str:
+    return setting if offset == 0 else f"{setting} + {offset}"
+
+
+def _set_runtime_dir(state_dir: Path) -> None:
+    # pgserver reads the user's runtime dir when it is imported (a lock file, socket fallback).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = state_dir / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def _postgres_ready(uri: str) -> bool:
+    try:
+        with psycopg.connect(uri, connect_timeout=1):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _terminate(
+    process: subprocess.Popen[bytes], grace: float, stop_signal: signal.Signals = signal.SIGTERM
+) -> None:
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:
@@ -393,10 +532,15 @@ def main() -> int:
     started = time.monotonic()
     try:
         stack.start()
+    except START_ERRORS as err:
+        log.error("callback-scheduler cannot start: %s", err)
+        return 1
+    try:
         # The demo tenant of the README's examples owns the caller id they show.
         stack.admin("caller-id", "add", "demo", DEMO_CALLER_ID)
     except StackError as err:
-        log.error("callback-scheduler failed to start: %s", err)
+        log.error("callback-scheduler cannot onboard its demo tenant: %s", err)
+        stack.stop()
         return 1
     where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
     log.info(
