@@ -11,36 +11,30 @@ state folder's ledger (ledger.py).
 
 from __future__ import annotations
 
-import ctypes
-import os
+import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable
 
-_PR_SET_PDEATHSIG = 1
+# util-linux's setpriv sets the parent-death signal, then execs the command: the child stays
+# our direct child (same pid), and nothing runs between fork and exec in this process. A
+# `preexec_fn` would do the same from Python, but it makes subprocess fork() instead of
+# vfork(), and fork() runs gRPC's atfork handlers, which deadlocked the launcher (its
+# readiness probes use gRPC) now and then: a stack start hung in Popen.
+SETPRIV = shutil.which("setpriv")
 
 
-def parent_death_hook(signum: signal.Signals) -> Callable[[], None] | None:
-    """A `preexec_fn` for subprocess.Popen that makes the child receive `signum` when this
-    process dies; None where that cannot be promised (not Linux, not the main thread).
+def with_lifeline(argv: list[str], signum: signal.Signals) -> list[str]:
+    """`argv` wrapped so that the child receives `signum` when the thread that starts it
+    ends; `argv` as it is where that cannot be promised (not Linux, no setpriv, not the
+    main thread: the signal is sent when the *thread* that forked the child ends, so it is
+    only set from the main thread, which ends with the process).
 
-    The signal is sent when the *thread* that forked the child ends, so it is only set from
-    the main thread, which ends with the process.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
+    setpriv sets it after Popen's user switch (a change of credentials clears the setting).
+    A launcher killed between the fork and setpriv's prctl leaves the child unsignalled:
+    the next start finds it in the ledger."""
+    if not sys.platform.startswith("linux") or SETPRIV is None:
+        return argv
     if threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        # Runs in the child between fork and exec, after Popen's user switch (a change of
-        # credentials clears the setting, so it must come after). No imports, no locks here.
-        prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
-        if os.getppid() != parent:
-            # The launcher died before the setting took effect: nobody would ever signal us.
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
+        return argv
+    return [SETPRIV, f"--pdeathsig={signal.Signals(signum).name.removeprefix('SIG')}", "--", *argv]

@@ -39,7 +39,7 @@ from deploy.envoy.config import EnvoySettings, render
 from deploy.local import embedded_postgres
 from deploy.local.keys import ensure_keys, ensure_webhook_signing_key, mint_token
 from deploy.local.ledger import Ledger, ProcessRecord, StateFolderBusy, stop_all
-from deploy.local.lifeline import parent_death_hook
+from deploy.local.lifeline import with_lifeline
 from deploy.local.ports import PortClaim, PortInUse, check_free, describe, taken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,7 +375,8 @@ class Stack:
             log_path = self.log_dir / f"{name}.log"
         output: IO[bytes] | None = None if log_path is None else log_path.open("ab")
         process = subprocess.Popen(
-            argv,
+            # If the launcher dies without stopping it, the kernel sends the stop signal.
+            with_lifeline(argv, stop_signal),
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdout=output,
@@ -383,8 +384,6 @@ class Stack:
             # Own session: a Ctrl-C reaches only this launcher, which stops the rest in order.
             start_new_session=True,
             user=user,
-            # If the launcher dies without stopping it, the kernel sends the stop signal.
-            preexec_fn=parent_death_hook(stop_signal),
         )
         if output is not None:
             output.close()
