@@ -177,7 +177,8 @@ class Scheduler:
             self._settings.claim_pass_size, self._settings.claim_batch, len(tenants)
         )
         free = max(capacity - sum(in_progress.values()), 0) if capacity else None
-        allotted = fairness.allotments(tenants, in_progress, free, share)
+        kept = fairness.reserve(capacity, self._settings.dialer_reserve_fraction)
+        allotted = fairness.allotments(tenants, in_progress, free, share, capacity - kept)
         if free == 0:
             metrics.CLAIMS_HELD.labels("dialer_capacity").inc()
             # Every tenant waits for a callback to end (which notifies), not for a due time.

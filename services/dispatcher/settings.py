@@ -30,6 +30,10 @@ class DispatcherSettings(WorkerSettings):
     # when they are nearly full, their free slots are shared fairly between tenants. 0: no
     # cap (every claimed task waits in JetStream for a dialer, first come first served).
     dialer_capacity: int = Field(default=1000, ge=0)
+    # Share of the dialer capacity no single tenant may hold (at least one slot): a tenant
+    # falling due while another fills the dialers starts at once instead of waiting for one
+    # of the other's calls to end. 0: a lone tenant may fill them all.
+    dialer_reserve_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
     # Call results applied per transaction (about: whole messages of results are applied).
     result_batch: int = Field(default=1000, ge=1)
     outbox_batch: int = 500

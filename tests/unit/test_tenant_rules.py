@@ -14,7 +14,7 @@ from services.common.tenancy import (
     destination_allowed,
     international_form,
 )
-from services.dispatcher.fairness import allotments, tenant_share
+from services.dispatcher.fairness import allotments, reserve, tenant_share
 
 
 @pytest.mark.parametrize(
@@ -114,3 +114,19 @@ def test_free_slots_are_levelled() -> None:
 
 def test_a_tenant_never_gets_more_than_its_share() -> None:
     assert allotments(["a"], {}, 10_000, 1000) == {"a": 1000}
+
+
+def test_no_tenant_takes_the_reserved_slots() -> None:
+    """A lone tenant fills the dialers only up to the reserve; the next tenant starts at once."""
+    assert allotments(["flood"], {}, 200, 1000, tenant_cap=190) == {"flood": 190}
+    assert allotments(["flood", "single"], {"flood": 190}, 10, 1000, tenant_cap=190) == {
+        "flood": 0,
+        "single": 10,
+    }
+
+
+@pytest.mark.parametrize(
+    ("capacity", "fraction", "kept"), [(200, 0.05, 10), (4, 0.05, 1), (1, 0.05, 0), (0, 0.05, 0)]
+)
+def test_reserve(capacity: int, fraction: float, kept: int) -> None:
+    assert reserve(capacity, fraction) == kept
