@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from deploy.local.stack import EMBEDDED_DATABASE, StackSettings
+from deploy.local.stack import EMBEDDED_DATABASE, StackSettings, _set_runtime_dir
 from services.api import admin
 
 
@@ -22,6 +22,7 @@ def database_url(settings: StackSettings) -> str | None:
     """DATABASE_URL, or the running embedded PostgreSQL's (None: it is not running)."""
     if settings.database_url:
         return settings.database_url
+    _set_runtime_dir(settings.state_dir)  # as the launcher does, before pgserver is imported
     from pgserver.utils import PostmasterInfo  # only the embedded default needs it
 
     running = PostmasterInfo.read_from_pgdata(settings.state_dir / "pgdata")
