@@ -54,7 +54,7 @@ def assert_error(response: httpx.Response, status: int) -> None:
 def test_connected_call_record(api: httpx.Client, tenant: str) -> None:
     queue = create_queue(api, tenant)
     task = queue.add_one()
-    done = queue.wait_finished(task["id"], timeout=5)
+    done = queue.wait_finished(task["id"], timeout=30)
 
     record = record_of(api, tenant, done["cdr"])
 
@@ -86,7 +86,7 @@ def test_connected_call_record(api: httpx.Client, tenant: str) -> None:
 def test_every_attempt_has_its_own_record(stack: Stack, api: httpx.Client, tenant: str) -> None:
     queue = create_queue(api, tenant)
     task = queue.add_one(a_number=BUSY_NUMBER, try_count=2, try_again_pause=0)
-    done = queue.wait_finished(task["id"], timeout=5)
+    done = queue.wait_finished(task["id"], timeout=30)
 
     first, second = calls_of_task(stack, task["id"])
 
@@ -104,7 +104,7 @@ def test_first_extended_a_number_to_answer_takes_the_call(api: httpx.Client, ten
         a_number=NO_ANSWER_NUMBER,
         callback_params={"extended_a_numbers": [ANSWERING_NUMBER]},
     )
-    done = queue.wait_finished(task["id"], timeout=5)
+    done = queue.wait_finished(task["id"], timeout=30)
     assert done["finish_result"] == "success", done
 
     record = record_of(api, tenant, done["cdr"])
@@ -136,7 +136,7 @@ def test_call_history_is_private_to_its_tenant(
     api: httpx.Client, tenant: str, make_client: ClientFactory
 ) -> None:
     queue = create_queue(api, tenant)
-    done = queue.wait_finished(queue.add_one()["id"], timeout=5)
+    done = queue.wait_finished(queue.add_one()["id"], timeout=30)
     other = f"{tenant}-other"
     other_api = make_client(other)
 
