@@ -240,14 +240,14 @@ def test_new_calls_per_second_quota(stack: Stack, api: httpx.Client, tenant: str
 
     starts = [start for start, _ in _calls_of_client(stack, tenant)]
     assert len(starts) == 8
-    # A bucket of 2 (a second's worth), refilled at 2 a second: the last 6 calls need 3 s
-    # of refills. Measured by the database clock as the dialers recorded each call (the
-    # dialers' own timing can shift a call by a few ms, hence the margin).
-    assert (starts[-1] - starts[0]).total_seconds() >= 3.0 - 0.2
-    # ... and no more than the bucket's 2 plus the refills ever started within a second.
+    # A bucket of 2 (a second's worth), refilled at 2 a second: the last 6 calls need 3 s of
+    # refills, counted from the claims. The calls' start times are the dialers' inserts,
+    # which lag their claims by a varying few ms to a few hundred on a loaded machine, hence
+    # the wide margins; without the quota the 8 calls start within a fraction of a second.
+    assert (starts[-1] - starts[0]).total_seconds() >= 3.0 - 1.0
     for index, start in enumerate(starts):
         within = [s for s in starts[index:] if (s - start).total_seconds() < 1.0]
-        assert len(within) <= 2 + 2
+        assert len(within) <= 2 + 2 + 1
 
 
 def test_quotas_are_per_tenant(
