@@ -6,6 +6,7 @@ Every statement filters on client_id: a tenant can only ever touch its own rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, cast
 
 from pydantic import TypeAdapter
@@ -14,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.policy import TenantPolicy
 from services.api.validation import NewQueue, NewTask, Page, QueueChanges
-from services.common.models import Call, Queue, Task
+from services.common.models import Call, IdempotencyKey, Queue, Task
 from services.common.tenancy import DestinationRule
 
 queues = cast(Table, Queue.__table__)
 tasks = cast(Table, Task.__table__)
 calls = cast(Table, Call.__table__)
+idempotency_keys = cast(Table, IdempotencyKey.__table__)
 
 
 async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -> Row[Any]:
@@ -250,3 +252,51 @@ async def select_call(conn: AsyncConnection, client_id: str, call_uuid: str) -> 
     """One call record of the client."""
     stmt = select(calls).where(calls.c.client_id == client_id, calls.c.call_uuid == call_uuid)
     return (await conn.execute(stmt)).one_or_none()
+
+
+# Waits, if another transaction has just inserted the same key, until that one ends: after
+# its commit the key is taken (nothing returned: the caller replays); after its rollback
+# this insert goes ahead. A key older than its lifetime is taken over in place.
+_CLAIM_IDEMPOTENCY_KEY = text("""
+    INSERT INTO idempotency_keys AS k (client_id, key, request_hash)
+    VALUES (:client_id, :key, :request_hash)
+    ON CONFLICT (client_id, key) DO UPDATE
+        SET request_hash = excluded.request_hash, response = NULL, created_at = now()
+        WHERE k.created_at < now() - :lifetime
+    RETURNING true
+""")
+
+
+async def claim_idempotency_key(
+    conn: AsyncConnection, client_id: str, key: str, request_hash: bytes, lifetime: timedelta
+) -> bool:
+    """Take a client's key for this request; False if it is already taken (and unexpired)."""
+    params = {
+        "client_id": client_id,
+        "key": key,
+        "request_hash": request_hash,
+        "lifetime": lifetime,
+    }
+    return (await conn.execute(_CLAIM_IDEMPOTENCY_KEY, params)).one_or_none() is not None
+
+
+async def select_idempotency_key(
+    conn: AsyncConnection, client_id: str, key: str
+) -> Row[Any] | None:
+    """The request hash and stored response of a client's key."""
+    stmt = select(idempotency_keys).where(
+        idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def store_idempotent_response(
+    conn: AsyncConnection, client_id: str, key: str, response: bytes
+) -> None:
+    """Remember the response of the request that took the key (same transaction)."""
+    stmt = (
+        update(idempotency_keys)
+        .where(idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key)
+        .values(response=response)
+    )
+    await conn.execute(stmt)

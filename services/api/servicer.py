@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -11,16 +12,24 @@ from google.protobuf.message import Message
 from scheduler.v1 import scheduler_pb2 as pb
 from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api import policy, repository, validation
+from services.api import idempotency, policy, repository, validation
 from services.common.auth import TokenError, TokenVerifier
 from services.common.db import transaction
-from services.common.errors import NotFound, PermissionDenied, QuotaExceeded, Unauthenticated
+from services.common.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    Unauthenticated,
+)
 from services.common.grpcserver import translate_errors
 from services.common.task_view import task_to_proto
 from services.common.tenancy import TenantDefaults
 from services.common.timefmt import format_utc
+
+_R = TypeVar("_R", bound=Message)
 
 ME = "@me"
 MAX_CLIENT_ID_LENGTH = 128  # the width of the client_id columns
@@ -101,16 +110,64 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             return principal.client_id
         raise PermissionDenied(f"this token does not grant access to client {requested!r}")
 
+    async def _create_once(
+        self,
+        rpc: str,
+        client_id: str,
+        request: pb.CreateQueueRequest | pb.CreateTasksRequest,
+        reply_type: type[_R],
+        context: grpc.aio.ServicerContext,
+        create: Callable[[AsyncConnection], Awaitable[_R]],
+    ) -> _R:
+        """Run `create` in a transaction, once per Idempotency-Key: a request that repeats a
+        key replays the stored reply (and says so in a response header); a request without
+        a key costs nothing more."""
+        key = next(
+            (
+                str(v)
+                for k, v in context.invocation_metadata() or ()
+                if k == idempotency.METADATA_KEY
+            ),
+            None,
+        )
+        if key is None:
+            async with transaction(self._engine) as conn:
+                return await create(conn)
+        key = idempotency.checked_key(key)
+        # The same request whether the path said "@me" or the client id.
+        canonical = type(request).FromString(request.SerializeToString())
+        canonical.client_id = client_id
+        digest = idempotency.request_hash(rpc, canonical.SerializeToString(deterministic=True))
+        async with transaction(self._engine) as conn:
+            if await repository.claim_idempotency_key(
+                conn, client_id, key, digest, idempotency.KEY_LIFETIME
+            ):
+                reply = await create(conn)
+                await repository.store_idempotent_response(
+                    conn, client_id, key, reply.SerializeToString()
+                )
+                return reply
+            stored = await repository.select_idempotency_key(conn, client_id, key)
+        if stored is None or stored.response is None:
+            # Only if the key expired and was cleaned up in between: a retry takes it anew.
+            raise Conflict(f"Idempotency-Key {key!r} is being reused; retry the request")
+        if bytes(stored.request_hash) != digest:
+            raise idempotency.reused(key)
+        await context.send_initial_metadata(((idempotency.REPLAYED_HEADER, "true"),))
+        return reply_type.FromString(bytes(stored.response))
+
     @translate_errors
     async def CreateQueue(
         self, request: pb.CreateQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.Queue:
         client_id = self._client_id(request.client_id, context)
         new = validation.new_queue(_fields(request, exclude=("client_id",)))
-        async with transaction(self._engine) as conn:
+
+        async def create(conn: AsyncConnection) -> pb.Queue:
             await repository.ensure_tenant(conn, client_id)
-            row = await repository.insert_queue(conn, client_id, new)
-        return queue_to_proto(row)
+            return queue_to_proto(await repository.insert_queue(conn, client_id, new))
+
+        return await self._create_once("CreateQueue", client_id, request, pb.Queue, context, create)
 
     @translate_errors
     async def ListQueues(
@@ -158,7 +215,8 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     ) -> pb.CreateTasksResponse:
         client_id = self._client_id(request.client_id, context)
         new_tasks = validation.new_tasks([_task_fields(t) for t in request.tasks])
-        async with transaction(self._engine) as conn:
+
+        async def create(conn: AsyncConnection) -> pb.CreateTasksResponse:
             queue_found = await repository.lock_queue_for_new_tasks(
                 conn, client_id, request.scheduler_id
             )
@@ -178,7 +236,11 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
                     f"these {len(rows)} would make {stored}; delete finished tasks or ask the "
                     "operator for a larger quota",
                 )
-        return pb.CreateTasksResponse(items=[task_to_proto(r) for r in rows])
+            return pb.CreateTasksResponse(items=[task_to_proto(r) for r in rows])
+
+        return await self._create_once(
+            "CreateTasks", client_id, request, pb.CreateTasksResponse, context, create
+        )
 
     @translate_errors
     async def ListTasks(
