@@ -166,6 +166,32 @@ QUOTA_EXCEEDED = {
 }
 # The operations that count against a quota as they answer.
 QUOTA_OPERATIONS = ("CreateTasks",)
+# The POSTs that take an Idempotency-Key (services/api/idempotency.py).
+IDEMPOTENT_OPERATIONS = ("CreateQueue", "CreateTasks")
+IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the same key with the same request within 24 hours "
+    "creates nothing new and answers the first response again (same ids) with the header "
+    "`Idempotent-Replayed: true`; with another request it is a 422. Per client; a request "
+    "that failed does not use up its key. 1 to 255 printable ASCII characters, e.g. a UUID.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+REPLAYED_HEADER: Schema = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response of an earlier request with "
+        "the same Idempotency-Key; absent otherwise.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+IDEMPOTENCY_ERRORS = {
+    "409": "Rare: the Idempotency-Key expired and was being cleaned up at this moment "
+    "(ErrorInfo.reason CONFLICT); retry the request.",
+    "422": "The Idempotency-Key was used within 24 hours for a different request "
+    "(ErrorInfo.reason IDEMPOTENCY_KEY_REUSED, the message names the key); nothing was "
+    "created. Use a new key for a new request.",
+}
 
 
 class _Proto:
@@ -351,15 +377,19 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             parameters += [builder.parameter(request, q, "query") for q in query]
         if name in QUOTA_OPERATIONS:
             errors.update(QUOTA_EXCEEDED)
+        if name in IDEMPOTENT_OPERATIONS:
+            parameters.append(IDEMPOTENCY_KEY)
+            errors.update(IDEMPOTENCY_ERRORS)
         operation["parameters"] = parameters
-        responses: dict[str, Any] = {
-            "200": {
-                "description": "OK",
-                "content": {
-                    "application/json": {"schema": builder.response(method.output_type.lstrip("."))}
-                },
-            }
+        ok: dict[str, Any] = {
+            "description": "OK",
+            "content": {
+                "application/json": {"schema": builder.response(method.output_type.lstrip("."))}
+            },
         }
+        if name in IDEMPOTENT_OPERATIONS:
+            ok["headers"] = REPLAYED_HEADER
+        responses: dict[str, Any] = {"200": ok}
         for code in sorted(errors):
             responses[code] = {"$ref": f"#/components/responses/Error{code}"}
         operation["responses"] = responses
@@ -371,7 +401,9 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             "description": text,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
         }
-        for code, text in sorted({**ERROR_CODES, **BODY_TOO_LARGE, **QUOTA_EXCEEDED}.items())
+        for code, text in sorted(
+            {**ERROR_CODES, **BODY_TOO_LARGE, **QUOTA_EXCEEDED, **IDEMPOTENCY_ERRORS}.items()
+        )
     }
     schemas = dict(sorted(builder.schemas.items()))
     schemas["Status"] = STATUS_SCHEMA
@@ -415,7 +447,8 @@ STATUS_SCHEMA: Schema = {
         "details": {
             "type": "array",
             "description": "google.rpc.ErrorInfo (`reason`: INVALID_INPUT, UNAUTHENTICATED, "
-            "PERMISSION_DENIED, NOT_FOUND, REQUEST_TOO_LARGE, UNAVAILABLE, ...) and, for bad "
+            "PERMISSION_DENIED, NOT_FOUND, REQUEST_TOO_LARGE, UNAVAILABLE, "
+            "IDEMPOTENCY_KEY_REUSED, ...) and, for bad "
             "input, google.rpc.BadRequest with `field_violations`.",
             "items": {
                 "type": "object",

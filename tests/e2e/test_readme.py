@@ -30,6 +30,7 @@ def test_readme_curl_examples_run_clean(stack: Stack) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"status":"on"' in result.stdout
     assert '"concurrent_task_limit":5' in result.stdout
+    assert "idempotent-replayed: true" in result.stdout.lower()
     assert '"extended_a_numbers":["+15550001112"]' in result.stdout
     # The second block watched a task finish and read its call record.
     assert '"finish_result":"success"' in result.stdout
