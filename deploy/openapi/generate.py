@@ -45,6 +45,9 @@ SUMMARIES = {
     "CreateTasks": "Add 1..1000 tasks to a queue, all or nothing",
     "ListTasks": "List a queue's tasks (keyset paging by id, optional status filter)",
     "GetTask": "Read one task",
+    "UpdateTask": "Reschedule a scheduled or delayed task: a partial update of start_time_utc, "
+    "try_count, try_again_pause, url_* and callback_params",
+    "ListTaskCalls": "The call records of all the task's attempts, newest first",
     "DeleteTask": "Delete one task",
     "GetCallHistory": "Read the record of one call (a task's cdr)",
 }
@@ -112,6 +115,20 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "CallbackParams.extended_a_numbers": {"maxItems": validation.MAX_EXTENDED_A_NUMBERS},
     "CallbackParams.extended_a_numbers[]": PHONE,
     "GetCallHistoryRequest.call_uuid": {"format": "uuid"},
+    "UpdateTaskRequest.try_count": {"minimum": 1, "maximum": 50},
+    "UpdateTaskRequest.try_again_pause": {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": validation.MAX_TRY_AGAIN_PAUSE},
+            {"type": "string", "pattern": "^[0-9]+$", "maxLength": 7},
+        ]
+    },
+    "UpdateTaskRequest.url_before": URL,
+    "UpdateTaskRequest.url_before_again": URL,
+    "UpdateTaskRequest.url_success": URL,
+    "UpdateTaskRequest.url_after": URL,
+    "UpdateTaskRequest.start_time_utc": {
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+    },
 }
 RESPONSE_CONSTRAINTS: dict[str, Schema] = {
     "Queue.status": {"enum": QUEUE_STATUS},
@@ -185,9 +202,13 @@ REPLAYED_HEADER: Schema = {
         "schema": {"type": "string", "enum": ["true"]},
     }
 }
+CONFLICT = {
+    "409": "A conflict with the state of things (ErrorInfo.reason CONFLICT, the message says "
+    "why): a task that is `executed` or `finished` cannot be changed; rarely, an "
+    "Idempotency-Key that expired was being cleaned up at that moment (retry)."
+}
+CONFLICT_OPERATIONS = ("CreateQueue", "CreateTasks", "UpdateTask")
 IDEMPOTENCY_ERRORS = {
-    "409": "Rare: the Idempotency-Key expired and was being cleaned up at this moment "
-    "(ErrorInfo.reason CONFLICT); retry the request.",
     "422": "The Idempotency-Key was used within 24 hours for a different request "
     "(ErrorInfo.reason IDEMPOTENCY_KEY_REUSED, the message names the key); nothing was "
     "created. Use a new key for a new request.",
@@ -380,6 +401,8 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
         if name in IDEMPOTENT_OPERATIONS:
             parameters.append(IDEMPOTENCY_KEY)
             errors.update(IDEMPOTENCY_ERRORS)
+        if name in CONFLICT_OPERATIONS:
+            errors.update(CONFLICT)
         operation["parameters"] = parameters
         ok: dict[str, Any] = {
             "description": "OK",
@@ -402,7 +425,13 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
         }
         for code, text in sorted(
-            {**ERROR_CODES, **BODY_TOO_LARGE, **QUOTA_EXCEEDED, **IDEMPOTENCY_ERRORS}.items()
+            {
+                **ERROR_CODES,
+                **BODY_TOO_LARGE,
+                **QUOTA_EXCEEDED,
+                **IDEMPOTENCY_ERRORS,
+                **CONFLICT,
+            }.items()
         )
     }
     schemas = dict(sorted(builder.schemas.items()))

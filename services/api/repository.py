@@ -6,7 +6,7 @@ Every statement filters on client_id: a tenant can only ever touch its own rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import TypeAdapter
@@ -14,7 +14,7 @@ from sqlalchemy import Row, Table, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.policy import TenantPolicy
-from services.api.validation import NewQueue, NewTask, Page, QueueChanges
+from services.api.validation import NewQueue, NewTask, Page, QueueChanges, TaskChanges
 from services.common.models import Call, IdempotencyKey, Queue, Task
 from services.common.tenancy import DestinationRule
 
@@ -300,3 +300,64 @@ async def store_idempotent_response(
         .values(response=response)
     )
     await conn.execute(stmt)
+
+
+async def lock_task(
+    conn: AsyncConnection, client_id: str, queue_id: int, task_id: int
+) -> Row[Any] | None:
+    """One task of the client, locked until the end of the transaction: a dispatcher's claim
+    (FOR UPDATE SKIP LOCKED) passes it by meanwhile, and a claim already under way makes this
+    wait until it commits (and then see the task `executed`)."""
+    stmt = (
+        select(tasks)
+        .where(tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id)
+        .with_for_update()
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def update_task(conn: AsyncConnection, task_id: int, changes: TaskChanges) -> Row[Any]:
+    """Apply a reschedule to a locked task and return it; a new start time is also when its
+    next attempt falls due."""
+    values: dict[str, Any] = {
+        name: getattr(changes, name)
+        for name in changes.model_fields_set
+        if getattr(changes, name) is not None
+    }
+    if changes.callback_params is not None:
+        values["callback_params"] = changes.callback_params.model_dump()
+    if changes.start_time_utc is not None:
+        values["next_run_at"] = changes.start_time_utc
+    stmt = update(tasks).where(tasks.c.id == task_id).values(**values).returning(tasks)
+    row: Row[Any] = (await conn.execute(stmt)).one()
+    return row
+
+
+# As the INSERT trigger on tasks does for new tasks (migration 0007): only a switched-on
+# queue's task is worth a wake-up, and `due_in:` lets a dispatcher with an earlier timer sleep on.
+_WAKE_FOR_TASK = text("""
+    SELECT pg_notify('callback_scheduler_wake',
+                     'due_in:' || EXTRACT(EPOCH FROM CAST(:due AS timestamptz) - now()))
+    FROM queues WHERE id = :queue_id AND status = 'on'
+""")
+
+
+async def wake_for_task(conn: AsyncConnection, queue_id: int, due: datetime) -> None:
+    """Tell the dispatchers (at commit) when a rescheduled task falls due."""
+    await conn.execute(_WAKE_FOR_TASK, {"queue_id": queue_id, "due": due})
+
+
+async def select_task_calls(
+    conn: AsyncConnection, client_id: str, queue_id: int, task_id: int
+) -> Sequence[Row[Any]]:
+    """The call records of every attempt of one task, newest first."""
+    stmt = (
+        select(calls)
+        .where(
+            calls.c.client_id == client_id,
+            calls.c.queue_id == queue_id,
+            calls.c.task_id == task_id,
+        )
+        .order_by(calls.c.attempt.desc())  # (task_id, attempt) is unique and indexed
+    )
+    return (await conn.execute(stmt)).all()
