@@ -328,6 +328,9 @@ async def update_task(conn: AsyncConnection, task_id: int, changes: TaskChanges)
         values["callback_params"] = changes.callback_params.model_dump()
     if changes.start_time_utc is not None:
         values["next_run_at"] = changes.start_time_utc
+    if not values:  # an empty PUT: the task as it is
+        current: Row[Any] = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one()
+        return current
     stmt = update(tasks).where(tasks.c.id == task_id).values(**values).returning(tasks)
     row: Row[Any] = (await conn.execute(stmt)).one()
     return row

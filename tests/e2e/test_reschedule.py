@@ -184,6 +184,9 @@ def test_bad_input_unknown_and_foreign_tasks(
     ):
         response = api.put(path, json=bad)
         assert response.status_code == 400, (bad, response.text)
+    empty = api.put(path, json={})
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == task
     assert api.put(f"{queue.path}/task/999999999", json={"try_count": 2}).status_code == 404
     assert api.get(f"{queue.path}/task/999999999/calls").status_code == 404
     other = make_client(f"{tenant}-x")
