@@ -43,7 +43,8 @@ SUMMARIES = {
     "UpdateQueue": "Update a queue: a partial update of comment, status, concurrent_task_limit",
     "DeleteQueue": "Delete a queue and its tasks",
     "CreateTasks": "Add 1..1000 tasks to a queue, all or nothing",
-    "ListTasks": "List a queue's tasks (keyset paging by id, optional status filter)",
+    "ListTasks": "List a queue's tasks (keyset paging by id; optional filters: status, number, "
+    "created-time range)",
     "GetTask": "Read one task",
     "UpdateTask": "Reschedule a scheduled or delayed task: a partial update of start_time_utc, "
     "try_count, try_again_pause, url_* and callback_params",
@@ -85,6 +86,13 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "ListQueuesRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
     "ListTasksRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
     "ListTasksRequest.status": {"enum": TASK_STATUS},
+    "ListTasksRequest.number": PHONE,
+    "ListTasksRequest.created_from_utc": {
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+    },
+    "ListTasksRequest.created_to_utc": {
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+    },
     "CreateTasksRequest.tasks": {"minItems": 1, "maxItems": validation.MAX_TASKS_PER_REQUEST},
     "TaskInput.name": {"maxLength": 255},
     "TaskInput.a_number": PHONE,

@@ -10,11 +10,18 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Row, Table, delete, insert, select, text, update
+from sqlalchemy import Row, Table, delete, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.policy import TenantPolicy
-from services.api.validation import NewQueue, NewTask, Page, QueueChanges, TaskChanges
+from services.api.validation import (
+    NewQueue,
+    NewTask,
+    Page,
+    QueueChanges,
+    TaskChanges,
+    TaskFilter,
+)
 from services.common.models import Call, IdempotencyKey, Queue, Task
 from services.common.tenancy import DestinationRule
 
@@ -205,16 +212,25 @@ async def insert_tasks(
 
 
 async def select_tasks(
-    conn: AsyncConnection, client_id: str, queue_id: int, page: Page, status: str | None
+    conn: AsyncConnection, client_id: str, queue_id: int, page: Page, filters: TaskFilter
 ) -> Sequence[Row[Any]]:
-    """One page of a queue's tasks, by id, optionally of one status."""
+    """One page of a queue's tasks, by id, optionally of one status, one number (A or B; two
+    indexes, (queue_id, a_number) and (queue_id, b_number)) and a created-time range."""
     stmt = select(tasks).where(
         tasks.c.client_id == client_id,
         tasks.c.queue_id == queue_id,
         tasks.c.id > page.after_id,
     )
-    if status is not None:
-        stmt = stmt.where(tasks.c.status == status)
+    if filters.status is not None:
+        stmt = stmt.where(tasks.c.status == filters.status)
+    if filters.number is not None:
+        stmt = stmt.where(
+            or_(tasks.c.a_number == filters.number, tasks.c.b_number == filters.number)
+        )
+    if filters.created_from_utc is not None:
+        stmt = stmt.where(tasks.c.create_date_utc >= filters.created_from_utc)
+    if filters.created_to_utc is not None:
+        stmt = stmt.where(tasks.c.create_date_utc < filters.created_to_utc)
     stmt = stmt.order_by(tasks.c.id).limit(page.limit)
     return (await conn.execute(stmt)).all()
 

@@ -252,12 +252,14 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     ) -> pb.ListTasksResponse:
         client_id = self._client_id(request.client_id, context)
         page = validation.page({"after_id": request.after_id, "limit": request.limit})
-        status = validation.task_filter(request.status).status
+        filters = validation.task_filter(
+            request.status, request.number, request.created_from_utc, request.created_to_utc
+        )
         async with transaction(self._engine) as conn:
             queue = await repository.select_queue(conn, client_id, request.scheduler_id)
             _found(queue, "task_scheduler", request.scheduler_id)
             rows = await repository.select_tasks(
-                conn, client_id, request.scheduler_id, page, status
+                conn, client_id, request.scheduler_id, page, filters
             )
         return pb.ListTasksResponse(items=[task_to_proto(r) for r in rows])
 

@@ -263,6 +263,10 @@ class Page(_Strict):
 
 class TaskFilter(_Strict):
     status: TaskStatus | None = None
+    number: Phone | None = None
+    # Created at or after / before these moments (a half-open range).
+    created_from_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
+    created_to_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
 
 
 def _field_name(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -307,8 +311,19 @@ def page(data: Mapping[str, Any]) -> Page:
     return _validate(Page, cleaned)
 
 
-def task_filter(status: str) -> TaskFilter:
-    return _validate(TaskFilter, {"status": status} if status else {})
+def task_filter(
+    status: str, number: str = "", created_from_utc: str = "", created_to_utc: str = ""
+) -> TaskFilter:
+    """The list's filters; "" (what proto3 sends for "not given") means no filter."""
+    given = {
+        "status": status,
+        "number": number,
+        # Form-encoding clients (httpx, browsers) send the space of a query time as "+",
+        # which Envoy's transcoder passes on as is; a time has no other "+".
+        "created_from_utc": created_from_utc.replace("+", " "),
+        "created_to_utc": created_to_utc.replace("+", " "),
+    }
+    return _validate(TaskFilter, {k: v for k, v in given.items() if v})
 
 
 def call_uuid(value: str) -> str:

@@ -85,6 +85,9 @@ class Task(Base):
         # Paging a queue's tasks by id, optionally filtered by status.
         Index(None, "queue_id", "id"),
         Index(None, "queue_id", "status", "id"),
+        # Finding a queue's tasks by number (the list's `number` filter: A or B).
+        Index(None, "queue_id", "a_number"),
+        Index(None, "queue_id", "b_number"),
         # The dispatcher's claim: a queue's waiting tasks, earliest due first.
         Index(
             "ix_tasks_waiting",

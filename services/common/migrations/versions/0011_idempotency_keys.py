@@ -1,4 +1,5 @@
-"""idempotency keys: a retried POST with the same Idempotency-Key replays its first response
+"""idempotency keys: a retried POST with the same Idempotency-Key replays its first response;
+indexes to find a queue's tasks by number (A or B)
 
 Revision ID: 0011
 Revises: 0010
@@ -33,8 +34,12 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_idempotency_keys_created_at"), "idempotency_keys", ["created_at"], unique=False
     )
+    op.create_index(op.f("ix_tasks_queue_id_a_number"), "tasks", ["queue_id", "a_number"])
+    op.create_index(op.f("ix_tasks_queue_id_b_number"), "tasks", ["queue_id", "b_number"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_tasks_queue_id_b_number"), table_name="tasks")
+    op.drop_index(op.f("ix_tasks_queue_id_a_number"), table_name="tasks")
     op.drop_index(op.f("ix_idempotency_keys_created_at"), table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
