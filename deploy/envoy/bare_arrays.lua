@@ -1,6 +1,7 @@
 -- REST <-> gRPC fixes around the transcoder. Responses: the contract answers list endpoints
 -- with a bare JSON array, but the transcoder can only print a message: list RPCs return
--- {"items": [...]} and this filter unwraps it. Requests: headers gRPC would refuse are dropped.
+-- {"items": [...]} and this filter unwraps it; an error's x-http-status trailer sets its
+-- HTTP status. Requests: headers gRPC would refuse are dropped.
 -- (response_body on a repeated field makes Envoy refuse to start: envoy issue #11136.)
 local PREFIX = '{"items":'
 
@@ -32,6 +33,15 @@ end
 
 function envoy_on_response(response_handle)
   local headers = response_handle:headers()
+  -- An error the api wants answered with an HTTP status no gRPC code maps to (422): it
+  -- names the status in this trailer (a header of the transcoded error response).
+  local override = headers:get("x-http-status")
+  if override ~= nil then
+    headers:remove("x-http-status")
+    if override == "422" then
+      headers:replace(":status", override)
+    end
+  end
   local content_type = headers:get("content-type") or ""
   if string.find(content_type, "application/json", 1, true) == nil then
     return

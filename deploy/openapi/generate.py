@@ -43,8 +43,12 @@ SUMMARIES = {
     "UpdateQueue": "Update a queue: a partial update of comment, status, concurrent_task_limit",
     "DeleteQueue": "Delete a queue and its tasks",
     "CreateTasks": "Add 1..1000 tasks to a queue, all or nothing",
-    "ListTasks": "List a queue's tasks (keyset paging by id, optional status filter)",
+    "ListTasks": "List a queue's tasks (keyset paging by id; optional filters: status, number, "
+    "created-time range)",
     "GetTask": "Read one task",
+    "UpdateTask": "Reschedule a scheduled or delayed task: a partial update of start_time_utc, "
+    "try_count, try_again_pause, url_* and callback_params",
+    "ListTaskCalls": "The call records of all the task's attempts, newest first",
     "DeleteTask": "Delete one task",
     "GetCallHistory": "Read the record of one call (a task's cdr)",
 }
@@ -82,6 +86,13 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "ListQueuesRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
     "ListTasksRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
     "ListTasksRequest.status": {"enum": TASK_STATUS},
+    "ListTasksRequest.number": PHONE,
+    "ListTasksRequest.created_from_utc": {
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+    },
+    "ListTasksRequest.created_to_utc": {
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+    },
     "CreateTasksRequest.tasks": {"minItems": 1, "maxItems": validation.MAX_TASKS_PER_REQUEST},
     "TaskInput.name": {"maxLength": 255},
     "TaskInput.a_number": PHONE,
@@ -112,6 +123,20 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "CallbackParams.extended_a_numbers": {"maxItems": validation.MAX_EXTENDED_A_NUMBERS},
     "CallbackParams.extended_a_numbers[]": PHONE,
     "GetCallHistoryRequest.call_uuid": {"format": "uuid"},
+    "UpdateTaskRequest.try_count": {"minimum": 1, "maximum": 50},
+    "UpdateTaskRequest.try_again_pause": {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": validation.MAX_TRY_AGAIN_PAUSE},
+            {"type": "string", "pattern": "^[0-9]+$", "maxLength": 7},
+        ]
+    },
+    "UpdateTaskRequest.url_before": URL,
+    "UpdateTaskRequest.url_before_again": URL,
+    "UpdateTaskRequest.url_success": URL,
+    "UpdateTaskRequest.url_after": URL,
+    "UpdateTaskRequest.start_time_utc": {
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+    },
 }
 RESPONSE_CONSTRAINTS: dict[str, Schema] = {
     "Queue.status": {"enum": QUEUE_STATUS},
@@ -166,6 +191,36 @@ QUOTA_EXCEEDED = {
 }
 # The operations that count against a quota as they answer.
 QUOTA_OPERATIONS = ("CreateTasks",)
+# The POSTs that take an Idempotency-Key (services/api/idempotency.py).
+IDEMPOTENT_OPERATIONS = ("CreateQueue", "CreateTasks")
+IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the same key with the same request within 24 hours "
+    "creates nothing new and answers the first response again (same ids) with the header "
+    "`Idempotent-Replayed: true`; with another request it is a 422. Per client; a request "
+    "that failed does not use up its key. 1 to 255 printable ASCII characters, e.g. a UUID.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+REPLAYED_HEADER: Schema = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response of an earlier request with "
+        "the same Idempotency-Key; absent otherwise.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+CONFLICT = {
+    "409": "A conflict with the state of things (ErrorInfo.reason CONFLICT, the message says "
+    "why): a task that is `executed` or `finished` cannot be changed; rarely, an "
+    "Idempotency-Key that expired was being cleaned up at that moment (retry)."
+}
+CONFLICT_OPERATIONS = ("CreateQueue", "CreateTasks", "UpdateTask")
+IDEMPOTENCY_ERRORS = {
+    "422": "The Idempotency-Key was used within 24 hours for a different request "
+    "(ErrorInfo.reason IDEMPOTENCY_KEY_REUSED, the message names the key); nothing was "
+    "created. Use a new key for a new request.",
+}
 
 
 class _Proto:
@@ -351,15 +406,21 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             parameters += [builder.parameter(request, q, "query") for q in query]
         if name in QUOTA_OPERATIONS:
             errors.update(QUOTA_EXCEEDED)
+        if name in IDEMPOTENT_OPERATIONS:
+            parameters.append(IDEMPOTENCY_KEY)
+            errors.update(IDEMPOTENCY_ERRORS)
+        if name in CONFLICT_OPERATIONS:
+            errors.update(CONFLICT)
         operation["parameters"] = parameters
-        responses: dict[str, Any] = {
-            "200": {
-                "description": "OK",
-                "content": {
-                    "application/json": {"schema": builder.response(method.output_type.lstrip("."))}
-                },
-            }
+        ok: dict[str, Any] = {
+            "description": "OK",
+            "content": {
+                "application/json": {"schema": builder.response(method.output_type.lstrip("."))}
+            },
         }
+        if name in IDEMPOTENT_OPERATIONS:
+            ok["headers"] = REPLAYED_HEADER
+        responses: dict[str, Any] = {"200": ok}
         for code in sorted(errors):
             responses[code] = {"$ref": f"#/components/responses/Error{code}"}
         operation["responses"] = responses
@@ -371,7 +432,15 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             "description": text,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
         }
-        for code, text in sorted({**ERROR_CODES, **BODY_TOO_LARGE, **QUOTA_EXCEEDED}.items())
+        for code, text in sorted(
+            {
+                **ERROR_CODES,
+                **BODY_TOO_LARGE,
+                **QUOTA_EXCEEDED,
+                **IDEMPOTENCY_ERRORS,
+                **CONFLICT,
+            }.items()
+        )
     }
     schemas = dict(sorted(builder.schemas.items()))
     schemas["Status"] = STATUS_SCHEMA
@@ -415,7 +484,8 @@ STATUS_SCHEMA: Schema = {
         "details": {
             "type": "array",
             "description": "google.rpc.ErrorInfo (`reason`: INVALID_INPUT, UNAUTHENTICATED, "
-            "PERMISSION_DENIED, NOT_FOUND, REQUEST_TOO_LARGE, UNAVAILABLE, ...) and, for bad "
+            "PERMISSION_DENIED, NOT_FOUND, REQUEST_TOO_LARGE, UNAVAILABLE, "
+            "IDEMPOTENCY_KEY_REUSED, ...) and, for bad "
             "input, google.rpc.BadRequest with `field_violations`.",
             "items": {
                 "type": "object",

@@ -40,14 +40,24 @@ def check_new_tasks(
 ) -> None:
     """Raise PolicyViolation (every offending field of the first kind found) for a task on
     an extension, caller id or destination the tenant does not own or may not call."""
+    _check([(f"tasks[{index}].", task) for index, task in enumerate(tasks)], policy, default_denied)
+
+
+def check_task(task: NewTask, policy: TenantPolicy, default_denied: Iterable[str]) -> None:
+    """check_new_tasks for one task (a reschedule), its fields named without an index."""
+    _check([("", task)], policy, default_denied)
+
+
+def _check(
+    tasks: Sequence[tuple[str, NewTask]], policy: TenantPolicy, default_denied: Iterable[str]
+) -> None:
     denied = tuple(default_denied)
     extensions, caller_ids, destinations = [], [], []
-    for index, task in enumerate(tasks):
-        at = f"tasks[{index}]"
+    for at, task in tasks:
         if task.extension_id != DEFAULT_EXTENSION and task.extension_id not in policy.extensions:
             extensions.append(
                 FieldViolation(
-                    f"{at}.extension_id",
+                    f"{at}extension_id",
                     f"extension {task.extension_id} is not a SIP account of this client "
                     "(the operator assigns them)",
                 )
@@ -56,7 +66,7 @@ def check_new_tasks(
         if caller_id and caller_id not in policy.caller_ids:
             caller_ids.append(
                 FieldViolation(
-                    f"{at}.callback_params.caller_id_number",
+                    f"{at}callback_params.caller_id_number",
                     f"{caller_id} is not a caller id of this client "
                     "(the operator registers the numbers a client owns)",
                 )
@@ -65,7 +75,7 @@ def check_new_tasks(
             if not destination_allowed(number, policy.rules, denied):
                 destinations.append(
                     FieldViolation(
-                        f"{at}.{field}",
+                        f"{at}{field}",
                         f"calls to {number} are not allowed for this client "
                         "(destination rules; the operator can allow a prefix)",
                     )

@@ -6,20 +6,29 @@ Every statement filters on client_id: a tenant can only ever touch its own rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Row, Table, delete, insert, select, text, update
+from sqlalchemy import Row, Table, delete, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.policy import TenantPolicy
-from services.api.validation import NewQueue, NewTask, Page, QueueChanges
-from services.common.models import Call, Queue, Task
+from services.api.validation import (
+    NewQueue,
+    NewTask,
+    Page,
+    QueueChanges,
+    TaskChanges,
+    TaskFilter,
+)
+from services.common.models import Call, IdempotencyKey, Queue, Task
 from services.common.tenancy import DestinationRule
 
 queues = cast(Table, Queue.__table__)
 tasks = cast(Table, Task.__table__)
 calls = cast(Table, Call.__table__)
+idempotency_keys = cast(Table, IdempotencyKey.__table__)
 
 
 async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -> Row[Any]:
@@ -203,16 +212,25 @@ async def insert_tasks(
 
 
 async def select_tasks(
-    conn: AsyncConnection, client_id: str, queue_id: int, page: Page, status: str | None
+    conn: AsyncConnection, client_id: str, queue_id: int, page: Page, filters: TaskFilter
 ) -> Sequence[Row[Any]]:
-    """One page of a queue's tasks, by id, optionally of one status."""
+    """One page of a queue's tasks, by id, optionally of one status, one number (A or B; two
+    indexes, (queue_id, a_number) and (queue_id, b_number)) and a created-time range."""
     stmt = select(tasks).where(
         tasks.c.client_id == client_id,
         tasks.c.queue_id == queue_id,
         tasks.c.id > page.after_id,
     )
-    if status is not None:
-        stmt = stmt.where(tasks.c.status == status)
+    if filters.status is not None:
+        stmt = stmt.where(tasks.c.status == filters.status)
+    if filters.number is not None:
+        stmt = stmt.where(
+            or_(tasks.c.a_number == filters.number, tasks.c.b_number == filters.number)
+        )
+    if filters.created_from_utc is not None:
+        stmt = stmt.where(tasks.c.create_date_utc >= filters.created_from_utc)
+    if filters.created_to_utc is not None:
+        stmt = stmt.where(tasks.c.create_date_utc < filters.created_to_utc)
     stmt = stmt.order_by(tasks.c.id).limit(page.limit)
     return (await conn.execute(stmt)).all()
 
@@ -250,3 +268,115 @@ async def select_call(conn: AsyncConnection, client_id: str, call_uuid: str) -> 
     """One call record of the client."""
     stmt = select(calls).where(calls.c.client_id == client_id, calls.c.call_uuid == call_uuid)
     return (await conn.execute(stmt)).one_or_none()
+
+
+# Waits, if another transaction has just inserted the same key, until that one ends: after
+# its commit the key is taken (nothing returned: the caller replays); after its rollback
+# this insert goes ahead. A key older than its lifetime is taken over in place.
+_CLAIM_IDEMPOTENCY_KEY = text("""
+    INSERT INTO idempotency_keys AS k (client_id, key, request_hash)
+    VALUES (:client_id, :key, :request_hash)
+    ON CONFLICT (client_id, key) DO UPDATE
+        SET request_hash = excluded.request_hash, response = NULL, created_at = now()
+        WHERE k.created_at < now() - :lifetime
+    RETURNING true
+""")
+
+
+async def claim_idempotency_key(
+    conn: AsyncConnection, client_id: str, key: str, request_hash: bytes, lifetime: timedelta
+) -> bool:
+    """Take a client's key for this request; False if it is already taken (and unexpired)."""
+    params = {
+        "client_id": client_id,
+        "key": key,
+        "request_hash": request_hash,
+        "lifetime": lifetime,
+    }
+    return (await conn.execute(_CLAIM_IDEMPOTENCY_KEY, params)).one_or_none() is not None
+
+
+async def select_idempotency_key(
+    conn: AsyncConnection, client_id: str, key: str
+) -> Row[Any] | None:
+    """The request hash and stored response of a client's key."""
+    stmt = select(idempotency_keys).where(
+        idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def store_idempotent_response(
+    conn: AsyncConnection, client_id: str, key: str, response: bytes
+) -> None:
+    """Remember the response of the request that took the key (same transaction)."""
+    stmt = (
+        update(idempotency_keys)
+        .where(idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key)
+        .values(response=response)
+    )
+    await conn.execute(stmt)
+
+
+async def lock_task(
+    conn: AsyncConnection, client_id: str, queue_id: int, task_id: int
+) -> Row[Any] | None:
+    """One task of the client, locked until the end of the transaction: a dispatcher's claim
+    (FOR UPDATE SKIP LOCKED) passes it by meanwhile, and a claim already under way makes this
+    wait until it commits (and then see the task `executed`)."""
+    stmt = (
+        select(tasks)
+        .where(tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id)
+        .with_for_update()
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def update_task(conn: AsyncConnection, task_id: int, changes: TaskChanges) -> Row[Any]:
+    """Apply a reschedule to a locked task and return it; a new start time is also when its
+    next attempt falls due."""
+    values: dict[str, Any] = {
+        name: getattr(changes, name)
+        for name in changes.model_fields_set
+        if getattr(changes, name) is not None
+    }
+    if changes.callback_params is not None:
+        values["callback_params"] = changes.callback_params.model_dump()
+    if changes.start_time_utc is not None:
+        values["next_run_at"] = changes.start_time_utc
+    if not values:  # an empty PUT: the task as it is
+        current: Row[Any] = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one()
+        return current
+    stmt = update(tasks).where(tasks.c.id == task_id).values(**values).returning(tasks)
+    row: Row[Any] = (await conn.execute(stmt)).one()
+    return row
+
+
+# As the INSERT trigger on tasks does for new tasks (migration 0007): only a switched-on
+# queue's task is worth a wake-up, and `due_in:` lets a dispatcher with an earlier timer sleep on.
+_WAKE_FOR_TASK = text("""
+    SELECT pg_notify('callback_scheduler_wake',
+                     'due_in:' || EXTRACT(EPOCH FROM CAST(:due AS timestamptz) - now()))
+    FROM queues WHERE id = :queue_id AND status = 'on'
+""")
+
+
+async def wake_for_task(conn: AsyncConnection, queue_id: int, due: datetime) -> None:
+    """Tell the dispatchers (at commit) when a rescheduled task falls due."""
+    await conn.execute(_WAKE_FOR_TASK, {"queue_id": queue_id, "due": due})
+
+
+async def select_task_calls(
+    conn: AsyncConnection, client_id: str, queue_id: int, task_id: int
+) -> Sequence[Row[Any]]:
+    """The call records of every attempt of one task, newest first."""
+    stmt = (
+        select(calls)
+        .where(
+            calls.c.client_id == client_id,
+            calls.c.queue_id == queue_id,
+            calls.c.task_id == task_id,
+        )
+        .order_by(calls.c.attempt.desc())  # (task_id, attempt) is unique and indexed
+    )
+    return (await conn.execute(stmt)).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -11,16 +12,24 @@ from google.protobuf.message import Message
 from scheduler.v1 import scheduler_pb2 as pb
 from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api import policy, repository, validation
+from services.api import idempotency, policy, repository, validation
 from services.common.auth import TokenError, TokenVerifier
 from services.common.db import transaction
-from services.common.errors import NotFound, PermissionDenied, QuotaExceeded, Unauthenticated
+from services.common.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    Unauthenticated,
+)
 from services.common.grpcserver import translate_errors
 from services.common.task_view import task_to_proto
 from services.common.tenancy import TenantDefaults
 from services.common.timefmt import format_utc
+
+_R = TypeVar("_R", bound=Message)
 
 ME = "@me"
 MAX_CLIENT_ID_LENGTH = 128  # the width of the client_id columns
@@ -32,10 +41,14 @@ def _fields(message: Message, *, exclude: tuple[str, ...] = ()) -> dict[str, Any
     return {k: v for k, v in data.items() if k not in exclude}
 
 
-def _task_fields(task: pb.TaskInput) -> dict[str, Any]:
+def _task_fields(
+    task: pb.TaskInput | pb.UpdateTaskRequest, *, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """_fields of one TaskInput, without MessageToDict's generic walk over every field (a
     tenth of the api's CPU in a bulk add): the same dict, built from the fields set."""
-    fields: dict[str, Any] = {field.name: value for field, value in task.ListFields()}
+    fields: dict[str, Any] = {
+        field.name: value for field, value in task.ListFields() if field.name not in exclude
+    }
     if "try_again_pause" in fields:
         fields["try_again_pause"] = MessageToDict(task.try_again_pause)
     if "callback_params" in fields:
@@ -101,16 +114,64 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             return principal.client_id
         raise PermissionDenied(f"this token does not grant access to client {requested!r}")
 
+    async def _create_once(
+        self,
+        rpc: str,
+        client_id: str,
+        request: pb.CreateQueueRequest | pb.CreateTasksRequest,
+        reply_type: type[_R],
+        context: grpc.aio.ServicerContext,
+        create: Callable[[AsyncConnection], Awaitable[_R]],
+    ) -> _R:
+        """Run `create` in a transaction, once per Idempotency-Key: a request that repeats a
+        key replays the stored reply (and says so in a response header); a request without
+        a key costs nothing more."""
+        key = next(
+            (
+                str(v)
+                for k, v in context.invocation_metadata() or ()
+                if k == idempotency.METADATA_KEY
+            ),
+            None,
+        )
+        if key is None:
+            async with transaction(self._engine) as conn:
+                return await create(conn)
+        key = idempotency.checked_key(key)
+        # The same request whether the path said "@me" or the client id.
+        canonical = type(request).FromString(request.SerializeToString())
+        canonical.client_id = client_id
+        digest = idempotency.request_hash(rpc, canonical.SerializeToString(deterministic=True))
+        async with transaction(self._engine) as conn:
+            if await repository.claim_idempotency_key(
+                conn, client_id, key, digest, idempotency.KEY_LIFETIME
+            ):
+                reply = await create(conn)
+                await repository.store_idempotent_response(
+                    conn, client_id, key, reply.SerializeToString()
+                )
+                return reply
+            stored = await repository.select_idempotency_key(conn, client_id, key)
+        if stored is None or stored.response is None:
+            # Only if the key expired and was cleaned up in between: a retry takes it anew.
+            raise Conflict(f"Idempotency-Key {key!r} is being reused; retry the request")
+        if bytes(stored.request_hash) != digest:
+            raise idempotency.reused(key)
+        await context.send_initial_metadata(((idempotency.REPLAYED_HEADER, "true"),))
+        return reply_type.FromString(bytes(stored.response))
+
     @translate_errors
     async def CreateQueue(
         self, request: pb.CreateQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.Queue:
         client_id = self._client_id(request.client_id, context)
         new = validation.new_queue(_fields(request, exclude=("client_id",)))
-        async with transaction(self._engine) as conn:
+
+        async def create(conn: AsyncConnection) -> pb.Queue:
             await repository.ensure_tenant(conn, client_id)
-            row = await repository.insert_queue(conn, client_id, new)
-        return queue_to_proto(row)
+            return queue_to_proto(await repository.insert_queue(conn, client_id, new))
+
+        return await self._create_once("CreateQueue", client_id, request, pb.Queue, context, create)
 
     @translate_errors
     async def ListQueues(
@@ -158,7 +219,8 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     ) -> pb.CreateTasksResponse:
         client_id = self._client_id(request.client_id, context)
         new_tasks = validation.new_tasks([_task_fields(t) for t in request.tasks])
-        async with transaction(self._engine) as conn:
+
+        async def create(conn: AsyncConnection) -> pb.CreateTasksResponse:
             queue_found = await repository.lock_queue_for_new_tasks(
                 conn, client_id, request.scheduler_id
             )
@@ -178,7 +240,11 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
                     f"these {len(rows)} would make {stored}; delete finished tasks or ask the "
                     "operator for a larger quota",
                 )
-        return pb.CreateTasksResponse(items=[task_to_proto(r) for r in rows])
+            return pb.CreateTasksResponse(items=[task_to_proto(r) for r in rows])
+
+        return await self._create_once(
+            "CreateTasks", client_id, request, pb.CreateTasksResponse, context, create
+        )
 
     @translate_errors
     async def ListTasks(
@@ -186,12 +252,14 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     ) -> pb.ListTasksResponse:
         client_id = self._client_id(request.client_id, context)
         page = validation.page({"after_id": request.after_id, "limit": request.limit})
-        status = validation.task_filter(request.status).status
+        filters = validation.task_filter(
+            request.status, request.number, request.created_from_utc, request.created_to_utc
+        )
         async with transaction(self._engine) as conn:
             queue = await repository.select_queue(conn, client_id, request.scheduler_id)
             _found(queue, "task_scheduler", request.scheduler_id)
             rows = await repository.select_tasks(
-                conn, client_id, request.scheduler_id, page, status
+                conn, client_id, request.scheduler_id, page, filters
             )
         return pb.ListTasksResponse(items=[task_to_proto(r) for r in rows])
 
@@ -205,6 +273,51 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
                 conn, client_id, request.scheduler_id, request.task_id
             )
         return task_to_proto(_found(row, "task", request.task_id))
+
+    @translate_errors
+    async def UpdateTask(
+        self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Task:
+        client_id = self._client_id(request.client_id, context)
+        changes = validation.task_changes(
+            _task_fields(request, exclude=("client_id", "scheduler_id", "task_id"))
+        )
+        async with transaction(self._engine) as conn:
+            current = await repository.lock_task(
+                conn, client_id, request.scheduler_id, request.task_id
+            )
+            current = _found(current, "task", request.task_id)
+            validation.check_reschedulable(
+                request.task_id, current.status, current.attempts, changes
+            )
+            # The task as it will be passes the checks a new task would (its extension and
+            # numbers too: the operator may have taken them away since it was created).
+            task = validation.rescheduled(validation.stored_task(dict(current._mapping)), changes)
+            tenant = await repository.select_tenant_policy(
+                conn, client_id, policy.caller_ids_of([task])
+            )
+            policy.check_task(task, tenant, self._defaults.denied_prefixes)
+            row = await repository.update_task(conn, request.task_id, changes)
+            if changes.start_time_utc is not None:
+                await repository.wake_for_task(conn, request.scheduler_id, row.next_run_at)
+        return task_to_proto(row)
+
+    @translate_errors
+    async def ListTaskCalls(
+        self, request: pb.ListTaskCallsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTaskCallsResponse:
+        client_id = self._client_id(request.client_id, context)
+        async with transaction(self._engine) as conn:
+            rows = await repository.select_task_calls(
+                conn, client_id, request.scheduler_id, request.task_id
+            )
+            # Records outlive a deleted task; with none, an unknown task is a 404.
+            if not rows:
+                task = await repository.select_task(
+                    conn, client_id, request.scheduler_id, request.task_id
+                )
+                _found(task, "task", request.task_id)
+        return pb.ListTaskCallsResponse(items=[call_to_proto(r) for r in rows])
 
     @translate_errors
     async def DeleteTask(

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from services.common.errors import FieldViolation, InvalidInput
+from services.common.errors import Conflict, FieldViolation, InvalidInput
 from services.common.timefmt import parse_utc
 
 MAX_TASKS_PER_REQUEST = 1000
@@ -199,6 +199,60 @@ class NewTask(_Strict):
     callback_params: CallbackParams = CallbackParams()
 
 
+class TaskChanges(_Strict):
+    """A reschedule (PUT of a task), a partial update: None means "keep the current value"."""
+
+    start_time_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
+    try_count: Annotated[int, Field(ge=1, le=50)] | None = None
+    try_again_pause: Pause | None = None
+    url_before: Url | None = None
+    url_before_again: Url | None = None
+    url_success: Url | None = None
+    url_after: Url | None = None
+    callback_params: CallbackParams | None = None
+
+
+# A task can be changed while it waits for its next attempt; not while one is in progress
+# (the dialer has its numbers and URLs already), nor once it is finished.
+CHANGEABLE_STATUSES = ("scheduled", "delayed")
+
+
+def check_reschedulable(task_id: int, status: str, attempts: int, changes: TaskChanges) -> None:
+    """Raise Conflict if the task is past changing, InvalidInput if the new try_count would
+    leave it no attempt to make."""
+    if status not in CHANGEABLE_STATUSES:
+        why = {
+            "executed": "an attempt is in progress; change it when it is 'delayed' or "
+            "add a new task",
+            "finished": "it is finished; add a new task instead",
+        }.get(status, "only a 'scheduled' or 'delayed' task can be changed")
+        raise Conflict(f"task {task_id} is '{status}' and cannot be changed: {why}")
+    if changes.try_count is not None and changes.try_count <= attempts:
+        raise InvalidInput(
+            [
+                FieldViolation(
+                    "try_count",
+                    f"must be more than the {attempts} attempt(s) already made "
+                    f"(at least {attempts + 1})",
+                )
+            ]
+        )
+
+
+def stored_task(fields: Mapping[str, Any]) -> NewTask:
+    """A stored task (columns by name) as the NewTask it was created from; not validated
+    again: it was when it was created."""
+    names = NewTask.model_fields.keys() - {"callback_params"}
+    params = CallbackParams.model_construct(**dict(fields["callback_params"] or {}))
+    return NewTask.model_construct(**{name: fields[name] for name in names}, callback_params=params)
+
+
+def rescheduled(task: NewTask, changes: TaskChanges) -> NewTask:
+    """The task as it will be: its fields, with those the client changed replaced."""
+    changed = {name: getattr(changes, name) for name in changes.model_fields_set}
+    return task.model_copy(update=changed)
+
+
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -209,6 +263,10 @@ class Page(_Strict):
 
 class TaskFilter(_Strict):
     status: TaskStatus | None = None
+    number: Phone | None = None
+    # Created at or after / before these moments (a half-open range).
+    created_from_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
+    created_to_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
 
 
 def _field_name(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -243,14 +301,29 @@ def queue_changes(data: Mapping[str, Any]) -> QueueChanges:
     return _validate(QueueChanges, data)
 
 
+def task_changes(data: Mapping[str, Any]) -> TaskChanges:
+    return _validate(TaskChanges, data)
+
+
 def page(data: Mapping[str, Any]) -> Page:
     # 0 is what proto3 sends for "not given": it means the default page.
     cleaned = {k: v for k, v in data.items() if v != 0}
     return _validate(Page, cleaned)
 
 
-def task_filter(status: str) -> TaskFilter:
-    return _validate(TaskFilter, {"status": status} if status else {})
+def task_filter(
+    status: str, number: str = "", created_from_utc: str = "", created_to_utc: str = ""
+) -> TaskFilter:
+    """The list's filters; "" (what proto3 sends for "not given") means no filter."""
+    given = {
+        "status": status,
+        "number": number,
+        # Form-encoding clients (httpx, browsers) send the space of a query time as "+",
+        # which Envoy's transcoder passes on as is; a time has no other "+".
+        "created_from_utc": created_from_utc.replace("+", " "),
+        "created_to_utc": created_to_utc.replace("+", " "),
+    }
+    return _validate(TaskFilter, {k: v for k, v in given.items() if v})
 
 
 def call_uuid(value: str) -> str:

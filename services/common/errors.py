@@ -17,6 +17,10 @@ class SchedulerError(Exception):
     """Root of every error the services raise on purpose."""
 
     reason = "ERROR"
+    # An HTTP status the REST gateway should answer instead of the one it derives from the
+    # gRPC code (no gRPC code maps to 422): sent as the `x-http-status` trailer, which the
+    # gateway's Lua filter applies and removes.
+    http_status: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -47,6 +51,13 @@ class PermissionDenied(SchedulerError):
 
 class Conflict(SchedulerError):
     reason = "CONFLICT"
+
+
+class Unprocessable(SchedulerError):
+    """Well-formed, but not acceptable in the state things are in (HTTP 422)."""
+
+    reason = "UNPROCESSABLE"
+    http_status = 422
 
 
 class StorageUnavailable(SchedulerError):

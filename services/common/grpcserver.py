@@ -25,12 +25,15 @@ from services.common.errors import (
     SchedulerError,
     StorageUnavailable,
     Unauthenticated,
+    Unprocessable,
 )
 from services.common.metrics import API_REQUESTS
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "callback-scheduler"
+# Trailer read (and removed) by the REST gateway's Lua filter: see SchedulerError.http_status.
+HTTP_STATUS_TRAILER = "x-http-status"
 
 _CODES: dict[type[SchedulerError], int] = {
     InvalidInput: code_pb2.INVALID_ARGUMENT,
@@ -39,6 +42,7 @@ _CODES: dict[type[SchedulerError], int] = {
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     Conflict: code_pb2.ABORTED,
     QuotaExceeded: code_pb2.RESOURCE_EXHAUSTED,
+    Unprocessable: code_pb2.FAILED_PRECONDITION,
     StorageUnavailable: code_pb2.UNAVAILABLE,
 }
 
@@ -89,7 +93,11 @@ def translate_errors(method: Method) -> Method:
                 "request refused",
                 extra={"action": "refuse", "rpc": method.__name__, "reason": err.reason},
             )
-            await context.abort_with_status(rpc_status.to_status(status_of(err)))
+            status = rpc_status.to_status(status_of(err))
+            trailers = tuple(status.trailing_metadata)
+            if err.http_status is not None:
+                trailers += ((HTTP_STATUS_TRAILER, str(err.http_status)),)
+            await context.abort(status.code, status.details, trailers)
         except asyncio.CancelledError:
             raise
         except Exception as err:

@@ -85,6 +85,9 @@ class Task(Base):
         # Paging a queue's tasks by id, optionally filtered by status.
         Index(None, "queue_id", "id"),
         Index(None, "queue_id", "status", "id"),
+        # Finding a queue's tasks by number (the list's `number` filter: A or B).
+        Index(None, "queue_id", "a_number"),
+        Index(None, "queue_id", "b_number"),
         # The dispatcher's claim: a queue's waiting tasks, earliest due first.
         Index(
             "ix_tasks_waiting",
@@ -224,6 +227,27 @@ class TenantUsage(Base):
 
     client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     stored_tasks: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key` and the response it got, for replaying a retried POST.
+
+    Inserted in the same transaction as what the POST created: a concurrent request with the
+    same key waits on the primary key until that transaction ends, then replays its response
+    (or, after a rollback, goes ahead itself). Rows older than the key lifetime are replaced
+    on reuse and deleted by the dispatchers' periodic stats pass.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "created_at"),)
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of the RPC's name and its request (with the client id resolved).
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    # The serialized protobuf response; NULL only until the creating transaction stores it.
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class TenantSipAccount(Base):

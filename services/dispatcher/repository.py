@@ -27,6 +27,7 @@ from __future__ import annotations
 from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -512,3 +513,18 @@ async def count_tasks_by_status(
     executed = text("SELECT count(*) FROM tasks WHERE status = 'executed'")
     counts["executed"] = int((await conn.execute(executed)).scalar_one())
     return counts
+
+
+# In bounded batches, so that one pass after a long outage does not hold a long transaction.
+_DELETE_EXPIRED_IDEMPOTENCY_KEYS = text("""
+    DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM idempotency_keys WHERE created_at < now() - :lifetime LIMIT :batch))
+""")
+
+
+async def delete_expired_idempotency_keys(
+    conn: AsyncConnection, lifetime: timedelta, batch: int = 10_000
+) -> int:
+    """Forget Idempotency-Keys (of all tenants) older than their lifetime; how many."""
+    params = {"lifetime": lifetime, "batch": batch}
+    return int((await conn.execute(_DELETE_EXPIRED_IDEMPOTENCY_KEYS, params)).rowcount)

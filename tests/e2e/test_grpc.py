@@ -64,3 +64,23 @@ def test_direct_calls_need_a_valid_token_too(channel: grpc.Channel, tenant: str)
         with pytest.raises(grpc.RpcError) as refused:
             stub.ListQueues(pb.ListQueuesRequest(client_id=tenant), metadata=metadata, timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_idempotency_key_over_grpc(channel: grpc.Channel, stack: Stack, tenant: str) -> None:
+    """gRPC clients send the key as metadata; a replay says so in its initial metadata, and a
+    reused key is FAILED_PRECONDITION (the REST gateway makes it a 422)."""
+    stub = pb_grpc.TaskSchedulerStub(channel)
+    metadata = (
+        ("authorization", f"Bearer {stack.token(tenant)}"),
+        ("idempotency-key", "grpc-key-1"),
+    )
+    request = pb.CreateQueueRequest(client_id=tenant, name="once")
+    first, call = stub.CreateQueue.with_call(request, metadata=metadata, timeout=5)
+    again, replay = stub.CreateQueue.with_call(request, metadata=metadata, timeout=5)
+    assert again == first
+    assert ("idempotent-replayed", "true") not in tuple(call.initial_metadata())
+    assert ("idempotent-replayed", "true") in tuple(replay.initial_metadata())
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.CreateQueue(pb.CreateQueueRequest(client_id=tenant), metadata=metadata, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "grpc-key-1" in str(refused.value.details())

@@ -106,7 +106,7 @@ def test_parameters_bodies_and_responses_match_the_messages(document: dict[str, 
     for method in service.methods:
         _verb, path, operation = operations[method.name]
         path_params = {p.strip("{}") for p in path.split("/") if p.startswith("{")}
-        params = {(p["in"], p["name"]) for p in operation["parameters"]}
+        params = {(p["in"], p["name"]) for p in operation["parameters"] if p["in"] != "header"}
         request_fields = {f.name for f in method.input_type.fields}
         body = operation.get("requestBody")
         if body is None:
@@ -131,6 +131,18 @@ def test_parameters_bodies_and_responses_match_the_messages(document: dict[str, 
             _check_fields(document, ok, output)
         for code in ("400", "401", "403", "404"):
             assert code in operation["responses"], (method.name, code)
+
+
+def test_every_post_takes_an_idempotency_key(document: dict[str, Any]) -> None:
+    for verb, _path, operation in _operations(document).values():
+        headers = [p for p in operation["parameters"] if p["in"] == "header"]
+        if verb == "post":
+            assert [h["name"] for h in headers] == ["Idempotency-Key"], operation["operationId"]
+            assert headers[0]["schema"]["maxLength"] == 255
+            assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
+            assert "422" in operation["responses"]
+        else:
+            assert headers == [], operation["operationId"]
 
 
 def test_errors_are_google_rpc_status(document: dict[str, Any]) -> None:
