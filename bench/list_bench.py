@@ -65,6 +65,8 @@ def main() -> int:
                 "page of 100, first": {"limit": 100},
                 "page of 1000, deep (after_id near the end)": {"after_id": last_id - 1500},
                 "status filter, page of 1000": {"status": "scheduled"},
+                # Each A number occurs once per batch of 1,000: 100 matches in the queue.
+                "number search (A or B), 100 matches": {"number": "+15550000500"},
             }
             api_process = next(
                 c for c in psutil.Process().children() if "services.api" in " ".join(c.cmdline())
