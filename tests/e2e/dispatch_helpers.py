@@ -232,6 +232,15 @@ def db_now(stack: Stack) -> datetime:
     return moment
 
 
+def stored_tasks(stack: Stack, tenant: str) -> int:
+    """The tenant's count of stored tasks (its quota's counter), as the database has it."""
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute(
+            "SELECT stored_tasks FROM tenant_usage WHERE client_id = %s", (tenant,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
     """The most intervals in progress at one moment (an end and a start at the same moment
     do not overlap)."""

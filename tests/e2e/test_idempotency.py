@@ -13,6 +13,7 @@ import pytest
 
 from deploy.local.stack import Stack
 from tests.conftest import ClientFactory
+from tests.e2e.dispatch_helpers import stored_tasks
 
 TASK = {"a_number": "+79990001122", "b_number": "101"}
 
@@ -25,14 +26,6 @@ def new_queue(api: httpx.Client, tenant: str) -> str:
     response = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "q"})
     assert response.status_code == 200, response.text
     return f"/client/{tenant}/task_scheduler/{response.json()['id']}"
-
-
-def stored_tasks(stack: Stack, tenant: str) -> int:
-    with psycopg.connect(stack.database_url) as conn:
-        row = conn.execute(
-            "SELECT stored_tasks FROM tenant_usage WHERE client_id = %s", (tenant,)
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def reason(response: httpx.Response) -> str:

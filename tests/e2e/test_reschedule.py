@@ -19,6 +19,7 @@ from tests.e2e.dispatch_helpers import (
     create_queue,
     db_now,
     parse_wire,
+    stored_tasks,
     wait_for,
     whole_seconds_from_now,
     wire_time,
@@ -34,14 +35,6 @@ def put(api: httpx.Client, path: str, **changes: Any) -> httpx.Response:
 def reason(response: httpx.Response) -> str:
     details: list[dict[str, Any]] = response.json()["details"]
     return next(str(d["reason"]) for d in details if d["@type"].endswith("ErrorInfo"))
-
-
-def stored_tasks(stack: Stack, tenant: str) -> int:
-    with psycopg.connect(stack.database_url) as conn:
-        row = conn.execute(
-            "SELECT stored_tasks FROM tenant_usage WHERE client_id = %s", (tenant,)
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def next_run_at(stack: Stack, task_id: int) -> Any:
