@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from services.api import tenants
+from services.api import repository, tenants
 from services.common.db import make_engine, transaction
 from services.common.tenancy import TenantDefaults
 
@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> Any:
                 )
                 if not password or not _PRINTABLE.fullmatch(password):
                     raise UsageError("give a password of printable ASCII characters")
-                await tenants.set_quotas(conn, client_id, {})
+                await repository.ensure_tenant(conn, client_id)
                 await tenants.put_account(
                     conn,
                     client_id,
@@ -133,7 +133,7 @@ async def run(args: argparse.Namespace) -> Any:
             elif args.command == "caller-id":
                 numbers = [_checked(_PHONE, n, "number") for n in args.numbers]
                 if args.action == "add":
-                    await tenants.set_quotas(conn, client_id, {})
+                    await repository.ensure_tenant(conn, client_id)
                     await tenants.add_caller_ids(conn, client_id, numbers)
                 else:
                     await tenants.delete_caller_ids(conn, client_id, numbers)
@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace) -> Any:
                 if args.action == "remove":
                     await tenants.delete_rule(conn, client_id, prefix)
                 else:
-                    await tenants.set_quotas(conn, client_id, {})
+                    await repository.ensure_tenant(conn, client_id)
                     await tenants.put_rule(conn, client_id, prefix, args.action == "allow")
             return await _show(conn, client_id, defaults)
     finally:

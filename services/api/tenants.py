@@ -9,15 +9,14 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.api import repository
+
 QUOTAS = ("max_in_progress", "calls_per_second", "max_stored_tasks")
 
 
 async def set_quotas(conn: AsyncConnection, client_id: str, quotas: dict[str, Any]) -> None:
     """Create the tenant if new and set the given quotas (None: back to the default)."""
-    await conn.execute(
-        text("INSERT INTO tenants (client_id) VALUES (:c) ON CONFLICT DO NOTHING"),
-        {"c": client_id},
-    )
+    await repository.ensure_tenant(conn, client_id)
     for name, value in quotas.items():
         assert name in QUOTAS  # column names come from this list only, never from input
         stmt = text(f"UPDATE tenants SET {name} = :value WHERE client_id = :c")  # noqa: S608
