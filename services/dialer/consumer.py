@@ -1,14 +1,17 @@
 """Dial requests (NATS) -> calls through the telephony backend -> call events (NATS).
 
 Requests come in batches (DialRequests: the tasks one claim started), up to the
-dispatcher's lookahead before they are due: they wait here (not acknowledged, so a dialer
-that dies meanwhile loses nothing) and are dialed at their time.
+dispatcher's lookahead before they are due. Their calls are recorded in PostgreSQL at once,
+before they are due, and dialed at their time; the message is acknowledged once all are
+dialed (a dialer that dies meanwhile loses nothing: the redelivered request takes over a
+record its dialer did not dial by its deadline).
 
-Delivery, per message: all its requests recorded in PostgreSQL -> ack (each is dialed as
-it is recorded); attempt no longer current or already dialed, or too little of its lease
-left for the longest call -> not dialed; database down -> nak with a delay; unreadable ->
-term. A batch bigger than the room left for calls: the first ones are taken and the rest
-re-published for any dialer, before the ack, so that nothing is lost.
+Delivery, per message: recorded -> dialed at the due time -> ack; attempt no longer current
+or already dialed, or too little of its lease left for the longest call -> not dialed (the
+dispatcher dials an attempt that placed no call again, without spending a try); database
+down -> nak with a delay; unreadable -> term. A batch bigger than the room left for calls:
+the first ones are taken and the rest re-published for any dialer, before the ack, so that
+nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ DEFAULT_EXTENSION = 0
 # A request is never held longer than this, whatever its due time says: the dispatcher
 # claims at most 5 s ahead, and a dialer whose clock runs behind must not sit on requests.
 MAX_HOLD_SECONDS = 5.0
+# A recorded call is dialed within its hold plus this, or never by this dialer: after that a
+# redelivery of its request (its dialer died meanwhile) may take the record over. Covers a
+# loop held up by a burst of work, not a paused process.
+DIAL_GRACE_SECONDS = 2.0
 OUTCOMES = {
     "connected": events_pb2.CALL_OUTCOME_CONNECTED,
     "a_busy": events_pb2.CALL_OUTCOME_A_BUSY,
@@ -173,7 +180,7 @@ class Dialer:
                 self._jetstream,
                 bus.SUBJECT_DIAL,
                 payload,
-                f"dial-rest:{first.task_id}:{first.attempt}",
+                f"dial-rest:{first.call_uuid}",
             )
         except Exception as err:
             log.warning("could not pass on", extra={"action": "pass_on", "error": repr(err)})
@@ -182,21 +189,33 @@ class Dialer:
         return True
 
     async def _dial_when_due(self, msg: Msg, requests: Sequence[events_pb2.DialRequest]) -> None:
-        """Start each group of calls at its due time (held at most MAX_HOLD_SECONDS), then
-        acknowledge the message."""
+        """Record the calls at once, start each group of them at its due time (held at most
+        MAX_HOLD_SECONDS), then acknowledge the message. Recording is the work a phone
+        would otherwise wait for: done here, it is done before the due time (the
+        dispatcher's lookahead)."""
         received = time.time()
+        groups = _by_due_time(requests, received * 1000)
+        hold = min(max(groups[-1][0] / 1000 - received, 0.0), MAX_HOLD_SECONDS)
         waiting = len(requests)
         try:
-            for due_ms, group in _by_due_time(requests, received * 1000):
+            recorded_at = time.monotonic()
+            recorded = await self._record_calls(requests, hold)
+            if recorded is None:
+                await bus.settle(msg, "nak", delay=1.0)
+                return
+            for index, (due_ms, group) in enumerate(groups):
                 wait = min(due_ms / 1000, received + MAX_HOLD_SECONDS) - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if self._stopping:  # another dialer takes them now, not after the ack wait
+                    later = [r.call_uuid for _, rest in groups[index:] for r in rest]
+                    await self._release(later)
                     await bus.settle(msg, "nak")
                     return
-                if not await self._start_calls(group):
-                    await bus.settle(msg, "nak", delay=1.0)
-                    return
+                for request in group:
+                    if request.call_uuid in recorded:
+                        account, within = recorded[request.call_uuid]
+                        self._dial(request, account, recorded_at + within)
                 self._held_count -= len(group)
                 waiting -= len(group)
             # The calls rows now guard the attempts: a redelivery can never dial them again.
@@ -211,9 +230,13 @@ class Dialer:
         if not call.cancelled() and call.exception() is not None:
             log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
 
-    async def _start_calls(self, requests: Sequence[events_pb2.DialRequest]) -> bool:
-        """Record a group of calls in one transaction, then place each one concurrently;
-        False if the database was unavailable (nothing recorded)."""
+    async def _record_calls(
+        self, requests: Sequence[events_pb2.DialRequest], hold: float
+    ) -> dict[str, tuple[tuple[str, str] | None, float]] | None:
+        """Record the calls (due within `hold` seconds) in one transaction; the ones to
+        dial, with the tenant's account for each (None: the operator's default) and the
+        seconds from now within which to dial it, or None if the database was unavailable
+        (nothing recorded)."""
         new_calls = [
             repository.NewCall(
                 call_uuid=request.call_uuid,
@@ -228,30 +251,55 @@ class Dialer:
         pairs = {(r.client_id, r.extension_id) for r in requests}
         try:
             async with transaction(self._engine) as conn:
-                started = await repository.start_calls(
-                    conn, new_calls, self._settings.longest_call_seconds
+                started = await repository.record_calls(
+                    conn,
+                    new_calls,
+                    self._settings.longest_call_seconds,
+                    hold,
+                    DIAL_GRACE_SECONDS,
                 )
                 accounts = await repository.tenant_accounts(conn, pairs)
         except StorageUnavailable:
-            return False
+            return None
+        recorded: dict[str, tuple[tuple[str, str] | None, float]] = {}
         for request in requests:
             if request.call_uuid in started.too_late:
                 log.warning(
                     "not dialing: the attempt's lease ends before the longest call could",
                     extra={"action": "too_late", **_ids(request)},
                 )
-                continue
-            if request.call_uuid not in started.may_dial:
+            elif request.call_uuid not in started.may_dial:
                 log.info(
                     "not dialing: attempt gone or already dialed",
                     extra={"action": "skip", **_ids(request)},
                 )
-                continue
-            account = accounts.get((request.client_id, request.extension_id))
-            call = asyncio.create_task(self._call(request, account))
-            self._calls.add(call)
-            call.add_done_callback(self._call_done)
-        return True
+            else:
+                account = accounts.get((request.client_id, request.extension_id))
+                recorded[request.call_uuid] = (account, started.may_dial[request.call_uuid])
+        return recorded
+
+    async def _release(self, call_uuids: Sequence[str]) -> None:
+        """Give back recorded calls this dialer will not dial (it is stopping)."""
+        try:
+            async with transaction(self._engine) as conn:
+                await repository.release_calls(conn, call_uuids)
+        except StorageUnavailable:
+            pass  # they are taken over once their deadline passes
+
+    def _dial(
+        self, request: events_pb2.DialRequest, account: tuple[str, str] | None, dial_by: float
+    ) -> None:
+        """Hand one recorded call to the backend, unless its deadline passed (this dialer
+        was held up: another may have taken the row over, or the lease dials it again)."""
+        if time.monotonic() > dial_by:
+            log.warning(
+                "not dialing: past the deadline of its record",
+                extra={"action": "too_late", **_ids(request)},
+            )
+            return
+        call = asyncio.create_task(self._call(request, account))
+        self._calls.add(call)
+        call.add_done_callback(self._call_done)
 
     async def _call(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
         context = _ids(request)
@@ -269,6 +317,7 @@ class Dialer:
             self._end(request, report)
             return
         log.info("dialing", extra={"action": "dial", **context})
+        self._records.call_dialed(request.call_uuid, datetime.now(UTC))
         if request.due_at_unix_ms:
             metrics.DISPATCH_LATENESS.observe(max(0.0, time.time() - request.due_at_unix_ms / 1000))
         plan = CallPlan(

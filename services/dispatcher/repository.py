@@ -199,6 +199,13 @@ async def count_in_flight(conn: AsyncConnection, queue_id: int, lease_seconds: f
     return int((await conn.execute(_COUNT_IN_FLIGHT, params)).scalar_one())
 
 
+# What a dial request and the choice of start webhooks need of a task just claimed.
+_DIAL_COLUMNS = """t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number, t.b_number,
+              t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
+              NULLIF(t.callback_params->'extended_a_numbers', '[]') AS extended_a_numbers,
+              t.callback_params->>'caller_id_name' AS caller_id_name,
+              t.callback_params->>'caller_id_number' AS caller_id_number"""
+
 _CLAIM_DUE_TASKS = text(f"""
     WITH due AS (
         SELECT id FROM tasks
@@ -212,14 +219,11 @@ _CLAIM_DUE_TASKS = text(f"""
     UPDATE tasks t
     SET status = 'executed',
         attempts = t.attempts + 1,
+        redials = 0,
         cdr = gen_random_uuid()::text,
         lease_expires_at = now() + make_interval(secs => :lease_seconds)
     WHERE t.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number, t.b_number,
-              t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
-              NULLIF(t.callback_params->'extended_a_numbers', '[]') AS extended_a_numbers,
-              t.callback_params->>'caller_id_name' AS caller_id_name,
-              t.callback_params->>'caller_id_number' AS caller_id_number
+    RETURNING {_DIAL_COLUMNS}
 """)  # noqa: S608 - constant SQL
 
 
@@ -349,6 +353,30 @@ async def call_of_attempt(conn: AsyncConnection, task_id: int, attempt: int) -> 
     """The call placed for an attempt, if the dialer placed one."""
     stmt = select(calls).where(calls.c.task_id == task_id, calls.c.attempt == attempt)
     return (await conn.execute(stmt)).one_or_none()
+
+
+_REDIAL = text(f"""
+    UPDATE tasks t
+    SET redials = t.redials + 1,
+        cdr = gen_random_uuid()::text,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    WHERE t.id = :task_id
+    RETURNING {_DIAL_COLUMNS}
+""")  # noqa: S608 - constant SQL
+
+
+async def redial(conn: AsyncConnection, task_id: int, lease_seconds: float) -> Row[Any]:
+    """Give the current attempt (locked, executed) a new call and a new lease, without
+    spending a try; returns what its dial request needs."""
+    params = {"task_id": task_id, "lease_seconds": lease_seconds}
+    row: Row[Any] = (await conn.execute(_REDIAL, params)).one()
+    return row
+
+
+async def forget_undialed_call(conn: AsyncConnection, call_uuid: str) -> None:
+    """Delete the record of a call that was never dialed: it was no call."""
+    stmt = text("DELETE FROM calls WHERE call_uuid = :call_uuid AND dialed_at IS NULL")
+    await conn.execute(stmt, {"call_uuid": call_uuid})
 
 
 async def mark_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:

@@ -17,6 +17,9 @@ class DispatcherSettings(WorkerSettings):
     # An attempt without a result after this long counts as lost (failed). It must exceed
     # the longest call a dialer allows (ring timeout + maximum call duration).
     attempt_lease_seconds: float = 3900.0
+    # Times an attempt that placed no call (its dial request lost or refused as too late)
+    # is dialed again, without spending a try, before the task finishes as not dialed.
+    max_redials: int = Field(default=5, ge=0)
     # Tasks are claimed this long before they are due; the dialer holds their requests and
     # dials on time. Their status is `executed` (and `before` is sent) that much early.
     lookahead_seconds: float = Field(default=0.25, ge=0.0, le=5.0)
