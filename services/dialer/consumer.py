@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -60,6 +61,14 @@ OUTCOMES = {
     "b_rejected": events_pb2.CALL_OUTCOME_B_REJECTED,
     "error": events_pb2.CALL_OUTCOME_ERROR,
 }
+
+
+class _ToDial(NamedTuple):
+    """A call this dialer recorded: the tenant's account for it (None: the operator's
+    default), and its record's deadline."""
+
+    account: tuple[str, str] | None
+    record: repository.Recorded
 
 
 def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
@@ -212,10 +221,18 @@ class Dialer:
                     await self._release(later)
                     await bus.settle(msg, "nak")
                     return
+                mine = {
+                    r.call_uuid: recorded[r.call_uuid] for r in group if r.call_uuid in recorded
+                }
+                dialed = await self._mark_dialed(mine, recorded_at)
                 for request in group:
-                    if request.call_uuid in recorded:
-                        account, within = recorded[request.call_uuid]
-                        self._dial(request, account, recorded_at + within)
+                    if request.call_uuid in dialed:
+                        self._dial(request, mine[request.call_uuid].account)
+                    elif request.call_uuid in mine:
+                        log.warning(
+                            "not dialing: past the deadline of its record",
+                            extra={"action": "too_late", **_ids(request)},
+                        )
                 self._held_count -= len(group)
                 waiting -= len(group)
             # The calls rows now guard the attempts: a redelivery can never dial them again.
@@ -223,6 +240,26 @@ class Dialer:
         finally:
             self._held_count -= waiting
             self._slot_free.set()  # what was not started (nak) frees its room too
+
+    async def _mark_dialed(self, calls: dict[str, _ToDial], recorded_at: float) -> set[str]:
+        """Mark the calls dialed (committed before any is dialed, so that an attempt whose
+        call may have rung is never dialed again); the ones marked. The database being
+        unavailable, tried again until their deadline: not marked, they are not dialed, and
+        their attempts are dialed again without spending a try."""
+        if not calls:
+            return set()
+        deadline = recorded_at + max(call.record.within for call in calls.values())
+        records = {uuid: call.record for uuid, call in calls.items()}
+        delay = 0.05
+        while True:
+            try:
+                async with transaction(self._engine) as conn:
+                    return await repository.mark_calls_dialed(conn, records)
+            except StorageUnavailable:
+                if time.monotonic() + delay > deadline:
+                    return set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
@@ -232,11 +269,10 @@ class Dialer:
 
     async def _record_calls(
         self, requests: Sequence[events_pb2.DialRequest], hold: float
-    ) -> dict[str, tuple[tuple[str, str] | None, float]] | None:
+    ) -> dict[str, _ToDial] | None:
         """Record the calls (due within `hold` seconds) in one transaction; the ones to
-        dial, with the tenant's account for each (None: the operator's default) and the
-        seconds from now within which to dial it, or None if the database was unavailable
-        (nothing recorded)."""
+        dial, with the tenant's account for each (None: the operator's default), or None
+        if the database was unavailable (nothing recorded)."""
         new_calls = [
             repository.NewCall(
                 call_uuid=request.call_uuid,
@@ -261,7 +297,7 @@ class Dialer:
                 accounts = await repository.tenant_accounts(conn, pairs)
         except StorageUnavailable:
             return None
-        recorded: dict[str, tuple[tuple[str, str] | None, float]] = {}
+        recorded: dict[str, _ToDial] = {}
         for request in requests:
             if request.call_uuid in started.too_late:
                 log.warning(
@@ -275,7 +311,7 @@ class Dialer:
                 )
             else:
                 account = accounts.get((request.client_id, request.extension_id))
-                recorded[request.call_uuid] = (account, started.may_dial[request.call_uuid])
+                recorded[request.call_uuid] = _ToDial(account, started.may_dial[request.call_uuid])
         return recorded
 
     async def _release(self, call_uuids: Sequence[str]) -> None:
@@ -286,17 +322,8 @@ class Dialer:
         except StorageUnavailable:
             pass  # they are taken over once their deadline passes
 
-    def _dial(
-        self, request: events_pb2.DialRequest, account: tuple[str, str] | None, dial_by: float
-    ) -> None:
-        """Hand one recorded call to the backend, unless its deadline passed (this dialer
-        was held up: another may have taken the row over, or the lease dials it again)."""
-        if time.monotonic() > dial_by:
-            log.warning(
-                "not dialing: past the deadline of its record",
-                extra={"action": "too_late", **_ids(request)},
-            )
-            return
+    def _dial(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
+        """Hand one call, marked dialed, to the backend."""
         call = asyncio.create_task(self._call(request, account))
         self._calls.add(call)
         call.add_done_callback(self._call_done)
@@ -317,7 +344,6 @@ class Dialer:
             self._end(request, report)
             return
         log.info("dialing", extra={"action": "dial", **context})
-        self._records.call_dialed(request.call_uuid, datetime.now(UTC))
         if request.due_at_unix_ms:
             metrics.DISPATCH_LATENESS.observe(max(0.0, time.time() - request.due_at_unix_ms / 1000))
         plan = CallPlan(

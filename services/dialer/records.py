@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from scheduler.v1 import events_pb2
@@ -24,11 +23,6 @@ from services.dialer.backend import CallReport
 from services.dialer.events import CallEventPublisher
 
 log = logging.getLogger(__name__)
-
-
-class _Dialed(NamedTuple):
-    call_uuid: str
-    at: datetime
 
 
 class _Connected(NamedTuple):
@@ -51,12 +45,7 @@ class RecordWriter:
         self._engine = engine
         self._events = events
         self._retry_seconds = retry_seconds
-        self._batches: Coalescer[_Dialed | _Connected | _Ended] = Coalescer(self._write, max_batch)
-
-    def call_dialed(self, call_uuid: str, at: datetime) -> None:
-        """Note, without waiting, that the call was handed to the backend: from then on
-        its attempt counts as a try, however the call ends."""
-        self._batches.submit_nowait(_Dialed(call_uuid, at))
+        self._batches: Coalescer[_Connected | _Ended] = Coalescer(self._write, max_batch)
 
     def note_connected(self, call_uuid: str) -> None:
         """Note, without waiting, that the call connected A and B: if its end is then never
@@ -85,12 +74,7 @@ class RecordWriter:
     async def run(self) -> None:
         await self._batches.run()
 
-    async def _write(self, items: list[_Dialed | _Connected | _Ended]) -> None:
-        dialed = [
-            {"call_uuid": item.call_uuid, "dialed_at": item.at}
-            for item in items
-            if isinstance(item, _Dialed)
-        ]
+    async def _write(self, items: list[_Connected | _Ended]) -> None:
         ended = [item for item in items if isinstance(item, _Ended)]
         # A call that ended in this batch has its connection time in its end row.
         ended_calls = {item.row["call_uuid"] for item in ended}
@@ -100,21 +84,18 @@ class RecordWriter:
             if isinstance(item, _Connected) and item.call_uuid not in ended_calls
         ]
         try:
-            await self._write_retrying(dialed, connected, [item.row for item in ended])
+            await self._write_retrying(connected, [item.row for item in ended])
         except Exception:
             log.exception("call records not saved", extra={"action": "save_failed"})
             raise
         for item in ended:
             self._events.publish_nowait(item.event)
 
-    async def _write_retrying(
-        self, dialed: list[dict[str, Any]], connected: list[str], ended: list[dict[str, Any]]
-    ) -> None:
+    async def _write_retrying(self, connected: list[str], ended: list[dict[str, Any]]) -> None:
         delay, waited = 0.2, 0.0
         while True:
             try:
                 async with transaction(self._engine) as conn:
-                    await repository.mark_calls_dialed(conn, dialed)
                     await repository.note_calls_connected(conn, connected)
                     await repository.finish_calls(conn, ended)
                 return

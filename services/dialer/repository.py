@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import text
@@ -37,14 +38,21 @@ _CURRENT_ATTEMPTS = text("""
 """)
 
 
+class Recorded(NamedTuple):
+    """A call recorded for this dialer to dial."""
+
+    # Seconds (from before the statement ran) within which to dial it, if at all.
+    within: float
+    # Its deadline by the database's clock: only the dialer that recorded it may mark it
+    # dialed, and only until then (a redelivery may take it over after).
+    dial_by: datetime
+
+
 @dataclass(frozen=True)
 class Started:
     """What record_calls decided: the calls to dial, and those refused for want of time."""
 
-    # Call_uuid -> seconds (from before the statement ran) within which the call must be
-    # dialed, if at all: its record's deadline, or sooner if its lease must still cover the
-    # longest call.
-    may_dial: dict[str, float]
+    may_dial: dict[str, Recorded]
     # Current attempts whose lease ends before the longest call could: dialing them would
     # let the lease expire mid-call. Not recorded: the lease expiry dials them again.
     too_late: set[str]
@@ -90,7 +98,10 @@ async def record_calls(
     deadline = hold_seconds + grace_seconds
     params = {"calls": orjson.dumps(dial).decode(), "dial_within_seconds": deadline}
     inserted = await conn.execute(_INSERT_CALLS, params)
-    may_dial = {row.call_uuid: min(deadline, in_time[row.call_uuid]) for row in inserted}
+    may_dial = {
+        row.call_uuid: Recorded(min(deadline, in_time[row.call_uuid]), row.dial_by)
+        for row in inserted
+    }
     return Started(may_dial, too_late)
 
 
@@ -107,7 +118,7 @@ _INSERT_CALLS = text("""
     ON CONFLICT (call_uuid) DO UPDATE SET dial_by = EXCLUDED.dial_by
         WHERE calls.dialed_at IS NULL AND calls.result = 'in_progress'
           AND calls.dial_by < now()
-    RETURNING call_uuid
+    RETURNING call_uuid, dial_by
 """)
 
 
@@ -119,19 +130,26 @@ async def release_calls(conn: AsyncConnection, call_uuids: Sequence[str]) -> Non
         await conn.execute(stmt, {"uuids": list(call_uuids)})
 
 
+# The row's deadline must be the one this dialer recorded, and not passed: a dialer held up
+# past it may have lost the row to a redelivery, which dials it.
 _MARK_CALLS_DIALED = text("""
-    UPDATE calls c SET dialed_at = r.dialed_at, started_at = r.dialed_at
-    FROM json_to_recordset(CAST(:calls AS json)) AS r(call_uuid text, dialed_at timestamptz)
-    WHERE c.call_uuid = r.call_uuid AND c.dialed_at IS NULL
+    UPDATE calls c SET dialed_at = now(), started_at = now()
+    FROM json_to_recordset(CAST(:calls AS json)) AS r(call_uuid text, dial_by timestamptz)
+    WHERE c.call_uuid = r.call_uuid AND c.dial_by = r.dial_by
+      AND c.dialed_at IS NULL AND now() <= c.dial_by
+    RETURNING c.call_uuid
 """)
 
 
-async def mark_calls_dialed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Note when calls were handed to the backend ({call_uuid, dialed_at} each, by the
-    dialer's clock, which dialed them at their due time by the same clock): from then on
-    they are calls, started then."""
-    if rows:
-        await conn.execute(_MARK_CALLS_DIALED, {"calls": orjson.dumps(rows).decode()})
+async def mark_calls_dialed(conn: AsyncConnection, calls: dict[str, Recorded]) -> set[str]:
+    """Mark recorded calls dialed, just before dialing them; the ones that may be dialed
+    (the others missed their deadline). Committed before the dial: from then on the call
+    counts as a try, and its attempt is never dialed again."""
+    if not calls:
+        return set()
+    rows = [{"call_uuid": uuid, "dial_by": r.dial_by} for uuid, r in calls.items()]
+    marked = await conn.execute(_MARK_CALLS_DIALED, {"calls": orjson.dumps(rows).decode()})
+    return {row.call_uuid for row in marked}
 
 
 # Columns named, not json_populate_recordset(NULL::calls, ...): filling every column of the

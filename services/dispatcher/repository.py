@@ -375,7 +375,10 @@ async def redial(conn: AsyncConnection, task_id: int, lease_seconds: float) -> R
 
 async def forget_undialed_call(conn: AsyncConnection, call_uuid: str) -> None:
     """Delete the record of a call that was never dialed: it was no call."""
-    stmt = text("DELETE FROM calls WHERE call_uuid = :call_uuid AND dialed_at IS NULL")
+    stmt = text("""
+        DELETE FROM calls
+        WHERE call_uuid = :call_uuid AND dialed_at IS NULL AND dial_by IS NOT NULL
+    """)
     await conn.execute(stmt, {"call_uuid": call_uuid})
 
 

@@ -58,6 +58,12 @@ def _calls_at_once(task: Any) -> int:
     return 1 + len(task.extended_a_numbers or ())
 
 
+def _dialed(call: Any) -> bool:
+    """Whether a call row was dialed. A row without a deadline was written by a dialer of a
+    version before migration 0012, which recorded calls as it dialed them."""
+    return call.dialed_at is not None or call.dial_by is None
+
+
 class _Pass(NamedTuple):
     claimed: int
     contended: bool  # a queue or tenant with due work was held by another dispatcher
@@ -335,7 +341,7 @@ class Scheduler:
                     # however the call ended.
                     outcome, comment = CONNECTED, LOST_AFTER_CONNECTED
                     await repository.mark_call_lost(conn, call.call_uuid)
-                elif call is not None and call.dialed_at is not None:
+                elif call is not None and _dialed(call):
                     outcome, comment = "lost", ""
                     await repository.mark_call_lost(conn, call.call_uuid)
                 else:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -65,7 +64,7 @@ async def test_a_recorded_call_is_not_given_to_a_second_dialer_before_its_deadli
 
     assert set(first.may_dial) == {call.call_uuid}
     # Within the hold plus the grace, and within what the lease leaves after the longest call.
-    assert 0.25 < first.may_dial[call.call_uuid] <= 0.25 + 2.0
+    assert 0.25 < first.may_dial[call.call_uuid].within <= 0.25 + 2.0
     assert again.may_dial == {}
 
 
@@ -85,16 +84,33 @@ async def test_a_record_whose_dialer_missed_its_deadline_is_taken_over(
 
 async def test_a_dialed_call_is_never_taken_over(engine: AsyncEngine) -> None:
     call = await claimed_call(engine)
-    await record(engine, call, grace=0.0)
+    first = await record(engine, call)
     async with transaction(engine) as conn:
-        await dialer_db.mark_calls_dialed(
-            conn, [{"call_uuid": call.call_uuid, "dialed_at": datetime.now(UTC)}]
-        )
+        marked = await dialer_db.mark_calls_dialed(conn, first.may_dial)
         await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
 
     again = await record(engine, call)
 
+    assert marked == {call.call_uuid}
     assert again.may_dial == {}
+
+
+async def test_a_dialer_past_its_deadline_cannot_mark_the_call_it_lost(
+    engine: AsyncEngine,
+) -> None:
+    """A dialer held up past its record's deadline: a redelivery took the record over. The
+    first one may no longer mark (and so dial) it; the one that took it over may."""
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    async with transaction(engine) as conn:
+        await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
+    taken = await record(engine, call)
+
+    async with transaction(engine) as conn:
+        late = await dialer_db.mark_calls_dialed(conn, first.may_dial)
+        marked = await dialer_db.mark_calls_dialed(conn, taken.may_dial)
+
+    assert (late, marked) == (set(), {call.call_uuid})
 
 
 async def test_a_request_for_a_lease_too_short_for_the_longest_call_is_not_recorded(
@@ -136,11 +152,10 @@ async def test_a_redialed_attempt_refuses_its_old_request_and_dials_the_new_one(
 
 async def test_forgetting_an_undialed_record_leaves_a_dialed_one(engine: AsyncEngine) -> None:
     call = await claimed_call(engine)
-    await record(engine, call)
+    first = await record(engine, call)
     async with transaction(engine) as conn:
-        await dialer_db.mark_calls_dialed(
-            conn, [{"call_uuid": call.call_uuid, "dialed_at": datetime.now(UTC)}]
-        )
+        await dialer_db.mark_calls_dialed(conn, first.may_dial)
+    async with transaction(engine) as conn:
         await dispatcher_db.forget_undialed_call(conn, call.call_uuid)
         rows = await conn.execute(text("SELECT dialed_at = started_at FROM calls"))
         assert rows.scalars().all() == [True]  # a call started when it was dialed
