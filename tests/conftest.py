@@ -110,6 +110,10 @@ def stack_settings(state_dir: Path, **overrides: object) -> StackSettings:
         "dialer_grpc_port": free_port_block(),
         "notifier_grpc_port": free_port_block(),
         "metrics_port": free_port_block(40),
+        # Tests and benchmarks send thousands of requests a second as one client; the rate
+        # limit's own tests set it low.
+        "client_rate_limit": 1_000_000,
+        "client_rate_burst": 1_000_000,
     }
     values.update(overrides)
     return StackSettings.model_validate(values)

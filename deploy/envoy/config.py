@@ -17,9 +17,29 @@ from services.common.auth import ISSUER
 LUA_SCRIPT = Path(__file__).with_name("bare_arrays.lua")
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # Room for the largest page the api returns (1000 tasks with long URLs), which the Lua
-# filter buffers whole.
+# filter buffers whole. It is also how much a connection may buffer: the overload manager's
+# heap limit and the connection limit bound what all connections together can hold.
 BUFFER_LIMIT_BYTES = 32 * 1024 * 1024
 ERROR_DOMAIN = "callback-scheduler"
+
+# Connection and stream limits (Envoy's edge best practices, adapted: the limits are on
+# requests and headers, the timeouts longer than the api's slowest answer, a 60 s route).
+MAX_CONCURRENT_STREAMS = 100  # per HTTP/2 connection
+MAX_REQUESTS_PER_CONNECTION = 10_000  # then the connection is closed (clients reconnect)
+MAX_HEADERS_COUNT = 100
+MAX_REQUEST_HEADERS_KB = 60
+REQUEST_HEADERS_TIMEOUT = "10s"  # all request headers, from the first byte
+REQUEST_TIMEOUT = "60s"  # the whole request, body included
+STREAM_IDLE_TIMEOUT = "60s"  # no bytes either way on a stream
+CONNECTION_IDLE_TIMEOUT = "300s"  # no stream on a connection
+
+# Where jwt_authn puts the verified token's payload (dynamic metadata): the rate limit keys
+# its buckets by the payload's `sub`. A header would do too, but a client could send its own.
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD_KEY = "jwt_payload"
+# Clients with a bucket of their own at once; past it the least recently seen client's bucket
+# is dropped (and starts full when it comes back).
+MAX_TRACKED_CLIENTS = 100_000
 
 # Envoy's own replies (no token, unknown path, body too large, api down) get the same JSON
 # shape as errors from the api service: google.rpc.Status with an ErrorInfo reason.
@@ -30,7 +50,10 @@ _LOCAL_REPLIES = [
     (403, 7, "PERMISSION_DENIED"),
     (404, 5, "NOT_FOUND"),
     (405, 12, "METHOD_NOT_ALLOWED"),
+    (408, 4, "REQUEST_TIMEOUT"),
     (413, 3, "REQUEST_TOO_LARGE"),
+    (429, 8, "RATE_LIMITED"),
+    (431, 3, "REQUEST_HEADERS_TOO_LARGE"),
     (503, 14, "UNAVAILABLE"),
     (504, 4, "TIMEOUT"),
 ]
@@ -50,6 +73,14 @@ class EnvoySettings:
     # Local runs: this many api processes, on consecutive ports from api_port (Envoy
     # balances over them). On Kubernetes the Service does that: 1.
     api_processes: int = 1
+    # Per client (the token's `sub`), per Envoy process: a token bucket of `client_burst`
+    # requests refilled at `client_requests_per_second`; over it, 429 RATE_LIMITED.
+    client_requests_per_second: int = 1000
+    client_burst: int = 2000
+    # Overload manager: past 95 % of this heap Envoy frees memory, past 98 % it answers new
+    # requests 503; and at most this many downstream connections at once.
+    max_heap_bytes: int = 1024 * 1024 * 1024
+    max_connections: int = 10_000
 
 
 def _status_body(code: int, reason: str) -> dict[str, Any]:
@@ -69,35 +100,98 @@ def _status_body(code: int, reason: str) -> dict[str, Any]:
     }
 
 
-def _local_reply_config() -> dict[str, Any]:
-    mappers = [
-        {
-            "filter": {
-                "status_code_filter": {
-                    "comparison": {
-                        "op": "EQ",
-                        "value": {"default_value": http, "runtime_key": f"reply_{http}"},
+def rate_limit_message(settings: EnvoySettings) -> str:
+    """The message of a 429 from the per-client rate limit."""
+    return (
+        f"too many requests: at most {settings.client_requests_per_second} per second per "
+        f"client (bursts of {settings.client_burst}); retry later"
+    )
+
+
+def _local_reply_config(settings: EnvoySettings) -> dict[str, Any]:
+    mappers = []
+    for http, code, reason in _LOCAL_REPLIES:
+        body = _status_body(code, reason)
+        if http == 429:
+            # The only 429 Envoy itself sends (the api's quota 429s are not local replies).
+            body["json_format"]["message"] = rate_limit_message(settings)
+        mappers.append(
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {"default_value": http, "runtime_key": f"reply_{http}"},
+                        }
                     }
-                }
-            },
-            "body_format_override": _status_body(code, reason),
-        }
-        for http, code, reason in _LOCAL_REPLIES
-    ]
+                },
+                "body_format_override": body,
+            }
+        )
     return {"mappers": mappers, "body_format": _status_body(2, "UNKNOWN")}
 
 
+def _per_client_rate_limit(settings: EnvoySettings) -> dict[str, Any]:
+    """local_ratelimit with one token bucket per client, keyed by the verified token's `sub`
+    (a descriptor entry without a value: a bucket per distinct value, up to
+    max_dynamic_descriptors, the least recently used dropped first)."""
+    everyone = 100  # percent of requests the filter applies to and enforces
+    return {
+        "@type": "type.googleapis.com/"
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "per_client",
+        "filter_enabled": {"default_value": {"numerator": everyone, "denominator": "HUNDRED"}},
+        "filter_enforced": {"default_value": {"numerator": everyone, "denominator": "HUNDRED"}},
+        # The filter's own bucket is unused (a request with a client takes its client's only);
+        # it must exist and outlast any rate, so it is huge.
+        "token_bucket": {
+            "max_tokens": 1_000_000_000,
+            "tokens_per_fill": 1_000_000_000,
+            "fill_interval": "1s",
+        },
+        "always_consume_default_token_bucket": False,
+        "max_dynamic_descriptors": MAX_TRACKED_CLIENTS,
+        "rate_limits": [
+            {
+                "actions": [
+                    {
+                        "metadata": {
+                            "descriptor_key": "client",
+                            "metadata_key": {
+                                "key": JWT_FILTER,
+                                "path": [{"key": JWT_PAYLOAD_KEY}, {"key": "sub"}],
+                            },
+                        }
+                    }
+                ]
+            }
+        ],
+        "descriptors": [
+            {
+                "entries": [{"key": "client"}],
+                "token_bucket": {
+                    "max_tokens": settings.client_burst,
+                    "tokens_per_fill": settings.client_requests_per_second,
+                    "fill_interval": "1s",
+                },
+            }
+        ],
+        "response_headers_to_add": [
+            {
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "header": {"key": "retry-after", "value": "1"},
+            }
+        ],
+    }
+
+
 def _http_filters(settings: EnvoySettings) -> list[dict[str, Any]]:
+    # Order matters: authenticate first, so that a request without a valid token is refused
+    # on its headers, before anything reads or buffers its body; then the per-client rate
+    # limit (also before the body); only then buffer the body.
     return [
         {
-            "name": "envoy.filters.http.buffer",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                "max_request_bytes": MAX_REQUEST_BYTES,
-            },
-        },
-        {
-            "name": "envoy.filters.http.jwt_authn",
+            "name": JWT_FILTER,
             "typed_config": {
                 "@type": "type.googleapis.com/"
                 "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
@@ -109,9 +203,25 @@ def _http_filters(settings: EnvoySettings) -> list[dict[str, Any]]:
                         "local_jwks": {"filename": str(settings.jwks_file)},
                         # The api service verifies the token again: keep it on the request.
                         "forward": True,
+                        # For the rate limit's key.
+                        "payload_in_metadata": JWT_PAYLOAD_KEY,
+                        # The token's lifetime and revocation are checked by the api, which
+                        # says why it refuses (Envoy's max_lifetime answers "Jwt verification
+                        # fails", the same as a bad signature).
                     }
                 },
                 "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "local"}}],
+            },
+        },
+        {
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": _per_client_rate_limit(settings),
+        },
+        {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": MAX_REQUEST_BYTES,
             },
         },
         {
@@ -149,6 +259,43 @@ def _http_filters(settings: EnvoySettings) -> list[dict[str, Any]]:
     ]
 
 
+def _overload_manager(settings: EnvoySettings) -> dict[str, Any]:
+    """Envoy's overload manager as its edge best practices set it: a fixed heap budget (free
+    memory at 95 %, refuse new requests at 98 %) and a cap on downstream connections."""
+    heap = "envoy.resource_monitors.fixed_heap"
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": heap,
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                    "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": settings.max_heap_bytes,
+                },
+            },
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                    "downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": settings.max_connections,
+                },
+            },
+        ],
+        "actions": [
+            {
+                "name": "envoy.overload_actions.shrink_heap",
+                "triggers": [{"name": heap, "threshold": {"value": 0.95}}],
+            },
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{"name": heap, "threshold": {"value": 0.98}}],
+            },
+        ],
+    }
+
+
 def render(settings: EnvoySettings) -> dict[str, Any]:
     """The whole Envoy bootstrap for the REST gateway."""
     manager = {
@@ -157,6 +304,20 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
         "stat_prefix": "rest",
         "codec_type": "AUTO",
         "merge_slashes": True,
+        "request_headers_timeout": REQUEST_HEADERS_TIMEOUT,
+        "request_timeout": REQUEST_TIMEOUT,
+        "stream_idle_timeout": STREAM_IDLE_TIMEOUT,
+        "common_http_protocol_options": {
+            "idle_timeout": CONNECTION_IDLE_TIMEOUT,
+            "max_headers_count": MAX_HEADERS_COUNT,
+            "max_requests_per_connection": MAX_REQUESTS_PER_CONNECTION,
+        },
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "http2_protocol_options": {
+            "max_concurrent_streams": MAX_CONCURRENT_STREAMS,
+            "initial_stream_window_size": 65536,  # 64 KiB
+            "initial_connection_window_size": 1048576,  # 1 MiB
+        },
         "route_config": {
             "name": "rest",
             "virtual_hosts": [
@@ -172,7 +333,7 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
                 }
             ],
         },
-        "local_reply_config": _local_reply_config(),
+        "local_reply_config": _local_reply_config(settings),
         "http_filters": _http_filters(settings),
     }
     api_cluster = {
@@ -209,6 +370,7 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
         },
     }
     return {
+        "overload_manager": _overload_manager(settings),
         "admin": {
             "address": {
                 "socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}
@@ -252,6 +414,8 @@ def main() -> None:
     parser.add_argument("--api-discovery", default="STATIC", choices=["STATIC", "STRICT_DNS"])
     parser.add_argument("--descriptor-file", type=Path, required=True)
     parser.add_argument("--jwks-file", type=Path, required=True)
+    parser.add_argument("--client-requests-per-second", type=int, default=1000)
+    parser.add_argument("--client-burst", type=int, default=2000)
     args = parser.parse_args()
     settings = EnvoySettings(
         rest_address=args.rest_address,
@@ -262,6 +426,8 @@ def main() -> None:
         descriptor_file=args.descriptor_file,
         jwks_file=args.jwks_file,
         api_discovery=args.api_discovery,
+        client_requests_per_second=args.client_requests_per_second,
+        client_burst=args.client_burst,
     )
     print(json.dumps(render(settings), indent=2))
 

@@ -33,6 +33,13 @@ SETTINGS = EnvoySettings(
     api_discovery="STRICT_DNS",
     descriptor_file=CONFIG_MOUNT / "scheduler.pb",
     jwks_file=JWKS_MOUNT / "jwks.json",
+    # Per Envoy replica: with N replicas a client may get up to N times this.
+    client_requests_per_second=1000,
+    client_burst=2000,
+    # Below the Envoy container's memory limit (512Mi in base/envoy.yaml), so that Envoy
+    # sheds load before the kernel kills it.
+    max_heap_bytes=400 * 1024 * 1024,
+    max_connections=10_000,
 )
 
 

@@ -78,6 +78,9 @@ class StackSettings(BaseSettings):
     # Unset: an embedded PostgreSQL (pgserver) keeps its data in <state_dir>/pgdata.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     start_timeout: float = Field(default=60.0, validation_alias="STACK_START_TIMEOUT")
+    # Envoy's per-client rate limit (the token's client_id): refill per second and burst.
+    client_rate_limit: int = Field(default=1000, ge=1, validation_alias="CLIENT_RATE_LIMIT")
+    client_rate_burst: int = Field(default=2000, ge=1, validation_alias="CLIENT_RATE_BURST")
 
 
 class StackError(RuntimeError):
@@ -173,6 +176,8 @@ class Stack:
             api_processes=self.settings.apis,
             descriptor_file=DESCRIPTOR,
             jwks_file=jwks,
+            client_requests_per_second=self.settings.client_rate_limit,
+            client_burst=self.settings.client_rate_burst,
         )
         envoy_config.write_text(json.dumps(render(envoy_settings), indent=2))
         self._spawn(
