@@ -90,6 +90,8 @@ def service_env(**overrides: str) -> dict[str, str]:
         # Tests' tenants dispatch bursts; the quota tests set their tenants' own quotas.
         "TENANT_DEFAULT_CALLS_PER_SECOND": "1000",
         "TENANT_DEFAULT_MAX_IN_PROGRESS": "10000",
+        # A revoked token is refused on the next call, not within the cache's seconds.
+        "API_REVOCATION_CACHE_SECONDS": "0",
     }
     env.update(overrides)
     return env

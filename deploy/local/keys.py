@@ -12,7 +12,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.common.auth import ALGORITHM, AUDIENCE, ISSUER
+from services.common.auth import ALGORITHM, AUDIENCE, DEFAULT_MAX_LIFETIME_SECONDS, ISSUER
 
 KEY_ID = "local-1"
 WEBHOOK_SIGNING_KEY = "webhook-signing.key"
@@ -41,12 +41,21 @@ def ensure_keys(state_dir: Path) -> Path:
     return jwks_path
 
 
-def mint_token(state_dir: Path, client_id: str, *, ttl_seconds: int = 30 * 24 * 3600) -> str:
-    """A bearer token for one client, signed with the local key."""
-    ensure_keys(state_dir)
+def mint_token(
+    state_dir: Path, client_id: str, *, ttl_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS
+) -> str:
+    """A bearer token for one client, signed with the local key (valid for the longest
+    lifetime the api accepts by default)."""
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": client_id, "iat": now}
-    claims["exp"] = now + ttl_seconds
+    return sign_claims(
+        state_dir,
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": client_id, "iat": now, "exp": now + ttl_seconds},
+    )
+
+
+def sign_claims(state_dir: Path, claims: dict[str, object]) -> str:
+    """Any claims as a token signed with the local key (tests of what the api refuses)."""
+    ensure_keys(state_dir)
     key = (state_dir / PRIVATE_KEY).read_bytes()
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": KEY_ID})
 

@@ -6,13 +6,19 @@ import argparse
 
 from deploy.local.keys import ensure_webhook_signing_key, mint_token
 from deploy.local.stack import StackSettings
+from services.common.auth import DEFAULT_MAX_LIFETIME_SECONDS
 from services.notifier.signing import client_secret
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("client_id", nargs="?", default="demo")
-    parser.add_argument("--days", type=int, default=30, help="validity in days")
+    parser.add_argument(
+        "--hours",
+        type=float,
+        default=DEFAULT_MAX_LIFETIME_SECONDS / 3600,
+        help="validity in hours (default and most the api accepts by default: 24)",
+    )
     parser.add_argument(
         "--webhook-secret",
         action="store_true",
@@ -24,7 +30,7 @@ def main() -> None:
         key = ensure_webhook_signing_key(settings.state_dir)
         print(client_secret(key, args.client_id))
         return
-    print(mint_token(settings.state_dir, args.client_id, ttl_seconds=args.days * 24 * 3600))
+    print(mint_token(settings.state_dir, args.client_id, ttl_seconds=int(args.hours * 3600)))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,14 @@ async def main() -> None:
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    verifier = TokenVerifier.from_file(
+        settings.jwks_file, max_lifetime_seconds=settings.token_max_lifetime_seconds
+    )
     servicer = TaskSchedulerServicer(
-        engine, TokenVerifier.from_file(settings.jwks_file), TenantDefaults()
+        engine,
+        verifier,
+        TenantDefaults(),
+        revocation_cache_seconds=settings.revocation_cache_seconds,
     )
 
     def register(server: grpc.aio.Server) -> Iterable[str]:

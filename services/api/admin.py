@@ -8,6 +8,8 @@
     python -m services.api.admin account remove CLIENT EXTENSION
     python -m services.api.admin caller-id add|remove CLIENT NUMBER [NUMBER ...]
     python -m services.api.admin rule allow|deny|remove CLIENT PREFIX
+    python -m services.api.admin revoke-tokens CLIENT
+        (every token of the client issued until now, this second included, is refused)
 
 A tenant nobody configured gets the defaults (TENANT_DEFAULT_*: services/common/tenancy.py):
 the operator's default SIP account (extension 0), no caller id, the default destination rules
@@ -78,6 +80,7 @@ async def _show(conn: Any, client_id: str, defaults: TenantDefaults) -> dict[str
             for name, value in quotas.items()
         },
         "stored_tasks": tenant.stored_tasks if tenant else 0,
+        "tokens_not_before": tenant.tokens_not_before if tenant else None,
         "sip_accounts": [
             {"extension_id": a.extension_id, "username": a.username}
             for a in await tenants.select_accounts(conn, client_id)
@@ -137,6 +140,8 @@ async def run(args: argparse.Namespace) -> Any:
                     await tenants.add_caller_ids(conn, client_id, numbers)
                 else:
                     await tenants.delete_caller_ids(conn, client_id, numbers)
+            elif args.command == "revoke-tokens":
+                await repository.revoke_tokens(conn, client_id)
             elif args.command == "rule":
                 prefix = _checked(_PREFIX, args.prefix, "prefix")
                 if args.action == "remove":
@@ -185,6 +190,10 @@ def parser() -> argparse.ArgumentParser:
     rule.add_argument("action", choices=["allow", "deny", "remove"])
     rule.add_argument("client_id")
     rule.add_argument("prefix")
+    revoke = commands.add_parser(
+        "revoke-tokens", help="refuse every token of a client issued until now"
+    )
+    revoke.add_argument("client_id")
     return main
 
 

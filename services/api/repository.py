@@ -118,6 +118,38 @@ async def ensure_tenant(conn: AsyncConnection, client_id: str) -> None:
     await conn.execute(_ENSURE_TENANT, {"client_id": client_id})
 
 
+# A plain read: it never waits for the dispatcher's lock on the row.
+_SELECT_TOKENS_NOT_BEFORE = text("""
+    SELECT tokens_not_before FROM tenants WHERE client_id = :client_id
+""")
+
+
+async def select_tokens_not_before(conn: AsyncConnection, client_id: str) -> datetime | None:
+    """When a client's tokens were last revoked (None: never, or no tenants row)."""
+    row = (await conn.execute(_SELECT_TOKENS_NOT_BEFORE, {"client_id": client_id})).one_or_none()
+    return None if row is None else cast("datetime | None", row.tokens_not_before)
+
+
+# Token times (iat) are whole seconds: a token issued in the second of the revocation cannot
+# be told from one issued just before it, so that second is refused too (the next whole
+# second is the first allowed). A later revocation never moves the time back.
+_REVOKE_TOKENS = text("""
+    UPDATE tenants
+    SET tokens_not_before = greatest(
+        tokens_not_before, date_trunc('second', now()) + interval '1 second')
+    WHERE client_id = :client_id
+    RETURNING tokens_not_before
+""")
+
+
+async def revoke_tokens(conn: AsyncConnection, client_id: str) -> datetime:
+    """Refuse every token of a client issued until now; the first issue time allowed."""
+    await ensure_tenant(conn, client_id)
+    return cast(
+        "datetime", (await conn.execute(_REVOKE_TOKENS, {"client_id": client_id})).scalar_one()
+    )
+
+
 _TENANT_POLICY = text("""
     SELECT
         ARRAY(SELECT extension_id FROM tenant_sip_accounts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -15,7 +16,8 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api import idempotency, policy, repository, validation
-from services.common.auth import TokenError, TokenVerifier
+from services.api.revocation import RevocationTimes
+from services.common.auth import TokenError, TokenVerifier, check_not_revoked
 from services.common.db import transaction
 from services.common.errors import (
     Conflict,
@@ -88,14 +90,25 @@ def call_to_proto(row: Row[Any]) -> pb.CallRecord:
 
 class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     def __init__(
-        self, engine: AsyncEngine, verifier: TokenVerifier, defaults: TenantDefaults
+        self,
+        engine: AsyncEngine,
+        verifier: TokenVerifier,
+        defaults: TenantDefaults,
+        *,
+        revocation_cache_seconds: float = 0.0,
     ) -> None:
         self._engine = engine
         self._verifier = verifier
         self._defaults = defaults
+        self._revocations = RevocationTimes(self._load_tokens_not_before, revocation_cache_seconds)
 
-    def _client_id(self, requested: str, context: grpc.aio.ServicerContext) -> str:
-        """The tenant this call may act for: the token's client, which the path must name.
+    async def _load_tokens_not_before(self, client_id: str) -> datetime | None:
+        async with transaction(self._engine) as conn:
+            return await repository.select_tokens_not_before(conn, client_id)
+
+    async def _client_id(self, requested: str, context: grpc.aio.ServicerContext) -> str:
+        """The tenant this call may act for: the token's client, which the path must name,
+        with a token issued after the client's tokens were last revoked.
 
         The value checked is the one the server received, never the URL: Envoy lets a
         query parameter override a path variable.
@@ -110,9 +123,15 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             raise Unauthenticated(str(err)) from None
         if len(principal.client_id) > MAX_CLIENT_ID_LENGTH:
             raise Unauthenticated(f"client ids are at most {MAX_CLIENT_ID_LENGTH} characters")
-        if requested in (ME, principal.client_id):
-            return principal.client_id
-        raise PermissionDenied(f"this token does not grant access to client {requested!r}")
+        if requested not in (ME, principal.client_id):
+            raise PermissionDenied(f"this token does not grant access to client {requested!r}")
+        # Only a token that may act here costs a revocation lookup.
+        not_before = await self._revocations.tokens_not_before(principal.client_id)
+        try:
+            check_not_revoked(principal, not_before)
+        except TokenError as err:
+            raise Unauthenticated(str(err)) from None
+        return principal.client_id
 
     async def _create_once(
         self,
@@ -164,7 +183,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def CreateQueue(
         self, request: pb.CreateQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.Queue:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         new = validation.new_queue(_fields(request, exclude=("client_id",)))
 
         async def create(conn: AsyncConnection) -> pb.Queue:
@@ -177,7 +196,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def ListQueues(
         self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListQueuesResponse:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         page = validation.page({"after_id": request.after_id, "limit": request.limit})
         async with transaction(self._engine) as conn:
             rows = await repository.select_queues(conn, client_id, page)
@@ -187,7 +206,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def GetQueue(
         self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.Queue:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             row = await repository.select_queue(conn, client_id, request.scheduler_id)
         return queue_to_proto(_found(row, "task_scheduler", request.scheduler_id))
@@ -196,7 +215,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.Queue:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         changes = validation.queue_changes(_fields(request, exclude=("client_id", "scheduler_id")))
         async with transaction(self._engine) as conn:
             row = await repository.update_queue(conn, client_id, request.scheduler_id, changes)
@@ -206,7 +225,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def DeleteQueue(
         self, request: pb.DeleteQueueRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             deleted = await repository.delete_queue(conn, client_id, request.scheduler_id)
             await repository.uncount_tasks(conn, client_id, deleted or 0)
@@ -217,7 +236,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def CreateTasks(
         self, request: pb.CreateTasksRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTasksResponse:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         new_tasks = validation.new_tasks([_task_fields(t) for t in request.tasks])
 
         async def create(conn: AsyncConnection) -> pb.CreateTasksResponse:
@@ -250,7 +269,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTasksResponse:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         page = validation.page({"after_id": request.after_id, "limit": request.limit})
         filters = validation.task_filter(
             request.status, request.number, request.created_from_utc, request.created_to_utc
@@ -267,7 +286,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def GetTask(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.Task:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             row = await repository.select_task(
                 conn, client_id, request.scheduler_id, request.task_id
@@ -278,7 +297,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def UpdateTask(
         self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.Task:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         changes = validation.task_changes(
             _task_fields(request, exclude=("client_id", "scheduler_id", "task_id"))
         )
@@ -306,7 +325,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def ListTaskCalls(
         self, request: pb.ListTaskCallsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTaskCallsResponse:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             rows = await repository.select_task_calls(
                 conn, client_id, request.scheduler_id, request.task_id
@@ -323,7 +342,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def DeleteTask(
         self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         async with transaction(self._engine) as conn:
             deleted = await repository.delete_task(
                 conn, client_id, request.scheduler_id, request.task_id
@@ -336,7 +355,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
     async def GetCallHistory(
         self, request: pb.GetCallHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.CallRecord:
-        client_id = self._client_id(request.client_id, context)
+        client_id = await self._client_id(request.client_id, context)
         call_uuid = validation.call_uuid(request.call_uuid)
         async with transaction(self._engine) as conn:
             row = await repository.select_call(conn, client_id, call_uuid)

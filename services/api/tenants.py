@@ -24,10 +24,10 @@ async def set_quotas(conn: AsyncConnection, client_id: str, quotas: dict[str, An
 
 
 async def select_tenant(conn: AsyncConnection, client_id: str) -> Row[Any] | None:
-    """A tenant's quotas (NULL: default) and stored tasks."""
+    """A tenant's quotas (NULL: default), stored tasks and token revocation time."""
     stmt = text("""
         SELECT t.client_id, t.max_in_progress, t.calls_per_second, t.max_stored_tasks,
-               coalesce(u.stored_tasks, 0) AS stored_tasks
+               coalesce(u.stored_tasks, 0) AS stored_tasks, t.tokens_not_before
         FROM tenants t LEFT JOIN tenant_usage u USING (client_id)
         WHERE t.client_id = :c
     """)
@@ -35,10 +35,10 @@ async def select_tenant(conn: AsyncConnection, client_id: str) -> Row[Any] | Non
 
 
 async def list_tenants(conn: AsyncConnection) -> Sequence[Row[Any]]:
-    """Every tenant with its quotas and stored tasks."""
+    """Every tenant with its quotas, stored tasks and token revocation time."""
     stmt = text("""
         SELECT t.client_id, t.max_in_progress, t.calls_per_second, t.max_stored_tasks,
-               coalesce(u.stored_tasks, 0) AS stored_tasks
+               coalesce(u.stored_tasks, 0) AS stored_tasks, t.tokens_not_before
         FROM tenants t LEFT JOIN tenant_usage u USING (client_id)
         ORDER BY t.client_id
     """)

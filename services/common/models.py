@@ -229,6 +229,9 @@ class Tenant(Base):
     rate_tokens: Mapped[float | None] = mapped_column(Double)
     rate_refilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Bearer tokens of this client issued (iat) before this time are refused (NULL: none);
+    # set by `python -m services.api.admin revoke-tokens`.
+    tokens_not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TenantUsage(Base):
