@@ -179,16 +179,19 @@ ERROR_CODES = {
     "a wrong JSON type, malformed JSON or an unknown query parameter; for new tasks also an "
     "extension, caller id or destination the client may not use (ErrorInfo.reason "
     "EXTENSION_NOT_OWNED, CALLER_ID_NOT_ALLOWED, DESTINATION_DENIED).",
-    "401": "No token, a bad signature or an expired token.",
+    "401": "No token, a bad signature, an expired or revoked token, or one valid for longer "
+    "than the api accepts (exp - iat, 24 h by default); the message says which.",
     "403": "The path names a client other than the token's.",
     "404": "Unknown queue, task or call (including another client's), or unknown path.",
+    "429": "More requests than the client's rate limit at the gateway (ErrorInfo.reason "
+    "RATE_LIMITED, header Retry-After); when adding tasks also a quota of the client that "
+    "would be exceeded (ErrorInfo.reason QUOTA_EXCEEDED, ErrorInfo.metadata.quota names it, "
+    "e.g. max_stored_tasks). Nothing was stored.",
     "503": "PostgreSQL or the api service is unreachable; retry later.",
 }
 BODY_TOO_LARGE = {"413": "The request body is over 4 MiB."}
-QUOTA_EXCEEDED = {
-    "429": "A quota of the client would be exceeded (ErrorInfo.reason QUOTA_EXCEEDED, "
-    "ErrorInfo.metadata.quota names it, e.g. max_stored_tasks); nothing was stored."
-}
+# Every operation lists 429 (the rate limit); the quotas share its description.
+QUOTA_EXCEEDED = {"429": ERROR_CODES["429"]}
 # The operations that count against a quota as they answer.
 QUOTA_OPERATIONS = ("CreateTasks",)
 # The POSTs that take an Idempotency-Key (services/api/idempotency.py).
