@@ -109,7 +109,12 @@ def extra_envoy(stack: Stack, make_state_dir: StateDirFactory) -> Iterator[Envoy
     as `make run`'s, with settings of the test's choosing."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(*, client_requests_per_second: int, client_burst: int) -> EnvoySettings:
+    def start(
+        *,
+        client_requests_per_second: int = 1000,
+        client_burst: int = 2000,
+        max_connections: int = 100,
+    ) -> EnvoySettings:
         folder = make_state_dir("envoy")
         settings = EnvoySettings(
             rest_address="127.0.0.1",
@@ -122,6 +127,7 @@ def extra_envoy(stack: Stack, make_state_dir: StateDirFactory) -> Iterator[Envoy
             jwks_file=stack.settings.state_dir / JWKS,
             client_requests_per_second=client_requests_per_second,
             client_burst=client_burst,
+            max_connections=max_connections,
         )
         config = folder / "envoy.json"
         config.write_text(json.dumps(render(settings)))
@@ -201,3 +207,32 @@ def test_requests_without_a_token_do_not_use_a_clients_bucket(
     for _ in range(2):
         reply = httpx.get(f"{base}/client/@me/task_scheduler/", headers=token)
         assert reply.status_code == 200, reply.text
+
+
+def test_connections_over_the_limit_are_refused(extra_envoy: EnvoyFactory) -> None:
+    """The overload manager's global_downstream_max_connections: past the limit Envoy closes
+    new connections at once (and counts them), and the open ones keep working."""
+    settings = extra_envoy(max_connections=2)
+    request = b"GET /client/@me/task_scheduler/ HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def status_of(sock: socket.socket) -> bytes:
+        sock.sendall(request)
+        return sock.recv(65536).split(b"\r\n", 1)[0]
+
+    address = ("127.0.0.1", settings.rest_port)
+    with socket.create_connection(address) as one, socket.create_connection(address) as two:
+        one.settimeout(60)
+        two.settimeout(60)
+        assert status_of(one) == b"HTTP/1.1 401 Unauthorized"
+        assert status_of(two) == b"HTTP/1.1 401 Unauthorized"
+        with socket.create_connection(address) as three:
+            three.settimeout(60)
+            try:
+                answer = status_of(three)
+            except ConnectionError:  # reset, or a broken pipe if the close came first
+                answer = b""
+            assert answer == b"", answer
+        assert status_of(one) == b"HTTP/1.1 401 Unauthorized"
+    stats = envoy_stats(settings.admin_port)
+    overflow = f"listener.127.0.0.1_{settings.rest_port}.downstream_global_cx_overflow"
+    assert stats[overflow] == 1

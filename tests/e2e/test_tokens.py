@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import grpc
 import httpx
+import pytest
+from scheduler.v1 import scheduler_pb2 as pb
+from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 
 from deploy.local.keys import mint_token, sign_claims
 from deploy.local.stack import Stack
@@ -84,3 +88,29 @@ def test_revoked_tokens_are_refused_and_new_ones_accepted(
     assert listed.status_code == 200, listed.text
     assert [q["name"] for q in listed.json()] == ["before"]
     assert stack.admin("show", tenant)["tokens_not_before"] == shown["tokens_not_before"]
+
+
+def test_the_grpc_face_refuses_revoked_and_over_long_tokens(stack: Stack, tenant: str) -> None:
+    """A caller inside the cluster that skips Envoy meets the same checks in the api."""
+    state = stack.settings.state_dir
+    with grpc.insecure_channel(stack.api_grpc_target) as channel:
+        stub = pb_grpc.TaskSchedulerStub(channel)
+
+        def list_as(token: str) -> None:
+            stub.ListQueues(
+                pb.ListQueuesRequest(client_id="@me"),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
+
+        old = mint_token(state, tenant)
+        list_as(old)
+        with pytest.raises(grpc.RpcError) as too_long:
+            list_as(mint_token(state, tenant, ttl_seconds=DEFAULT_MAX_LIFETIME_SECONDS + 1))
+        assert too_long.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "token lifetime too long" in str(too_long.value.details())
+        stack.admin("revoke-tokens", tenant)
+        with pytest.raises(grpc.RpcError) as revoked:
+            list_as(old)
+        assert revoked.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "token revoked" in str(revoked.value.details())

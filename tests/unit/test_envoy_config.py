@@ -1,0 +1,78 @@
+"""The gateway's rendered config: what runs before the body is read, and the limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deploy.envoy.config import EnvoySettings, render
+from deploy.k8s import envoy_config
+
+SETTINGS = EnvoySettings(
+    rest_address="127.0.0.1",
+    rest_port=8080,
+    admin_port=9901,
+    api_host="127.0.0.1",
+    api_port=50051,
+    descriptor_file=Path("scheduler.pb"),
+    jwks_file=Path("jwks.json"),
+    client_requests_per_second=7,
+    client_burst=11,
+)
+
+
+def manager(config: dict[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    typed: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return typed
+
+
+def test_authentication_and_the_rate_limit_run_before_the_body_is_buffered() -> None:
+    names = [f["name"] for f in manager(render(SETTINGS))["http_filters"]]
+    assert names == [
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.buffer",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_the_rate_limit_is_per_client_with_the_settings_values() -> None:
+    filters = {f["name"]: f["typed_config"] for f in manager(render(SETTINGS))["http_filters"]}
+    limit = filters["envoy.filters.http.local_ratelimit"]
+    (descriptor,) = limit["descriptors"]
+    assert descriptor["entries"] == [{"key": "client"}]  # no value: a bucket per client
+    assert descriptor["token_bucket"] == {
+        "max_tokens": 11,
+        "tokens_per_fill": 7,
+        "fill_interval": "1s",
+    }
+    (action,) = limit["rate_limits"][0]["actions"]
+    assert action["metadata"]["metadata_key"]["path"][-1] == {"key": "sub"}
+
+
+def test_overload_manager_and_connection_limits_are_set() -> None:
+    config = render(SETTINGS)
+    monitors = {m["name"] for m in config["overload_manager"]["resource_monitors"]}
+    assert monitors == {
+        "envoy.resource_monitors.fixed_heap",
+        "envoy.resource_monitors.global_downstream_max_connections",
+    }
+    hcm = manager(config)
+    assert hcm["http2_protocol_options"]["max_concurrent_streams"] == 100
+    assert hcm["common_http_protocol_options"]["max_requests_per_connection"] > 0
+    assert hcm["common_http_protocol_options"]["max_headers_count"] > 0
+    assert hcm["request_timeout"] and hcm["request_headers_timeout"]
+
+
+def test_the_kubernetes_heap_limit_is_below_the_containers_memory_limit() -> None:
+    documents = yaml.safe_load_all((envoy_config.HERE / "base" / "envoy.yaml").read_text())
+    deployment = next(d for d in documents if d and d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    assert envoy_config.SETTINGS.max_heap_bytes < int(limit[:-2]) * 1024 * 1024
