@@ -598,6 +598,17 @@ _PURGE_DELIVERIES_OF_TASKS = text("""
 """)
 
 
+# The tenants' stored-task counters (their quota) count the purged tasks out, as the API's
+# DELETE does.
+_COUNT_OUT_PURGED = text("""
+    UPDATE tenant_usage u SET stored_tasks = greatest(u.stored_tasks - p.purged, 0)
+    FROM (SELECT client_id, count(*) AS purged
+          FROM json_to_recordset(CAST(:tasks AS json)) AS t(id bigint, client_id text)
+          GROUP BY client_id) p
+    WHERE u.client_id = p.client_id
+""")
+
+
 class Purged(NamedTuple):
     tasks: int
     calls: int
@@ -606,7 +617,8 @@ class Purged(NamedTuple):
 
 async def purge_finished_tasks(conn: AsyncConnection, age: timedelta, batch: int) -> Purged:
     """Delete up to `batch` tasks finished more than `age` ago, oldest first, with their
-    calls and settled webhook deliveries (their attempts go with them)."""
+    calls and settled webhook deliveries (their attempts go with them), and count them out
+    of their tenants' stored tasks."""
     tasks = (await conn.execute(_PURGE_FINISHED_TASKS, {"age": age, "batch": batch})).all()
     if not tasks:
         return Purged(0, 0, 0)
@@ -614,6 +626,7 @@ async def purge_finished_tasks(conn: AsyncConnection, age: timedelta, batch: int
     calls = await conn.execute(_PURGE_CALLS_OF_TASKS, {"task_ids": ids})
     owners = orjson.dumps([{"id": row.id, "client_id": row.client_id} for row in tasks])
     deliveries = await conn.execute(_PURGE_DELIVERIES_OF_TASKS, {"tasks": owners.decode()})
+    await conn.execute(_COUNT_OUT_PURGED, {"tasks": owners.decode()})
     return Purged(len(tasks), int(calls.rowcount), int(deliveries.rowcount))
 
 

@@ -82,6 +82,9 @@ async def test_finished_tasks_past_the_retention_period_go_with_their_calls_and_
         old = await add_task(conn, queue, "finished", 31)
         recent = await add_task(conn, queue, "finished", 29)
         waiting = await add_task(conn, queue, "delayed", None)
+        await conn.execute(
+            text("INSERT INTO tenant_usage (client_id, stored_tasks) VALUES ('acme', 3)")
+        )
 
     purged = await housekeeping.purge_round(engine, retention_days=30)
 
@@ -91,6 +94,9 @@ async def test_finished_tasks_past_the_retention_period_go_with_their_calls_and_
     # A delivery still pending stays for the notifier, even of a purged task.
     assert (old, "pending") in deliveries and (old, "delivered") not in deliveries
     assert (recent, "delivered") in deliveries
+    async with transaction(engine) as conn:  # the stored-tasks quota counts it out
+        stored = await conn.execute(text("SELECT stored_tasks FROM tenant_usage"))
+        assert stored.scalar_one() == 2
 
 
 async def test_tasks_finished_before_the_finish_time_existed_get_their_last_due_time(
