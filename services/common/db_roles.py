@@ -89,11 +89,19 @@ def service_url(owner_url: str, service: str, password: str) -> str:
     return url.set(username=role, password=password).render_as_string(hide_password=False)
 
 
+class RoleMissing(RuntimeError):
+    """A service's role does not exist and the owner may not create it."""
+
+
 def can_create_roles(owner_url: str) -> bool:
     with psycopg.connect(_libpq(owner_url)) as conn:
-        row = conn.execute(
-            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
+        return _may_create_roles(conn)
+
+
+def _may_create_roles(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -108,6 +116,12 @@ def apply(owner_url: str, passwords: Mapping[str, str] | None = None) -> None:
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (role_name(database, service),)
             ).fetchone()
             if exists is None:
+                if not _may_create_roles(conn):
+                    raise RoleMissing(
+                        f"role {role_name(database, service)} does not exist and "
+                        f"{conn.info.user} may not create roles: create it first (on "
+                        "Kubernetes the CloudNativePG operator does, from managed.roles)"
+                    )
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
             password = (passwords or {}).get(service)
             if password is not None:
@@ -165,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             for service in SERVICES
             if f"DB_ROLE_PASSWORD_{service.upper()}" in os.environ
         }
-    apply(owner_url, passwords)
+    try:
+        apply(owner_url, passwords)
+    except RoleMissing as err:
+        print(err, file=sys.stderr)
+        return 1
     database = make_url(owner_url).database
     print(", ".join(role_name(str(database), s) for s in SERVICES), "granted")
     return 0
