@@ -291,8 +291,8 @@ class EventListener:
         self.received: list[ReceivedEvent] = []
 
     async def start(self) -> None:
-        self._client = await nats.connect(self._url, connect_timeout=2)
-        jetstream = self._client.jetstream(timeout=5)
+        self._client = await nats.connect(self._url, connect_timeout=10)
+        jetstream = self._client.jetstream(timeout=30)
         self._subscription = await jetstream.subscribe(
             f"{SUBJECT_EVENTS}.>",
             cb=self._on_message,
