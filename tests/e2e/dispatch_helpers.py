@@ -88,6 +88,12 @@ def parse_wire(text: str) -> datetime:
     return datetime.strptime(text, WIRE_FORMAT).replace(tzinfo=UTC)
 
 
+def stamped_between(text: str, before: datetime, after: datetime) -> bool:
+    """A wire time (whole seconds) the database stamped between two readings of its clock
+    (db_now): no margin against our clock for how long the request took."""
+    return before.replace(microsecond=0) <= parse_wire(text) <= after
+
+
 def whole_seconds_from_now(seconds: float) -> datetime:
     """A UTC moment about `seconds` from now, truncated to the second (the wire precision)."""
     return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0)
