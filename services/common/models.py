@@ -108,6 +108,12 @@ class Task(Base):
             "client_id",
             postgresql_where=text("status = 'executed'"),
         ),
+        # The retention purge: finished tasks, oldest first.
+        Index(
+            "ix_tasks_finished",
+            "finished_at",
+            postgresql_where=text("status = 'finished'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -143,6 +149,9 @@ class Task(Base):
     # request was lost, refused as too late, or its dialer died before dialing): such a
     # request spends no try. Back to 0 when the next attempt starts.
     redials: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When the task finished (NULL before; and for tasks finished before migration 0013
+    # until the retention purge gives them one).
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Call(Base):

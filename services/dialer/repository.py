@@ -131,25 +131,30 @@ async def release_calls(conn: AsyncConnection, call_uuids: Sequence[str]) -> Non
 
 
 # The row's deadline must be the one this dialer recorded, and not passed: a dialer held up
-# past it may have lost the row to a redelivery, which dials it.
+# past it may have lost the row to a redelivery, which dials it. The call starts when it is
+# due, or now if that is later (a mark may start a little before the due time).
 _MARK_CALLS_DIALED = text("""
-    UPDATE calls c SET dialed_at = now(), started_at = now()
-    FROM json_to_recordset(CAST(:calls AS json)) AS r(call_uuid text, dial_by timestamptz)
+    UPDATE calls c SET dialed_at = r.at, started_at = r.at
+    FROM (SELECT call_uuid, dial_by, GREATEST(clock_timestamp(), :due_at) AS at
+          FROM json_to_recordset(CAST(:calls AS json))
+               AS j(call_uuid text, dial_by timestamptz)) r
     WHERE c.call_uuid = r.call_uuid AND c.dial_by = r.dial_by
       AND c.dialed_at IS NULL AND now() <= c.dial_by
     RETURNING c.call_uuid
 """)
 
 
-async def mark_calls_dialed(conn: AsyncConnection, calls: dict[str, Recorded]) -> set[str]:
-    """Mark recorded calls dialed, just before dialing them; the ones that may be dialed
-    (the others missed their deadline). Committed before the dial: from then on the call
-    counts as a try, and its attempt is never dialed again."""
+async def mark_calls_dialed(
+    conn: AsyncConnection, calls: dict[str, Recorded], due_at: datetime
+) -> set[str]:
+    """Mark recorded calls due at `due_at` dialed, just before dialing them; the ones that
+    may be dialed (the others missed their deadline). Committed before the dial: from then
+    on the call counts as a try, and its attempt is never dialed again."""
     if not calls:
         return set()
     rows = [{"call_uuid": uuid, "dial_by": r.dial_by} for uuid, r in calls.items()]
-    marked = await conn.execute(_MARK_CALLS_DIALED, {"calls": orjson.dumps(rows).decode()})
-    return {row.call_uuid for row in marked}
+    params = {"calls": orjson.dumps(rows).decode(), "due_at": due_at}
+    return {row.call_uuid for row in await conn.execute(_MARK_CALLS_DIALED, params)}
 
 
 # Columns named, not json_populate_recordset(NULL::calls, ...): filling every column of the

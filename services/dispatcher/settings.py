@@ -42,5 +42,10 @@ class DispatcherSettings(WorkerSettings):
     outbox_batch: int = 500
     # Safety net only: wake-ups come from LISTEN/NOTIFY and the timer to the next due time.
     max_idle_seconds: float = 30.0
+    # Finished tasks (with their calls and webhook deliveries) and the calls of deleted tasks
+    # are deleted this many days after they finished or ended; 0: kept forever.
+    retention_days: float = Field(default=90.0, ge=0.0)
+    # How often expired rows are looked for (and deleted in batches).
+    housekeeping_interval_seconds: float = Field(default=60.0, gt=0.0)
     # How often the tasks-by-status and consumer-lag gauges are refreshed.
     stats_interval_seconds: float = 15.0

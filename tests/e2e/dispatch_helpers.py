@@ -23,6 +23,9 @@ from services.common.bus import SUBJECT_EVENTS
 from tests.conftest import LONG_CALL_NUMBER
 
 POLL_SECONDS = 0.05
+# The default bound of a wait for something that must happen. Generous: on a loaded machine
+# slowness must not turn into a failure, and a wait that ends in time asserts nothing.
+WAIT_SECONDS = 60.0
 WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # An ordinary phone of the test stack: answers after 0.05 s and talks for 0.1 s.
 ANSWERING_NUMBER = "+15550000100"
@@ -83,6 +86,12 @@ def wire_time(moment: datetime) -> str:
 
 def parse_wire(text: str) -> datetime:
     return datetime.strptime(text, WIRE_FORMAT).replace(tzinfo=UTC)
+
+
+def stamped_between(text: str, before: datetime, after: datetime) -> bool:
+    """A wire time (whole seconds) the database stamped between two readings of its clock
+    (db_now): no margin against our clock for how long the request took."""
+    return before.replace(microsecond=0) <= parse_wire(text) <= after
 
 
 def whole_seconds_from_now(seconds: float) -> datetime:
@@ -157,13 +166,15 @@ class Queue:
 
         return wait_for(check, timeout, f"task {task_id}: {what}")
 
-    def wait_status(self, task_id: int, status: str, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_status(
+        self, task_id: int, status: str, timeout: float = WAIT_SECONDS
+    ) -> dict[str, Any]:
         return self.wait_task(task_id, lambda t: t["status"] == status, timeout, status)
 
-    def wait_finished(self, task_id: int, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_finished(self, task_id: int, timeout: float = WAIT_SECONDS) -> dict[str, Any]:
         return self.wait_status(task_id, "finished", timeout)
 
-    def wait_all_finished(self, timeout: float = 15.0) -> list[dict[str, Any]]:
+    def wait_all_finished(self, timeout: float = WAIT_SECONDS) -> list[dict[str, Any]]:
         def check() -> list[dict[str, Any]] | None:
             tasks = self.tasks()
             return tasks if all(t["status"] == "finished" for t in tasks) else None
@@ -286,8 +297,8 @@ class EventListener:
         self.received: list[ReceivedEvent] = []
 
     async def start(self) -> None:
-        self._client = await nats.connect(self._url, connect_timeout=2)
-        jetstream = self._client.jetstream(timeout=5)
+        self._client = await nats.connect(self._url, connect_timeout=10)
+        jetstream = self._client.jetstream(timeout=30)
         self._subscription = await jetstream.subscribe(
             f"{SUBJECT_EVENTS}.>",
             cb=self._on_message,

@@ -15,8 +15,11 @@ from tests.e2e.dispatch_helpers import (
     ANSWERING_NUMBER,
     LONG_CALL,
     OTHER_ANSWERING_NUMBER,
+    CallRow,
+    Queue,
     calls_of_task,
     create_queue,
+    db_now,
     parse_wire,
     wait_for,
 )
@@ -70,9 +73,11 @@ def test_connected_call_record(api: httpx.Client, tenant: str) -> None:
     assert WIRE_TIME.fullmatch(record["started_utc"])
     assert WIRE_TIME.fullmatch(record["ended_utc"])
     assert parse_wire(record["started_utc"]) <= parse_wire(record["ended_utc"])
-    # The test phones ring 0.05 s and talk 0.1 s.
-    assert 0.1 <= record["talk_seconds"] < 1.0
-    assert record["talk_seconds"] < record["duration_seconds"] < 2.0
+    # The test phones ring 0.05 s and talk 0.1 s: talked at least that, and the call was ended
+    # by a phone (hangup_by below), not cut at the 5 s maximum. How much longer a loaded
+    # machine made it is not a test's business (no clock against an upper bound).
+    assert record["talk_seconds"] >= 0.1
+    assert record["talk_seconds"] < record["duration_seconds"]
     a, b = record["legs"]
     assert all(set(leg) == LEG_FIELDS for leg in (a, b))
     assert (a["role"], a["number"], a["result"]) == ("a", ANSWERING_NUMBER, "answered")
@@ -117,19 +122,44 @@ def test_first_extended_a_number_to_answer_takes_the_call(api: httpx.Client, ten
     ]
 
 
+def look_during_a_long_call(
+    stack: Stack, api: httpx.Client, tenant: str, queue: Queue
+) -> tuple[dict[str, Any], bool]:
+    """The record of a long call read while it went on, and whether that look surely came
+    before the call's end: the database's clock, read once the look was answered, was still
+    before it (the row changes only after the end)."""
+    task = queue.add_one(**LONG_CALL)
+    [call] = wait_for(lambda: calls_of_task(stack, task["id"]), 60, "the call to be placed")
+
+    record = record_of(api, tenant, call.call_uuid)
+    answered_by = db_now(stack)
+
+    assert queue.must_task(task["id"])["cdr"] == call.call_uuid
+    queue.delete_task(task["id"])
+    [ended] = wait_for(lambda: ended_calls(stack, task["id"]), 60, "the call to end")
+    assert ended.ended_at is not None
+    return record, answered_by < ended.ended_at
+
+
+def ended_calls(stack: Stack, task_id: int) -> list[CallRow]:
+    return [call for call in calls_of_task(stack, task_id) if call.ended_at is not None]
+
+
 def test_call_in_progress_has_a_record_already(
     stack: Stack, api: httpx.Client, tenant: str
 ) -> None:
     queue = create_queue(api, tenant)
-    task = queue.add_one(**LONG_CALL)
-    [call] = wait_for(lambda: calls_of_task(stack, task["id"]), 5, "the call to be placed")
-
-    record = record_of(api, tenant, call.call_uuid)
+    # The call's own end decides whether a look came during it, not a guess of how long a
+    # look takes; on a machine slow enough to miss a call, another one.
+    for _ in range(5):
+        record, during_the_call = look_during_a_long_call(stack, api, tenant, queue)
+        if during_the_call:
+            break
+    else:
+        raise AssertionError("no look at a record while its call was in progress")
 
     assert record["result"] == "in_progress"
     assert record["ended_utc"] == ""
-    assert queue.must_task(task["id"])["cdr"] == call.call_uuid
-    queue.delete_task(task["id"])
 
 
 def test_call_history_is_private_to_its_tenant(

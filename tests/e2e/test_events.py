@@ -16,6 +16,7 @@ from services.common.bus import SUBJECT_EVENTS
 from tests.conftest import BUSY_NUMBER
 from tests.e2e.dispatch_helpers import (
     ANSWERING_NUMBER,
+    WAIT_SECONDS,
     EventListener,
     ReceivedEvent,
     calls_of_task,
@@ -74,7 +75,7 @@ async def test_retried_task_announces_before_before_again_after(
     queue = create_queue(api, tenant)
     task = queue.add_one(a_number=BUSY_NUMBER, try_count=2, try_again_pause=0, **URLS)
 
-    await events.wait_for(task["id"], "after", within=10)
+    await events.wait_for(task["id"], "after", within=WAIT_SECONDS)
     final = queue.must_task(task["id"])
 
     received = events.of_task(task["id"])
@@ -101,7 +102,7 @@ async def test_successful_task_announces_before_success_after(
     queue = create_queue(api, tenant)
     task = queue.add_one(a_number=ANSWERING_NUMBER, try_count=3, **URLS)
 
-    await events.wait_for(task["id"], "after", within=10)
+    await events.wait_for(task["id"], "after", within=WAIT_SECONDS)
     final = queue.must_task(task["id"])
 
     received = events.of_task(task["id"])
@@ -130,7 +131,7 @@ async def test_each_task_gets_its_own_events(
     )  # fmt: skip
 
     for task in tasks:
-        await events.wait_for(task["id"], "after", within=10)
+        await events.wait_for(task["id"], "after", within=WAIT_SECONDS)
 
     for task in tasks:
         names = [r.event.event for r in events.of_task(task["id"])]

@@ -249,7 +249,9 @@ def test_a_dial_request_that_comes_too_late_for_its_lease_spends_no_try(
         ).fetchone()
     assert row is not None
     attempts, redials, call_uuid, dialed = row
-    assert (attempts, redials, dialed) == (1, 1, True)
+    # Dialed again at least once (again if the dialers, still starting, were late for the
+    # new lease too), and still its first attempt: no try was spent.
+    assert (attempts, dialed) == (1, True) and redials >= 1
     assert call_uuid != first_call_uuid  # the late request can never be dialed now
     assert dials_logged(fault_stack, queue_id) == Counter({(int(str(final["id"])), 1): 1})
 

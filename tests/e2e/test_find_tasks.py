@@ -3,13 +3,12 @@ list, combined with paging and the status filter."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
 from deploy.local.stack import Stack
-from tests.e2e.dispatch_helpers import create_queue, db_now, wire_time
+from tests.e2e.dispatch_helpers import WAIT_SECONDS, create_queue, db_now, wait_for, wire_time
 
 FAR = "2030-01-02 03:04:05"
 
@@ -18,6 +17,16 @@ def listed(api: httpx.Client, path: str, **params: Any) -> list[int]:
     response = api.get(f"{path}/task/", params=params)
     assert response.status_code == 200, response.text
     return [int(t["id"]) for t in response.json()]
+
+
+def second_after(stack: Stack, wire: str) -> str:
+    """The database's clock, to the second (the wire's precision), once it is past `wire`."""
+
+    def later() -> str | None:
+        now = wire_time(db_now(stack))
+        return now if now > wire else None
+
+    return wait_for(later, WAIT_SECONDS, f"a second after {wire}")
 
 
 def test_find_by_number_matches_a_or_b(api: httpx.Client, tenant: str) -> None:
@@ -44,11 +53,11 @@ def test_find_by_number_matches_a_or_b(api: httpx.Client, tenant: str) -> None:
 def test_find_by_created_time_range(stack: Stack, api: httpx.Client, tenant: str) -> None:
     queue = create_queue(api, tenant, status="off")
     before = queue.add_one(start_time_utc=FAR)
-    time.sleep(1.1)  # the wire has whole seconds
-    middle_from = wire_time(db_now(stack))
+    # The wire has whole seconds: each bound is the first second after the task before it
+    # was created, by the database's clock (which stamps them).
+    middle_from = second_after(stack, before["create_date_utc"])
     middle = queue.add_one(start_time_utc=FAR)
-    time.sleep(1.1)
-    middle_to = wire_time(db_now(stack))
+    middle_to = second_after(stack, middle["create_date_utc"])
     after = queue.add_one(start_time_utc=FAR)
 
     assert listed(api, queue.path, created_from_utc=middle_from, created_to_utc=middle_to) == [

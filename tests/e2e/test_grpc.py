@@ -13,6 +13,9 @@ from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 
 from deploy.local.stack import Stack
 
+# A call's deadline: generous, so that a loaded machine is slow, not failing.
+RPC_SECONDS = 30
+
 
 @pytest.fixture
 def channel(stack: Stack) -> Iterator[grpc.Channel]:
@@ -23,14 +26,14 @@ def channel(stack: Stack) -> Iterator[grpc.Channel]:
 def test_health_reports_serving_for_the_api(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", "scheduler.v1.TaskScheduler"):
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=RPC_SECONDS)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_reflection_lists_the_public_service(channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
-    reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
+    reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=RPC_SECONDS)))
     names = {service.name for service in reply.list_services_response.service}
     assert "scheduler.v1.TaskScheduler" in names
 
@@ -41,7 +44,7 @@ def test_typed_calls_with_a_token(channel: grpc.Channel, stack: Stack, tenant: s
     queue = stub.CreateQueue(
         pb.CreateQueueRequest(client_id="@me", name="direct", concurrent_task_limit=3),
         metadata=auth,
-        timeout=5,
+        timeout=RPC_SECONDS,
     )
     assert (queue.name, queue.status, queue.concurrent_task_limit) == ("direct", "off", 3)
     created = stub.CreateTasks(
@@ -51,10 +54,12 @@ def test_typed_calls_with_a_token(channel: grpc.Channel, stack: Stack, tenant: s
             tasks=[pb.TaskInput(a_number="+100", b_number="200")],
         ),
         metadata=auth,
-        timeout=5,
+        timeout=RPC_SECONDS,
     )
     assert [t.status for t in created.items] == ["scheduled"]
-    listed = stub.ListQueues(pb.ListQueuesRequest(client_id=tenant), metadata=auth, timeout=5)
+    listed = stub.ListQueues(
+        pb.ListQueuesRequest(client_id=tenant), metadata=auth, timeout=RPC_SECONDS
+    )
     assert [q.id for q in listed.items] == [queue.id]
 
 
@@ -62,7 +67,9 @@ def test_direct_calls_need_a_valid_token_too(channel: grpc.Channel, tenant: str)
     stub = pb_grpc.TaskSchedulerStub(channel)
     for metadata in ((), (("authorization", "Bearer not-a-jwt"),)):
         with pytest.raises(grpc.RpcError) as refused:
-            stub.ListQueues(pb.ListQueuesRequest(client_id=tenant), metadata=metadata, timeout=5)
+            stub.ListQueues(
+                pb.ListQueuesRequest(client_id=tenant), metadata=metadata, timeout=RPC_SECONDS
+            )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -75,12 +82,14 @@ def test_idempotency_key_over_grpc(channel: grpc.Channel, stack: Stack, tenant: 
         ("idempotency-key", "grpc-key-1"),
     )
     request = pb.CreateQueueRequest(client_id=tenant, name="once")
-    first, call = stub.CreateQueue.with_call(request, metadata=metadata, timeout=5)
-    again, replay = stub.CreateQueue.with_call(request, metadata=metadata, timeout=5)
+    first, call = stub.CreateQueue.with_call(request, metadata=metadata, timeout=RPC_SECONDS)
+    again, replay = stub.CreateQueue.with_call(request, metadata=metadata, timeout=RPC_SECONDS)
     assert again == first
     assert ("idempotent-replayed", "true") not in tuple(call.initial_metadata())
     assert ("idempotent-replayed", "true") in tuple(replay.initial_metadata())
     with pytest.raises(grpc.RpcError) as refused:
-        stub.CreateQueue(pb.CreateQueueRequest(client_id=tenant), metadata=metadata, timeout=5)
+        stub.CreateQueue(
+            pb.CreateQueueRequest(client_id=tenant), metadata=metadata, timeout=RPC_SECONDS
+        )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "grpc-key-1" in str(refused.value.details())

@@ -11,7 +11,7 @@ from tests.e2e.dispatch_helpers import wait_for as wait_until
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = httpx.get(url, timeout=10)
+    reply = httpx.get(url, timeout=30)
     assert reply.status_code == 200, url
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -112,7 +112,7 @@ def test_key_series_move_when_a_task_runs(stack: Stack, api: httpx.Client, tenan
         return total(stack, kind, replicas, name, **labels) > before[key]
 
     wait_until(
-        lambda: moved("started", "dispatcher", d, "callback_attempts_started_total"), 10, "claims"
+        lambda: moved("started", "dispatcher", d, "callback_attempts_started_total"), 60, "claims"
     )
     assert moved("connected", "dialer", n, "callback_calls_total", outcome="connected")
     assert moved("lateness", "dialer", n, "callback_dispatch_lateness_seconds_count")
@@ -121,12 +121,12 @@ def test_key_series_move_when_a_task_runs(stack: Stack, api: httpx.Client, tenan
         lambda: moved(
             "webhooks", "notifier", 1, "callback_webhook_attempts_total", outcome="delivered"
         ),
-        10,
+        60,
         "the webhook counter",
     )
     wait_until(
         lambda: total(stack, "dispatcher", 1, "callback_tasks", status="finished") >= 1,
-        10,
+        60,
         "the tasks-by-status gauge",
     )
     lag_series = {

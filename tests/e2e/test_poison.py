@@ -19,6 +19,7 @@ from deploy.local.stack import Stack
 from services.common.bus import STREAM_CALLS, STREAM_DIAL, SUBJECT_CALLS, SUBJECT_DIAL
 from tests.e2e.dispatch_helpers import (
     ANSWERING_NUMBER,
+    WAIT_SECONDS,
     calls_of_task,
     create_queue,
     nats_url,
@@ -36,8 +37,8 @@ UNKNOWN_TASK_ID = 4_000_000_000
 
 @pytest.fixture
 async def jetstream(stack: Stack) -> AsyncIterator[JetStreamContext]:
-    client: NATS = await nats.connect(nats_url(stack), connect_timeout=2)
-    yield client.jetstream(timeout=5)
+    client: NATS = await nats.connect(nats_url(stack), connect_timeout=10)
+    yield client.jetstream(timeout=30)
     await client.close()
 
 
@@ -140,17 +141,17 @@ async def test_poison_messages_are_terminated_and_calls_go_on(
         current = queue.must_task(task["id"])
         return current if current["status"] == "finished" else None
 
-    done = await wait_for_async(finished, 10, "the task to finish")
+    done = await wait_for_async(finished, WAIT_SECONDS, "the task to finish")
     assert done["finish_result"] == "success", done
 
     await wait_for_awaitable(
         lambda: settled(jetstream, STREAM_DIAL.name, DIALER_DURABLE, max(dial_seqs)),
-        10,
+        WAIT_SECONDS,
         f"{DIALER_DURABLE} to settle",
     )
     await wait_for_awaitable(
         lambda: settled(jetstream, STREAM_CALLS.name, DISPATCHER_DURABLE, max(ended_seqs)),
-        10,
+        WAIT_SECONDS,
         f"{DISPATCHER_DURABLE} to settle",
     )
     # Nothing was dialed for a task that does not exist.

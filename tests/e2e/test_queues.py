@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+
+from deploy.local.stack import Stack
+from tests.e2e.dispatch_helpers import db_now, stamped_between
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 QUEUE_FIELDS = {"id", "name", "comment", "status", "concurrent_task_limit", "create_date_utc"}
@@ -17,11 +19,6 @@ TASK = {"a_number": "+79990001122", "b_number": "101"}
 def is_int(value: object) -> bool:
     """A JSON number that is an integer (bool is not, and neither is a string of digits)."""
     return type(value) is int
-
-
-def is_recent(text: str, seconds: float = 120) -> bool:
-    moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    return abs((datetime.now(UTC) - moment).total_seconds()) < seconds
 
 
 def create_queue(api: httpx.Client, tenant: str, **fields: Any) -> dict[str, Any]:
@@ -43,8 +40,12 @@ def assert_error(response: httpx.Response, status: int) -> None:
 # --- create ------------------------------------------------------------------------------------
 
 
-def test_create_queue_has_published_fields_and_defaults(api: httpx.Client, tenant: str) -> None:
+def test_create_queue_has_published_fields_and_defaults(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    before = db_now(stack)
     response = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "sales"})
+    after = db_now(stack)
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -56,7 +57,7 @@ def test_create_queue_has_published_fields_and_defaults(api: httpx.Client, tenan
     assert queue["status"] == "off"
     assert is_int(queue["concurrent_task_limit"]) and queue["concurrent_task_limit"] == 1
     assert WIRE_TIME.fullmatch(queue["create_date_utc"])
-    assert is_recent(queue["create_date_utc"])
+    assert stamped_between(queue["create_date_utc"], before, after)
 
 
 def test_create_queue_echoes_every_field(api: httpx.Client, tenant: str) -> None:

@@ -15,6 +15,7 @@ from tests.conftest import BUSY_NUMBER
 from tests.e2e.dispatch_helpers import (
     ANSWERING_NUMBER,
     OTHER_ANSWERING_NUMBER,
+    WAIT_SECONDS,
     calls_of_task,
     create_queue,
     db_now,
@@ -87,7 +88,7 @@ def test_a_new_start_time_wakes_the_dispatcher(api: httpx.Client, tenant: str) -
     response = put(api, f"{queue.path}/task/{task['id']}", start_time_utc=wire_time(start))
 
     assert response.status_code == 200, response.text
-    done = queue.wait_finished(task["id"], timeout=10)
+    done = queue.wait_finished(task["id"])
     assert done["finish_result"] == "success"
     record = api.get(f"{queue.path}/task/{task['id']}/calls").json()
     assert len(record) == 1
@@ -127,7 +128,7 @@ def test_a_delayed_task_retries_at_its_new_start_time(
     moved = put(api, path, start_time_utc=wire_time(db_now(stack)), a_number="ignored")
     assert moved.status_code == 200, moved.text
     assert moved.json()["status"] == "delayed"
-    done = queue.wait_finished(task["id"], timeout=10)
+    done = queue.wait_finished(task["id"])
     assert done["finish_result"] == "failed"
 
     calls = api.get(f"{path}/calls")
@@ -239,7 +240,7 @@ def test_a_reschedule_never_races_a_claim(stack: Stack, api: httpx.Client, tenan
     lost = [i for i, code in outcomes.items() if code == 409]
     wait_for(
         lambda: all(queue.must_task(i)["status"] == "finished" for i in lost) or None,
-        15,
+        WAIT_SECONDS,
         "the claimed tasks to finish",
     )
     for task_id in won:

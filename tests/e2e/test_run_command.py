@@ -30,7 +30,7 @@ def running_stack(
         children = process_tree(process)
         process.send_signal(stop_signal)
         exit_code = process.wait(60)
-        alive = still_running(children, timeout=15)
+        alive = still_running(children, timeout=60)
         for leftover in alive:
             leftover.kill()
         assert exit_code == 0, log.read_text(errors="replace")[-3000:]

@@ -86,7 +86,9 @@ def test_the_dialer_refuses_a_foreign_extension_that_got_past_the_api(
         conn.execute("UPDATE tasks SET extension_id = 9 WHERE id = %s", (task["id"],))
     queue.set(status="on")
 
-    done = queue.wait_finished(task["id"], timeout=15)
+    done = queue.wait_finished(
+        task["id"],
+    )
 
     assert done["finish_result"] == "failed"
     assert "extension 9 is not a SIP account" in done["finish_comment"]
@@ -261,7 +263,9 @@ def test_quotas_are_per_tenant(
     free_queue = create_queue(free, other_tenant)
     held_task = held_queue.add_one()
 
-    done = free_queue.wait_finished(free_queue.add_one()["id"], timeout=15)
+    done = free_queue.wait_finished(
+        free_queue.add_one()["id"],
+    )
 
     assert done["finish_result"] == "success"
     assert held_queue.must_task(held_task["id"])["status"] == "scheduled"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -18,6 +19,7 @@ from services.dispatcher import repository as dispatcher_db
 from tests.integration.conftest import add_queue
 
 LEASE = 60.0
+NOW = datetime.now(UTC)  # a due time already passed
 LONGEST_CALL = 10.0
 
 
@@ -86,7 +88,7 @@ async def test_a_dialed_call_is_never_taken_over(engine: AsyncEngine) -> None:
     call = await claimed_call(engine)
     first = await record(engine, call)
     async with transaction(engine) as conn:
-        marked = await dialer_db.mark_calls_dialed(conn, first.may_dial)
+        marked = await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
         await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
 
     again = await record(engine, call)
@@ -107,8 +109,8 @@ async def test_a_dialer_past_its_deadline_cannot_mark_the_call_it_lost(
     taken = await record(engine, call)
 
     async with transaction(engine) as conn:
-        late = await dialer_db.mark_calls_dialed(conn, first.may_dial)
-        marked = await dialer_db.mark_calls_dialed(conn, taken.may_dial)
+        late = await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
+        marked = await dialer_db.mark_calls_dialed(conn, taken.may_dial, NOW)
 
     assert (late, marked) == (set(), {call.call_uuid})
 
@@ -154,7 +156,7 @@ async def test_forgetting_an_undialed_record_leaves_a_dialed_one(engine: AsyncEn
     call = await claimed_call(engine)
     first = await record(engine, call)
     async with transaction(engine) as conn:
-        await dialer_db.mark_calls_dialed(conn, first.may_dial)
+        await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
     async with transaction(engine) as conn:
         await dispatcher_db.forget_undialed_call(conn, call.call_uuid)
         rows = await conn.execute(text("SELECT dialed_at = started_at FROM calls"))

@@ -284,7 +284,7 @@ async def start_phone(
             command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
         )
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
+    deadline = loop.time() + 60  # a bound on the start, generous on a loaded machine
     while not _bound(host, port, transport):
         if process.poll() is not None or loop.time() > deadline:
             log_text = (workdir / "sipp.log").read_text(errors="replace")
