@@ -14,7 +14,9 @@ Sizes (environment; the defaults are the issue's):
   BENCH_RATE=200           tasks due per second, for BENCH_SECONDS=60
   BENCH_FUTURE_TASKS=1000000  future tasks stored (lateness and scale)
   BENCH_CLAIM_TASKS=20000  tasks per claim-step repeat
-  BENCH_PEERS=pgqueuer,procrastinate   (empty: skip the peers)
+  BENCH_PEERS=pgqueuer,pgqueuer-calls,pgqueuer-psycopg,procrastinate,procrastinate-calls
+                           the peer setups (bench/peers.py SETUPS; empty: skip the peers)
+  BENCH_PEER_TIMEOUT=300   seconds from the due second for a peer's burst to finish
   BENCH_OURS=1             0: skip our system's workloads (a peers-only run)
   BENCH_PROFILE=1          py-spy on the api and the dispatcher
   DISPATCHERS=2 DIALERS=2 APIS=2
@@ -77,6 +79,7 @@ def versions(stack: Stack) -> dict[str, str]:
         "NATS": first_line([str(BIN / "nats-server"), "--version"]).split()[-1],
         "Envoy": envoy.split("/")[1] if "/" in envoy else envoy,
         "pgqueuer": peers.version("pgqueuer"),
+        "asyncpg": peers.version("asyncpg"),
         "procrastinate": peers.version("procrastinate"),
     }
 
@@ -194,66 +197,98 @@ def measure_ours(stack: Stack, repeats: int, rows: list[Row], out: dict[str, Any
 
 
 def measure_peer(kind: str, dsn: str, repeats: int, rows: list[Row], out: dict[str, Any]) -> None:
+    """One peer setup's burst and steady runs, every repeat in a fresh database with fresh
+    workers (bench/peers.py); a repeat that runs out of time is reported as such."""
+    setup = peers.SETUPS[kind]
     n_burst = env_int("BENCH_BURST", 10_000)
     steady_rate, steady_seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
     future = env_int("BENCH_FUTURE_TASKS", 1_000_000)
-    peers.install(kind, dsn)
-    with tempfile.TemporaryDirectory() as tmp:
-        with peers.workers(kind, dsn, Path(tmp)) as files:
-            bursts = [peers.burst_run(kind, dsn, f"burst{i}", n_burst) for i in range(repeats)]
-            log(f"{kind}: bursts done")
-            started = time.monotonic()
-            peers.store_future_jobs(kind, dsn, future)
-            out[f"{kind}_future_store_seconds"] = round(time.monotonic() - started, 1)
-            steadies = [
-                peers.steady_run(kind, dsn, f"steady{i}", steady_rate, steady_seconds)
-                for i in range(repeats)
-            ]
-            log(f"{kind}: steady runs done")
-        burst = [read(files) for read in bursts]
-        late = [read(files) for read in steadies]
-    log(f"{kind}: burst {burst}, lateness {late}")
-    setup = (
-        f"{peers.WORKERS} workers, batch {peers.PGQUEUER_BATCH}"
-        if kind == "pgqueuer"
-        else f"{peers.WORKERS} workers x {peers.PROCRASTINATE_CONCURRENCY}"
-    )
+    burst_timeout = env_int("BENCH_PEER_TIMEOUT", 300)
+    grace = 60  # seconds after the last due second for the steady runs' jobs to run
+    bursts, steadies = [], []
+    for i in range(repeats):
+        outcome = peers.burst(setup, dsn, i, n_burst, burst_timeout)
+        log(f"{kind} burst #{i + 1}: " + (
+            f"{outcome.throughput():.0f} jobs/s" if outcome.finished else outcome.unfinished()
+        ))  # fmt: skip
+        bursts.append(outcome)
+    for i in range(repeats):
+        outcome = peers.steady(setup, dsn, i, steady_rate, steady_seconds, future, grace)
+        log(f"{kind} steady #{i + 1}: " + (
+            str(outcome.lateness()) if outcome.finished else outcome.unfinished()
+        ))  # fmt: skip
+        steadies.append(outcome)
+    out[f"{kind}_outcomes"] = {
+        "burst": [_outcome_json(o) for o in bursts],
+        "steady": [_outcome_json(o) for o in steadies],
+    }
+    work = "job writes a call row, then ends it" if setup.job == "calls" else "no-op"
+    done, late = [o for o in bursts if o.finished], [o for o in steadies if o.finished]
+    not_done = tuple(o.unfinished() for o in bursts if not o.finished)
+    not_late = tuple(o.unfinished() for o in steadies if not o.finished)
+    s = f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored"
     rows += [
-        Row(f"{kind}: {n_burst:,} due at once", "due → run (no-op)", "jobs/s", tuple(burst),
-            None, setup),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "lateness p50", "ms", tuple(x["p50_ms"] for x in late)),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "lateness p99", "ms", tuple(x["p99_ms"] for x in late)),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "lateness max", "ms", tuple(x["max_ms"] for x in late)),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "jobs not run 60 s after the last due second", "jobs",
-            tuple(x["not_run"] for x in late)),
+        Row(f"{kind}: {n_burst:,} due at once", f"due → job done ({work})", "jobs/s",
+            tuple(o.throughput() for o in done), None, setup.describe(), not_done),
+        Row(s, "lateness p50", "ms", tuple(o.lateness()["p50_ms"] for o in late),
+            unfinished=not_late),
+        Row(s, "lateness p99", "ms", tuple(o.lateness()["p99_ms"] for o in late),
+            unfinished=not_late),
+        Row(s, "lateness max", "ms", tuple(o.lateness()["max_ms"] for o in late),
+            unfinished=not_late),
     ]  # fmt: skip
 
 
+def _outcome_json(outcome: peers.Outcome) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "expected": outcome.expected,
+        "left": outcome.left,
+        "allowed_s": outcome.allowed_s,
+        "finished": outcome.finished,
+    }
+    if outcome.finished:
+        summary |= {"jobs_per_s": round(outcome.throughput(), 1)} | outcome.lateness()
+    else:
+        summary["unfinished"] = outcome.unfinished()
+    return summary
+
+
 def measure_claims(stack: Stack, repeats: int, rows: list[Row], with_pgqueuer: bool) -> None:
+    """The claim step at equal batch sizes; ours and pgqueuer's repeat i run back to back
+    (who goes first alternates), and the ratio is taken per pair."""
     count = env_int("BENCH_CLAIM_TASKS", 20_000)
     for index in range(stack.settings.dispatchers):
         stack.stop_child(f"dispatcher-{index}")  # they would claim the same tasks
     dsn = stack.database_url
-    mine = repeat(repeats, "claim step", lambda: claim.ours(dsn, count))
     s = "claim step alone, same database"
-    rows.append(
-        Row(s, f"ours: lock queue + count in flight + claim {claim.CLAIM_BATCH} + mark done",
-            "tasks/s", tuple(mine))
-    )  # fmt: skip
-    if with_pgqueuer:
-        theirs = repeat(repeats, "pgqueuer dequeue", lambda: claim.pgqueuer(dsn, count))
+    for batch in claim.BATCHES:
+        mine: list[float] = []
+        theirs: list[float] = []
+        for i in range(repeats):
+            ours_first = i % 2 == 0 or not with_pgqueuer
+            if ours_first:
+                mine.append(claim.ours(dsn, count, batch))
+            if with_pgqueuer:
+                theirs.append(claim.pgqueuer(dsn, count, batch))
+            if not ours_first:
+                mine.append(claim.ours(dsn, count, batch))
+            log(f"claim {batch} #{i + 1}: ours {mine[-1]:.0f}" + (
+                f", pgqueuer {theirs[-1]:.0f}, ratio {mine[-1] / theirs[-1]:.2f}"
+                if with_pgqueuer else ""
+            ))  # fmt: skip
+        dispatcher = " (the dispatcher's batch)" if batch == claim.CLAIM_BATCH else ""
         rows.append(
-            Row(s, f"pgqueuer: dequeue {claim.PGQUEUER_BATCH} + log done", "jobs/s", tuple(theirs))
-        )
-        rows.append(
-            Row(s, "ours / pgqueuer", "ratio",
-                tuple(a / b for a, b in zip(sorted(mine), sorted(theirs), strict=True)),
-                Target(1.0, True))
+            Row(s, f"ours: lock queue + count in flight + claim {batch:,} + mark done"
+                f"{dispatcher}", "tasks/s", tuple(mine))
         )  # fmt: skip
+        if with_pgqueuer:
+            rows += [
+                Row(s, f"pgqueuer (asyncpg): dequeue {batch:,} + log done", "jobs/s",
+                    tuple(theirs)),
+                Row(s, f"ours / pgqueuer, batch {batch:,}, paired repeats", "ratio",
+                    tuple(a / b for a, b in zip(mine, theirs, strict=True)),
+                    Target(1.0, True)),
+            ]  # fmt: skip
 
 
 def main() -> int:
@@ -272,7 +307,8 @@ def main() -> int:
             ("BENCH_SINGLE_SECONDS", "10"), ("BENCH_BURST", "10000"), ("BENCH_RATE", "200"),
             ("BENCH_SECONDS", "60"), ("BENCH_FUTURE_TASKS", "1000000"),
             ("BENCH_CLAIM_TASKS", "20000"), ("DISPATCHERS", "2"), ("DIALERS", "2"),
-            ("APIS", "2"),
+            ("APIS", "2"), ("BENCH_OURS", "1"), ("BENCH_PROFILE", "1"),
+            ("BENCH_PEERS", ",".join(peers.KINDS)), ("BENCH_PEER_TIMEOUT", "300"),
         ]
     }  # fmt: skip
     started = time.monotonic()
@@ -292,7 +328,7 @@ def main() -> int:
                 extra[f"{kind}_error"] = repr(error)
             save(rows, context, found, extra)
         if env_int("BENCH_CLAIM_TASKS", 20_000):
-            measure_claims(stack, repeats, rows, "pgqueuer" in kinds)
+            measure_claims(stack, repeats, rows, any(k.startswith("pgqueuer") for k in kinds))
     context["load_after"] = [round(x, 2) for x in os.getloadavg()]
     context["minutes"] = round((time.monotonic() - started) / 60, 1)
     print(save(rows, context, found, extra))
@@ -329,6 +365,7 @@ def save(
                 "note": r.note,
                 "unit": r.unit,
                 "values": [round(v, 2) for v in r.values],
+                "did_not_finish": list(r.unfinished),
                 "target": None if r.target is None else str(r.target),
             }
             for r in rows
