@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -196,50 +197,127 @@ def measure_ours(stack: Stack, repeats: int, rows: list[Row], out: dict[str, Any
     ]  # fmt: skip
 
 
-def measure_peer(kind: str, dsn: str, repeats: int, rows: list[Row], out: dict[str, Any]) -> None:
-    """One peer setup's burst and steady runs, every repeat in a fresh database with fresh
-    workers (bench/peers.py); a repeat that runs out of time is reported as such."""
-    setup = peers.SETUPS[kind]
+def _peer_outcome(kind: str, measure: Callable[[], peers.Outcome]) -> peers.Outcome | str:
+    """One peer repeat, or why it failed (one failure must not lose the rest of the run)."""
+    try:
+        return measure()
+    except Exception as error:
+        log(f"{kind} failed: {error!r}")
+        return f"failed: {error!r}"
+
+
+def _said(outcome: peers.Outcome | str) -> str:
+    if isinstance(outcome, str):
+        return outcome
+    if not outcome.finished:
+        return outcome.unfinished()
+    return f"{outcome.throughput():.0f} jobs/s, lateness {outcome.lateness()}"
+
+
+def _not_finished(outcomes: list[peers.Outcome | str]) -> tuple[str, ...]:
+    return tuple(
+        o if isinstance(o, str) else o.unfinished()
+        for o in outcomes
+        if isinstance(o, str) or not o.finished
+    )
+
+
+def compare_with_peers(
+    stack: Stack, kinds: list[str], repeats: int, rows: list[Row], out: dict[str, Any]
+) -> None:
+    """Ours and each peer setup side by side, in rounds: round i runs our repeat i, then each
+    peer's repeat i, back to back, so that a ratio is taken within a pair (this machine is
+    shared, and its load moves within minutes). Every peer repeat runs in a fresh database
+    with fresh workers (bench/peers.py); one that runs out of time is reported as such."""
+    setups = [peers.SETUPS[kind] for kind in kinds]
+    dsn = stack.database_url
     n_burst = env_int("BENCH_BURST", 10_000)
-    steady_rate, steady_seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
+    rate, seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
     future = env_int("BENCH_FUTURE_TASKS", 1_000_000)
     burst_timeout = env_int("BENCH_PEER_TIMEOUT", 300)
-    grace = 60  # seconds after the last due second for the steady runs' jobs to run
-    bursts, steadies = [], []
-    for i in range(repeats):
-        outcome = peers.burst(setup, dsn, i, n_burst, burst_timeout)
-        log(f"{kind} burst #{i + 1}: " + (
-            f"{outcome.throughput():.0f} jobs/s" if outcome.finished else outcome.unfinished()
-        ))  # fmt: skip
-        bursts.append(outcome)
-    for i in range(repeats):
-        outcome = peers.steady(setup, dsn, i, steady_rate, steady_seconds, future, grace)
-        log(f"{kind} steady #{i + 1}: " + (
-            str(outcome.lateness()) if outcome.finished else outcome.unfinished()
-        ))  # fmt: skip
-        steadies.append(outcome)
-    out[f"{kind}_outcomes"] = {
-        "burst": [_outcome_json(o) for o in bursts],
-        "steady": [_outcome_json(o) for o in steadies],
+    grace = 60  # seconds after the last due second for a steady run's jobs to run
+    mine_burst: list[dict[str, float]] = []
+    mine_late: list[dict[str, float]] = []
+    bursts: dict[str, list[peers.Outcome | str]] = {kind: [] for kind in kinds}
+    steadies: dict[str, list[peers.Outcome | str]] = {kind: [] for kind in kinds}
+    with ours.client(stack) as api:
+        stored = ours.stored_tasks(stack)
+        for i in range(repeats):
+            mine_burst.append(ours.burst(stack, api, n_burst))
+            log(f"round {i + 1}, ours burst: {mine_burst[-1]}")
+            for setup in setups:
+                bursts[setup.name].append(
+                    _peer_outcome(
+                        setup.name, partial(peers.burst, setup, dsn, i, n_burst, burst_timeout)
+                    )
+                )
+                log(f"round {i + 1}, {setup.name} burst: {_said(bursts[setup.name][-1])}")
+        if ours.stored_tasks(stack) < future:  # measure_ours stored them if it ran
+            ours.store_future_tasks(stack, api, future)
+        stored_late = ours.stored_tasks(stack)
+        for i in range(repeats):
+            mine_late.append(ours.lateness(stack, api, rate, seconds))
+            log(f"round {i + 1}, ours lateness: {mine_late[-1]}")
+            for setup in setups:
+                steadies[setup.name].append(
+                    _peer_outcome(
+                        setup.name,
+                        partial(peers.steady, setup, dsn, i, rate, seconds, future, grace),
+                    )
+                )
+                log(f"round {i + 1}, {setup.name} steady: {_said(steadies[setup.name][-1])}")
+    out["peer_outcomes"] = {
+        kind: {
+            "burst": [_outcome_json(o) for o in bursts[kind]],
+            "steady": [_outcome_json(o) for o in steadies[kind]],
+        }
+        for kind in kinds
     }
-    work = "job writes a call row, then ends it" if setup.job == "calls" else "no-op"
-    done, late = [o for o in bursts if o.finished], [o for o in steadies if o.finished]
-    not_done = tuple(o.unfinished() for o in bursts if not o.finished)
-    not_late = tuple(o.unfinished() for o in steadies if not o.finished)
-    s = f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored"
+    finished = [b["due_to_finished_per_s"] for b in mine_burst]
+    s = f"side by side: {n_burst:,} due at once"
     rows += [
-        Row(f"{kind}: {n_burst:,} due at once", f"due → job done ({work})", "jobs/s",
-            tuple(o.throughput() for o in done), None, setup.describe(), not_done),
-        Row(s, "lateness p50", "ms", tuple(o.lateness()["p50_ms"] for o in late),
-            unfinished=not_late),
-        Row(s, "lateness p99", "ms", tuple(o.lateness()["p99_ms"] for o in late),
-            unfinished=not_late),
-        Row(s, "lateness max", "ms", tuple(o.lateness()["max_ms"] for o in late),
-            unfinished=not_late),
+        Row(s, "ours: due → finished (claim, dial, call row written and ended, task ended)",
+            "tasks/s", tuple(finished), None, f"{stored:,} stored before"),
+        Row(s, "ours: due → dialed", "tasks/s",
+            tuple(b["due_to_dialed_per_s"] for b in mine_burst)),
     ]  # fmt: skip
+    for setup in setups:
+        outcomes = bursts[setup.name]
+        work = "job writes a call row, then ends it" if setup.job == "calls" else "no-op"
+        done = [o for o in outcomes if isinstance(o, peers.Outcome) and o.finished]
+        rows.append(
+            Row(s, f"{setup.name}: due → job done ({work})", "jobs/s",
+                tuple(o.throughput() for o in done), None, setup.describe(),
+                _not_finished(outcomes))
+        )  # fmt: skip
+        pairs = [
+            mine / o.throughput()
+            for mine, o in zip(finished, outcomes, strict=True)
+            if isinstance(o, peers.Outcome) and o.finished
+        ]
+        rows.append(
+            Row(s, f"ours due → finished / {setup.name}, paired rounds", "ratio", tuple(pairs),
+                unfinished=_not_finished(outcomes))
+        )  # fmt: skip
+    s = f"side by side: {rate}/s for {seconds} s"
+    for figure in ("p50", "p99", "max"):
+        rows.append(
+            Row(s, f"ours: lateness {figure} (dial - due)", "ms",
+                tuple(x[f"{figure}_ms"] for x in mine_late), None, f"{stored_late:,} stored")
+        )  # fmt: skip
+        for setup in setups:
+            outcomes = steadies[setup.name]
+            late = [o for o in outcomes if isinstance(o, peers.Outcome) and o.finished]
+            rows.append(
+                Row(s, f"{setup.name}: lateness {figure} (job start - due)", "ms",
+                    tuple(o.lateness()[f"{figure}_ms"] for o in late), None,
+                    f"{future:,} stored", _not_finished(outcomes))
+            )  # fmt: skip
 
 
-def _outcome_json(outcome: peers.Outcome) -> dict[str, Any]:
+def _outcome_json(outcome: peers.Outcome | str) -> dict[str, Any]:
+    if isinstance(outcome, str):
+        return {"failed": outcome}
     summary: dict[str, Any] = {
         "expected": outcome.expected,
         "left": outcome.left,
@@ -320,12 +398,8 @@ def main() -> int:
         if env_int("BENCH_OURS", 1):
             measure_ours(stack, repeats, rows, extra)
         save(rows, context, found, extra)
-        for kind in kinds:
-            try:
-                measure_peer(kind, stack.database_url, repeats, rows, extra)
-            except Exception as error:  # one peer failing must not lose the rest
-                log(f"{kind} failed: {error!r}")
-                extra[f"{kind}_error"] = repr(error)
+        if kinds:
+            compare_with_peers(stack, kinds, repeats, rows, extra)
             save(rows, context, found, extra)
         if env_int("BENCH_CLAIM_TASKS", 20_000):
             measure_claims(stack, repeats, rows, any(k.startswith("pgqueuer") for k in kinds))
@@ -342,9 +416,6 @@ def save(
     context = {"load_after": ["-"], "minutes": "-"} | context
     repeats = env_int("BENCH_REPEATS", 3)
     table = markdown(rows, context, found, repeats)
-    for kind in peers.KINDS:
-        if f"{kind}_error" in extra:
-            table += f"\n{kind} failed: {extra[f'{kind}_error']}\n"
 
     profiles = {k: v for k, v in extra.items() if k.startswith("profile_")}
     for name, profile in profiles.items():
