@@ -1,10 +1,15 @@
-"""The claim step alone, against the same database: ours vs pgqueuer's dequeue.
+"""The claim step alone, against the same database: ours vs pgqueuer's dequeue, at equal
+batch sizes (BATCHES: 100 and 1,000 for each).
 
 Ours: the dispatcher's three claim statements (lock_queue, count_in_flight, claim_due_tasks:
 the queue's limit enforced) in one transaction, in a loop, then the claimed tasks marked
 finished; the outbox, NATS, dialers and results are left out. The stack's dispatchers must be
-stopped first (they would claim the same tasks).
-pgqueuer: Queries.dequeue (batch 100), then log_jobs(successful) for the batch, in a loop.
+stopped first (they would claim the same tasks). The dispatcher itself claims CLAIM_BATCH
+(1,000) at a time for a lone busy queue.
+pgqueuer: Queries.dequeue, then log_jobs(successful) for the batch, in a loop, on asyncpg (the
+driver its docs recommend), one connection.
+Each repeat starts clean: ours on a new queue whose tasks are deleted afterwards, pgqueuer on
+an emptied queue and log.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from services.dispatcher.scheduler import claim_share
 from services.dispatcher.settings import DispatcherSettings
 
 CLIENT = "bench"
-PGQUEUER_BATCH = 100
+BATCHES = (100, 1000)
 # The dispatcher's own settings (its defaults; the bench does not read its environment):
 # the batch it claims a lone queue's due tasks in.
 CLAIM_BATCH: int = claim_share(DispatcherSettings.model_construct(), due_queues=1)
@@ -80,19 +85,30 @@ async def _ours(dsn: str, queue: int, count: int, batch: int) -> float:
         await engine.dispose()
 
 
-def ours(dsn: str, count: int) -> float:
-    """Claims/s of the dispatcher's claim step (its batch for a lone queue per transaction)."""
+def ours(dsn: str, count: int, batch: int) -> float:
+    """Claims/s of the dispatcher's claim step, `batch` tasks per transaction."""
     queue = _make_due_tasks(dsn, count)
-    return asyncio.run(_ours(dsn, queue, count, CLAIM_BATCH))
+    try:
+        return asyncio.run(_ours(dsn, queue, count, batch))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM tasks WHERE queue_id = %s", (queue,))
+            conn.execute("DELETE FROM queues WHERE id = %s", (queue,))
+            conn.execute("VACUUM ANALYZE tasks")
 
 
-async def _pgqueuer(dsn: str, count: int) -> float:
-    from pgqueuer import PsycopgDriver, Queries
+async def _pgqueuer(dsn: str, count: int, batch: int) -> float:
+    import asyncpg
+    from pgqueuer import Queries
     from pgqueuer.ports.repository import EntrypointExecutionParameter
 
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    queries = Queries(PsycopgDriver(conn))
+    conn = await asyncpg.connect(dsn)
+    queries = Queries.from_asyncpg_connection(conn)
+    if not await queries.schema_is_installed():
+        await queries.install()
     entrypoint = "claim"
+    await queries.clear_queue()
+    await queries.clear_queue_log()
     for offset in range(0, count, 10_000):
         size = min(10_000, count - offset)
         await queries.enqueue([entrypoint] * size, [None] * size, [0] * size)
@@ -102,7 +118,7 @@ async def _pgqueuer(dsn: str, count: int) -> float:
     started = time.perf_counter()
     while done < count:
         jobs = await queries.dequeue(
-            batch_size=PGQUEUER_BATCH,
+            batch_size=batch,
             entrypoints=entrypoints,
             queue_manager_id=manager_id,
             global_concurrency_limit=None,
@@ -117,6 +133,6 @@ async def _pgqueuer(dsn: str, count: int) -> float:
     return rate
 
 
-def pgqueuer(dsn: str, count: int) -> float:
-    """Jobs/s of pgqueuer's dequeue + completion (batch 100), one connection."""
-    return asyncio.run(_pgqueuer(dsn, count))
+def pgqueuer(dsn: str, count: int, batch: int) -> float:
+    """Jobs/s of pgqueuer's dequeue + completion, `batch` jobs per dequeue, one connection."""
+    return asyncio.run(_pgqueuer(dsn, count, batch))

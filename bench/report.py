@@ -63,7 +63,12 @@ class Target:
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: a figure, its unit, the repeats' values, maybe a target."""
+    """One line of the table: a figure, its unit, the repeats' values, maybe a target.
+
+    `unfinished` says, one text per repeat, which repeats did not finish in their time
+    ("did not finish: 3,000 of 12,000 jobs ran in 60 s"): they have no value in `values`,
+    and a row whose repeats all failed to finish shows no number at all.
+    """
 
     section: str
     name: str
@@ -71,6 +76,7 @@ class Row:
     values: tuple[float, ...]
     target: Target | None = None
     note: str = ""
+    unfinished: tuple[str, ...] = ()
 
 
 def _number(value: float) -> str:
@@ -129,9 +135,18 @@ def markdown(
     lines.append("| workload | figure | unit | min | median | max | target | met |")
     lines.append("|---|---|---|---:|---:|---:|---|---|")
     for row in rows:
+        name = row.name + (f" ({row.note})" if row.note else "")
+        if row.unfinished:
+            name += (
+                f"; {len(row.unfinished)} of {len(row.values) + len(row.unfinished)} repeats "
+                + "; ".join(row.unfinished)
+            )
+        if not row.values:  # no repeat finished: nothing was measured
+            target, met = ("", "") if row.target is None else (str(row.target), "no")
+            lines.append(f"| {row.section} | {name} | {row.unit} | — | — | — | {target} | {met} |")
+            continue
         spread = Spread.of(row.values)
         met = "" if row.target is None else ("yes" if row.target.met_by(spread.median) else "no")
-        name = row.name + (f" ({row.note})" if row.note else "")
         lines.append(
             f"| {row.section} | {name} | {row.unit} | {_number(spread.low)} | "
             f"{_number(spread.median)} | {_number(spread.high)} | "

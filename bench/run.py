@@ -14,7 +14,9 @@ Sizes (environment; the defaults are the issue's):
   BENCH_RATE=200           tasks due per second, for BENCH_SECONDS=60
   BENCH_FUTURE_TASKS=1000000  future tasks stored (lateness and scale)
   BENCH_CLAIM_TASKS=20000  tasks per claim-step repeat
-  BENCH_PEERS=pgqueuer,procrastinate   (empty: skip the peers)
+  BENCH_PEERS=pgqueuer,pgqueuer-calls,pgqueuer-psycopg,procrastinate,procrastinate-calls
+                           the peer setups (bench/peers.py SETUPS; empty: skip the peers)
+  BENCH_PEER_TIMEOUT=300   seconds from the due second for a peer's burst to finish
   BENCH_OURS=1             0: skip our system's workloads (a peers-only run)
   BENCH_PROFILE=1          py-spy on the api and the dispatcher
   DISPATCHERS=2 DIALERS=2 APIS=2
@@ -33,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,6 +80,7 @@ def versions(stack: Stack) -> dict[str, str]:
         "NATS": first_line([str(BIN / "nats-server"), "--version"]).split()[-1],
         "Envoy": envoy.split("/")[1] if "/" in envoy else envoy,
         "pgqueuer": peers.version("pgqueuer"),
+        "asyncpg": peers.version("asyncpg"),
         "procrastinate": peers.version("procrastinate"),
     }
 
@@ -193,67 +197,176 @@ def measure_ours(stack: Stack, repeats: int, rows: list[Row], out: dict[str, Any
     ]  # fmt: skip
 
 
-def measure_peer(kind: str, dsn: str, repeats: int, rows: list[Row], out: dict[str, Any]) -> None:
-    n_burst = env_int("BENCH_BURST", 10_000)
-    steady_rate, steady_seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
-    future = env_int("BENCH_FUTURE_TASKS", 1_000_000)
-    peers.install(kind, dsn)
-    with tempfile.TemporaryDirectory() as tmp:
-        with peers.workers(kind, dsn, Path(tmp)) as files:
-            bursts = [peers.burst_run(kind, dsn, f"burst{i}", n_burst) for i in range(repeats)]
-            log(f"{kind}: bursts done")
-            started = time.monotonic()
-            peers.store_future_jobs(kind, dsn, future)
-            out[f"{kind}_future_store_seconds"] = round(time.monotonic() - started, 1)
-            steadies = [
-                peers.steady_run(kind, dsn, f"steady{i}", steady_rate, steady_seconds)
-                for i in range(repeats)
-            ]
-            log(f"{kind}: steady runs done")
-        burst = [read(files) for read in bursts]
-        late = [read(files) for read in steadies]
-    log(f"{kind}: burst {burst}, lateness {late}")
-    setup = (
-        f"{peers.WORKERS} workers, batch {peers.PGQUEUER_BATCH}"
-        if kind == "pgqueuer"
-        else f"{peers.WORKERS} workers x {peers.PROCRASTINATE_CONCURRENCY}"
+def _peer_outcome(kind: str, measure: Callable[[], peers.Outcome]) -> peers.Outcome | str:
+    """One peer repeat, or why it failed (one failure must not lose the rest of the run)."""
+    try:
+        return measure()
+    except Exception as error:
+        log(f"{kind} failed: {error!r}")
+        return f"failed: {error!r}"
+
+
+def _said(outcome: peers.Outcome | str) -> str:
+    if isinstance(outcome, str):
+        return outcome
+    if not outcome.finished:
+        return outcome.unfinished()
+    return f"{outcome.throughput():.0f} jobs/s, lateness {outcome.lateness()}"
+
+
+def _not_finished(outcomes: list[peers.Outcome | str]) -> tuple[str, ...]:
+    return tuple(
+        o if isinstance(o, str) else o.unfinished()
+        for o in outcomes
+        if isinstance(o, str) or not o.finished
     )
+
+
+def compare_with_peers(
+    stack: Stack, kinds: list[str], repeats: int, rows: list[Row], out: dict[str, Any]
+) -> None:
+    """Ours and each peer setup side by side, in rounds: round i runs our repeat i, then each
+    peer's repeat i, back to back, so that a ratio is taken within a pair (this machine is
+    shared, and its load moves within minutes). Every peer repeat runs in a fresh database
+    with fresh workers (bench/peers.py); one that runs out of time is reported as such."""
+    setups = [peers.SETUPS[kind] for kind in kinds]
+    dsn = stack.database_url
+    n_burst = env_int("BENCH_BURST", 10_000)
+    rate, seconds = env_int("BENCH_RATE", 200), env_int("BENCH_SECONDS", 60)
+    future = env_int("BENCH_FUTURE_TASKS", 1_000_000)
+    burst_timeout = env_int("BENCH_PEER_TIMEOUT", 300)
+    grace = 60  # seconds after the last due second for a steady run's jobs to run
+    mine_burst: list[dict[str, float]] = []
+    mine_late: list[dict[str, float]] = []
+    bursts: dict[str, list[peers.Outcome | str]] = {kind: [] for kind in kinds}
+    steadies: dict[str, list[peers.Outcome | str]] = {kind: [] for kind in kinds}
+    with ours.client(stack) as api:
+        stored = ours.stored_tasks(stack)
+        for i in range(repeats):
+            mine_burst.append(ours.burst(stack, api, n_burst))
+            log(f"round {i + 1}, ours burst: {mine_burst[-1]}")
+            for setup in setups:
+                bursts[setup.name].append(
+                    _peer_outcome(
+                        setup.name, partial(peers.burst, setup, dsn, i, n_burst, burst_timeout)
+                    )
+                )
+                log(f"round {i + 1}, {setup.name} burst: {_said(bursts[setup.name][-1])}")
+        if ours.stored_tasks(stack) < future:  # measure_ours stored them if it ran
+            ours.store_future_tasks(stack, api, future)
+        stored_late = ours.stored_tasks(stack)
+        for i in range(repeats):
+            mine_late.append(ours.lateness(stack, api, rate, seconds))
+            log(f"round {i + 1}, ours lateness: {mine_late[-1]}")
+            for setup in setups:
+                steadies[setup.name].append(
+                    _peer_outcome(
+                        setup.name,
+                        partial(peers.steady, setup, dsn, i, rate, seconds, future, grace),
+                    )
+                )
+                log(f"round {i + 1}, {setup.name} steady: {_said(steadies[setup.name][-1])}")
+    out["peer_outcomes"] = {
+        kind: {
+            "burst": [_outcome_json(o) for o in bursts[kind]],
+            "steady": [_outcome_json(o) for o in steadies[kind]],
+        }
+        for kind in kinds
+    }
+    finished = [b["due_to_finished_per_s"] for b in mine_burst]
+    s = f"side by side: {n_burst:,} due at once"
     rows += [
-        Row(f"{kind}: {n_burst:,} due at once", "due → run (no-op)", "jobs/s", tuple(burst),
-            None, setup),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "lateness p50", "ms", tuple(x["p50_ms"] for x in late)),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "lateness p99", "ms", tuple(x["p99_ms"] for x in late)),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "lateness max", "ms", tuple(x["max_ms"] for x in late)),
-        Row(f"{kind}: {steady_rate}/s for {steady_seconds} s, {future:,} stored",
-            "jobs not run 60 s after the last due second", "jobs",
-            tuple(x["not_run"] for x in late)),
+        Row(s, "ours: due → finished (claim, dial, call row written and ended, task ended)",
+            "tasks/s", tuple(finished), None, f"{stored:,} stored before"),
+        Row(s, "ours: due → dialed", "tasks/s",
+            tuple(b["due_to_dialed_per_s"] for b in mine_burst)),
     ]  # fmt: skip
+    for setup in setups:
+        outcomes = bursts[setup.name]
+        work = "job writes a call row, then ends it" if setup.job == "calls" else "no-op"
+        done = [o for o in outcomes if isinstance(o, peers.Outcome) and o.finished]
+        rows.append(
+            Row(s, f"{setup.name}: due → job done ({work})", "jobs/s",
+                tuple(o.throughput() for o in done), None, setup.describe(),
+                _not_finished(outcomes))
+        )  # fmt: skip
+        pairs = [
+            mine / o.throughput()
+            for mine, o in zip(finished, outcomes, strict=True)
+            if isinstance(o, peers.Outcome) and o.finished
+        ]
+        rows.append(
+            Row(s, f"ours due → finished / {setup.name}, paired rounds", "ratio", tuple(pairs),
+                unfinished=_not_finished(outcomes))
+        )  # fmt: skip
+    s = f"side by side: {rate}/s for {seconds} s"
+    for figure in ("p50", "p99", "max"):
+        rows.append(
+            Row(s, f"ours: lateness {figure} (dial - due)", "ms",
+                tuple(x[f"{figure}_ms"] for x in mine_late), None, f"{stored_late:,} stored")
+        )  # fmt: skip
+        for setup in setups:
+            outcomes = steadies[setup.name]
+            late = [o for o in outcomes if isinstance(o, peers.Outcome) and o.finished]
+            rows.append(
+                Row(s, f"{setup.name}: lateness {figure} (job start - due)", "ms",
+                    tuple(o.lateness()[f"{figure}_ms"] for o in late), None,
+                    f"{future:,} stored", _not_finished(outcomes))
+            )  # fmt: skip
+
+
+def _outcome_json(outcome: peers.Outcome | str) -> dict[str, Any]:
+    if isinstance(outcome, str):
+        return {"failed": outcome}
+    summary: dict[str, Any] = {
+        "expected": outcome.expected,
+        "left": outcome.left,
+        "allowed_s": outcome.allowed_s,
+        "finished": outcome.finished,
+    }
+    if outcome.finished:
+        summary |= {"jobs_per_s": round(outcome.throughput(), 1)} | outcome.lateness()
+    else:
+        summary["unfinished"] = outcome.unfinished()
+    return summary
 
 
 def measure_claims(stack: Stack, repeats: int, rows: list[Row], with_pgqueuer: bool) -> None:
+    """The claim step at equal batch sizes; ours and pgqueuer's repeat i run back to back
+    (who goes first alternates), and the ratio is taken per pair."""
     count = env_int("BENCH_CLAIM_TASKS", 20_000)
     for index in range(stack.settings.dispatchers):
         stack.stop_child(f"dispatcher-{index}")  # they would claim the same tasks
     dsn = stack.database_url
-    mine = repeat(repeats, "claim step", lambda: claim.ours(dsn, count))
     s = "claim step alone, same database"
-    rows.append(
-        Row(s, f"ours: lock queue + count in flight + claim {claim.CLAIM_BATCH} + mark done",
-            "tasks/s", tuple(mine))
-    )  # fmt: skip
-    if with_pgqueuer:
-        theirs = repeat(repeats, "pgqueuer dequeue", lambda: claim.pgqueuer(dsn, count))
+    for batch in claim.BATCHES:
+        mine: list[float] = []
+        theirs: list[float] = []
+        for i in range(repeats):
+            ours_first = i % 2 == 0 or not with_pgqueuer
+            if ours_first:
+                mine.append(claim.ours(dsn, count, batch))
+            if with_pgqueuer:
+                theirs.append(claim.pgqueuer(dsn, count, batch))
+            if not ours_first:
+                mine.append(claim.ours(dsn, count, batch))
+            log(f"claim {batch} #{i + 1}: ours {mine[-1]:.0f}" + (
+                f", pgqueuer {theirs[-1]:.0f}, ratio {mine[-1] / theirs[-1]:.2f}"
+                if with_pgqueuer else ""
+            ))  # fmt: skip
+        dispatcher = " (the dispatcher's batch)" if batch == claim.CLAIM_BATCH else ""
         rows.append(
-            Row(s, f"pgqueuer: dequeue {claim.PGQUEUER_BATCH} + log done", "jobs/s", tuple(theirs))
-        )
-        rows.append(
-            Row(s, "ours / pgqueuer", "ratio",
-                tuple(a / b for a, b in zip(sorted(mine), sorted(theirs), strict=True)),
-                Target(1.0, True))
+            Row(s, f"ours: lock queue + count in flight + claim {batch:,} + mark done"
+                f"{dispatcher}", "tasks/s", tuple(mine))
         )  # fmt: skip
+        if with_pgqueuer:
+            rows += [
+                Row(s, f"pgqueuer (asyncpg): dequeue {batch:,} + log done", "jobs/s",
+                    tuple(theirs)),
+                Row(s, f"ours / pgqueuer, batch {batch:,}, paired repeats", "ratio",
+                    tuple(a / b for a, b in zip(mine, theirs, strict=True)),
+                    Target(1.0, True)),
+            ]  # fmt: skip
 
 
 def main() -> int:
@@ -272,7 +385,8 @@ def main() -> int:
             ("BENCH_SINGLE_SECONDS", "10"), ("BENCH_BURST", "10000"), ("BENCH_RATE", "200"),
             ("BENCH_SECONDS", "60"), ("BENCH_FUTURE_TASKS", "1000000"),
             ("BENCH_CLAIM_TASKS", "20000"), ("DISPATCHERS", "2"), ("DIALERS", "2"),
-            ("APIS", "2"),
+            ("APIS", "2"), ("BENCH_OURS", "1"), ("BENCH_PROFILE", "1"),
+            ("BENCH_PEERS", ",".join(peers.KINDS)), ("BENCH_PEER_TIMEOUT", "300"),
         ]
     }  # fmt: skip
     started = time.monotonic()
@@ -284,15 +398,11 @@ def main() -> int:
         if env_int("BENCH_OURS", 1):
             measure_ours(stack, repeats, rows, extra)
         save(rows, context, found, extra)
-        for kind in kinds:
-            try:
-                measure_peer(kind, stack.database_url, repeats, rows, extra)
-            except Exception as error:  # one peer failing must not lose the rest
-                log(f"{kind} failed: {error!r}")
-                extra[f"{kind}_error"] = repr(error)
+        if kinds:
+            compare_with_peers(stack, kinds, repeats, rows, extra)
             save(rows, context, found, extra)
         if env_int("BENCH_CLAIM_TASKS", 20_000):
-            measure_claims(stack, repeats, rows, "pgqueuer" in kinds)
+            measure_claims(stack, repeats, rows, any(k.startswith("pgqueuer") for k in kinds))
     context["load_after"] = [round(x, 2) for x in os.getloadavg()]
     context["minutes"] = round((time.monotonic() - started) / 60, 1)
     print(save(rows, context, found, extra))
@@ -306,9 +416,6 @@ def save(
     context = {"load_after": ["-"], "minutes": "-"} | context
     repeats = env_int("BENCH_REPEATS", 3)
     table = markdown(rows, context, found, repeats)
-    for kind in peers.KINDS:
-        if f"{kind}_error" in extra:
-            table += f"\n{kind} failed: {extra[f'{kind}_error']}\n"
 
     profiles = {k: v for k, v in extra.items() if k.startswith("profile_")}
     for name, profile in profiles.items():
@@ -329,6 +436,7 @@ def save(
                 "note": r.note,
                 "unit": r.unit,
                 "values": [round(v, 2) for v in r.values],
+                "did_not_finish": list(r.unfinished),
                 "target": None if r.target is None else str(r.target),
             }
             for r in rows

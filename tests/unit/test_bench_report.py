@@ -40,3 +40,18 @@ def test_table_has_one_line_per_row() -> None:
     table = markdown(rows, context, {"Python": "3.11"}, repeats=3)
     assert "| ours | due → dialed | tasks/s | 900 | 1,000 | 1,100 | ≥ 5,000 | no |" in table
     assert "| pgqueuer | lateness p50 | ms | 1.25 | 2.50 | 3.75 |  |  |" in table
+
+
+def test_unfinished_repeats_show_as_such_never_as_numbers() -> None:
+    context = {
+        "cpu": "cpu", "cores": 2, "memory_gib": 4.0, "kernel": "6", "load_before": [1.0],
+        "load_after": [2.0], "started": "now", "minutes": 1.0, "sizes": {},
+    }  # fmt: skip
+    late = "did not finish: 3,000 of 12,000 jobs ran in 60 s"
+    rows = [
+        Row("peer", "lateness p50", "ms", (), unfinished=(late, late)),
+        Row("peer", "lateness p99", "ms", (40.0,), unfinished=(late,)),
+    ]
+    table = markdown(rows, context, {}, repeats=2)
+    assert f"| peer | lateness p50; 2 of 2 repeats {late}; {late} | ms | — | — | — |  |  |" in table
+    assert f"| peer | lateness p99; 1 of 2 repeats {late} | ms | 40 | 40 | 40 |  |  |" in table
