@@ -157,8 +157,11 @@ class ChaosPhones:
                     phone.stop()
 
     def traces(self) -> dict[str, list[Path]]:
+        """Per phone: its message traces, and its error logs (where sipp notes the calls it
+        aborted)."""
         return {
             name: sorted(phone.workdir.glob("*_messages.log"))
+            + sorted(phone.workdir.glob("*_errors.log"))
             for name, phone in self.phones.items()
         }
 
@@ -252,6 +255,7 @@ class LegSeen:
     last: datetime | None = None
     bye: datetime | None = None
     final: datetime | None = None  # a non-2xx final response to the initial INVITE
+    aborted: datetime | None = None  # the phone gave the call up (sipp's error log)
     outcome: str = ""  # the phone's final response to the INVITE, e.g. "200 OK", "486 Busy Here"
 
     @property
@@ -260,15 +264,22 @@ class LegSeen:
 
     @property
     def end(self) -> datetime | None:
-        return self.bye or self.final or self.last
+        """When the call ended at the phone: the first BYE, final failure or abort; else
+        the last message seen."""
+        ends = [at for at in (self.bye, self.final, self.aborted) if at is not None]
+        return min(ends) if ends else self.last
 
 
 def legs_seen(traces: dict[str, list[Path]]) -> tuple[dict[str, LegSeen], Counter[str]]:
     """Every leg the phones saw, by Call-ID; and the messages no leg could be named for."""
     legs: dict[str, LegSeen] = {}
     strays: Counter[str] = Counter()
+    aborts: list[tuple[str, datetime]] = []
     for phone, paths in traces.items():
         for path in paths:
+            if path.name.endswith("_errors.log"):
+                aborts += read_aborts(path)
+                continue
             for event in read_trace(path, phone):
                 named = _CALL_ID.match(event.call_id)
                 if named is None:
@@ -291,7 +302,23 @@ def legs_seen(traces: dict[str, list[Path]]) -> tuple[dict[str, LegSeen], Counte
                         leg.outcome = event.first_line.removeprefix("SIP/2.0 ")
                     if event.status >= 300:
                         leg.final = min(leg.final or event.at, event.at)
+    for call_id, at in aborts:
+        if call_id in legs:
+            leg = legs[call_id]
+            leg.aborted = min(leg.aborted or at, at)
     return legs, strays
+
+
+# sipp's error log: entries not always on lines of their own.
+_ABORT = re.compile(
+    r"(\d{4}-\d\d-\d\d)\t(\d\d:\d\d:\d\d\.\d+)\t[\d.]+: Aborting call[^']*Call-Id '([^']+)'"
+)
+
+
+def read_aborts(path: Path) -> Iterator[tuple[str, datetime]]:
+    """The calls a phone aborted (an unexpected message, a retransmission timeout), when."""
+    for match in _ABORT.finditer(path.read_text(errors="replace")):
+        yield match[3], datetime.fromisoformat(f"{match[1]} {match[2]}")
 
 
 # --- the invariants ---------------------------------------------------------------------------

@@ -317,18 +317,32 @@ def free_phone_port(*hosts: str) -> int:
 ChaosBehaviour = Literal["a", "b", "busy", "no_answer"]
 
 
+def _wait(request: str, label: str, timeout: str = "{patience}", *, again: str = "") -> str:
+    """Wait for `request`, or go on at `label` after `timeout` ms. With `again`: the INVITE
+    sent again before the wait (the controller retransmits it when the phone answers late)
+    takes the phone back to `again`, to answer it again: sipp recognises a retransmission by
+    itself only until a pause or a timed wait has run, and else fails the call on it."""
+    retransmitted = (
+        f'  <recv request="INVITE" optional="true" next="{again}" timeout="{timeout}" '
+        f'ontimeout="{label}"/>\n'
+        if again
+        else ""
+    )
+    return f'{retransmitted}  <recv request="{request}" timeout="{timeout}" ontimeout="{label}"/>\n'
+
+
 def _cancelled(label: str) -> str:
     """While ringing: a CANCEL is answered (200, then 487 to the INVITE, RFC 3261 9.2), else
-    the phone goes on at `label` when the wait is over."""
+    the phone goes on at `label` when the ring time is over."""
     cancelled = _RESPONSE_HEAD.format(
         status="487 Request Terminated", to=_TAGGED_TO, cseq="CSeq: [$invite_cseq] INVITE"
     )
     return "".join(
         [
-            f'  <recv request="CANCEL" timeout="{{ring}}" ontimeout="{label}"/>\n',
+            _wait("CANCEL", label, "{ring}", again="ringing"),
             _response("200 OK", tagged=False),
             _send(cancelled),
-            '  <recv request="ACK" timeout="{patience}" ontimeout="end"/>\n',
+            _wait("ACK", "end"),
             '  <nop next="end"/>\n',
         ]
     )
@@ -337,9 +351,9 @@ def _cancelled(label: str) -> str:
 def patient_scenario(
     behaviour: ChaosBehaviour, *, ring_ms: int = 100, talk_ms: int = 300, patience_ms: int = 3000
 ) -> str:
-    """A phone for runs where the controller may die at any moment (bench/chaos.py): every
-    wait is bounded, so each call ends at the phone by itself, and the phone never fails a
-    call over an unexpected order of messages it can handle.
+    """A phone for runs where the controller may die at any moment (bench/chaos.py): it takes
+    any number of calls, every wait is bounded, so each call ends at the phone by itself, and
+    an INVITE sent again is answered again.
 
     - "a": rings `ring_ms` (a CANCEL stops it), answers with an offer, takes the ACK, then
       either a BYE (B failed, or another A number won) or the re-INVITE with B's media; then
@@ -349,42 +363,53 @@ def patient_scenario(
     - "busy": 486 at once. "no_answer": rings until CANCELled (or `patience_ms`, then 480).
     """
     captures = () if behaviour == "busy" else ("dialog", "cseq")
-    steps = [_recv("INVITE", captures=captures), _response("100 Trying", tagged=False)]
+    steps = [_recv("INVITE", captures=captures)]
     if behaviour == "busy":
         steps += [
+            '  <label id="busy"/>\n',
             _response("486 Busy Here"),
-            '  <recv request="ACK" timeout="{patience}" ontimeout="end"/>\n',
+            _wait("ACK", "end", again="busy"),
             '  <label id="end"/>\n',
         ]
         return _finish(steps, ring_ms, patience_ms)
-    steps.append(_response("180 Ringing"))
+    steps += [
+        '  <label id="ringing"/>\n',
+        _response("100 Trying", tagged=False),
+        _response("180 Ringing"),
+    ]
     if behaviour == "no_answer":
         ring_ms = patience_ms  # rings until CANCELled, or gives up
-        steps += [_cancelled("unanswered"), '  <label id="unanswered"/>\n']
         unavailable = _RESPONSE_HEAD.format(
             status="480 Temporarily Unavailable",
             to=_TAGGED_TO,
             cseq="CSeq: [$invite_cseq] INVITE",
         )
         steps += [
+            _cancelled("unanswered"),
+            '  <label id="unanswered"/>\n',
             _send(unavailable),
-            '  <recv request="ACK" timeout="{patience}" ontimeout="end"/>\n',
+            _wait("ACK", "end"),
+            '  <nop next="end"/>\n',
         ]
-        steps.append('  <nop next="end"/>\n')
         return _finish([*steps, *_hang_up_and_end()], ring_ms, patience_ms)
-    steps += [_cancelled("answer"), '  <label id="answer"/>\n']
-    steps.append(_response("200 OK", sdp=True))
-    steps.append('  <recv request="ACK" timeout="{patience}" ontimeout="hang_up"/>\n')
+    steps += [
+        _cancelled("answer"),
+        '  <label id="answer"/>\n',
+        _response("200 OK", sdp=True),
+        _wait("ACK", "hang_up", again="answer"),
+    ]
     if behaviour == "a":
         steps += [
-            '  <recv request="BYE" optional="true" next="bye"/>\n',
-            '  <recv request="INVITE" timeout="{patience}" ontimeout="hang_up"/>\n',
+            # The timeout of a wait is the first step's, optional or not.
+            '  <recv request="BYE" optional="true" next="bye" timeout="{patience}" '
+            'ontimeout="hang_up"/>\n',
+            _wait("INVITE", "hang_up"),
             _response("200 OK", tagged=False, sdp=True),
-            '  <recv request="ACK" timeout="{patience}" ontimeout="hang_up"/>\n',
-            '  <recv request="BYE" timeout="{patience}" ontimeout="hang_up"/>\n',
+            _wait("ACK", "hang_up"),
+            _wait("BYE", "hang_up"),
         ]
     else:
-        steps.append(f'  <recv request="BYE" timeout="{talk_ms}" ontimeout="hang_up"/>\n')
+        steps.append(_wait("BYE", "hang_up", str(talk_ms)))
     steps += [
         '  <label id="bye"/>\n',
         _response("200 OK", tagged=False),
@@ -397,7 +422,7 @@ def _hang_up_and_end() -> list[str]:
     return [
         '  <label id="hang_up"/>\n',
         _send(_BYE),
-        '  <recv response="200" timeout="{patience}" ontimeout="end"/>\n',
+        _wait("200", "end").replace("request=", "response="),
         '  <label id="end"/>\n',
     ]
 
