@@ -45,7 +45,14 @@ from random import Random
 from typing import Any, NamedTuple
 
 from tests.e2e.dispatch_helpers import max_overlap
-from tests.sip.phones import ChaosBehaviour, Phone, free_phone_port, patient_scenario, start_phone
+from tests.sip.phones import (
+    PATIENT_ARGS,
+    ChaosBehaviour,
+    Phone,
+    free_phone_port,
+    patient_scenario,
+    start_phone,
+)
 
 # The dialers' timings: a no-answer phone rings until RING_TIMEOUT; B hangs up long before
 # MAX_CALL. Longest call: 2 x 1 + 2 = 4 s.
@@ -87,6 +94,12 @@ B_BUSY_SHARE = 0.07
 EXTENDED_SHARE = 0.15
 
 
+def task_of_number(number: str) -> str:
+    """The name of the task a number was made for (its last six digits are the task's
+    index, see task_numbers): what a phone's trace tells of a call without our records."""
+    return f"chaos-{int(number[-6:])}" if number[-6:].isdigit() else "?"
+
+
 def task_numbers(index: int, rng: Random) -> dict[str, Any]:
     """The numbers of task `index`: which phones its A and B numbers reach."""
     a_phone = rng.choices(list(A_WEIGHTS), weights=list(A_WEIGHTS.values()))[0]
@@ -124,7 +137,7 @@ class ChaosPhones:
                 port=self.port,
                 timeout_seconds=None,
                 workdir=self.folder / spec.name,
-                extra_args=("-trace_msg", "-T2", str(T2_MS)),
+                extra_args=(*PATIENT_ARGS, "-trace_msg", "-T2", str(T2_MS)),
             )
 
     def dialer_env(self) -> dict[str, str]:
@@ -248,6 +261,7 @@ class LegSeen:
     call_uuid: str
     leg: str
     phones: set[str] = field(default_factory=set)
+    number: str = ""  # the user part of the INVITE's Request-URI: the number called
     # Initial INVITE transactions received (no To tag): (branch, CSeq number), first time.
     invites: dict[tuple[str, int], datetime] = field(default_factory=dict)
     invite_copies: int = 0  # INVITEs received, retransmissions included
@@ -294,6 +308,8 @@ def legs_seen(traces: dict[str, list[Path]]) -> tuple[dict[str, LegSeen], Counte
                 if event.direction == "R" and event.request == "INVITE" and not event.to_tag:
                     leg.invites.setdefault((event.branch, event.cseq), event.at)
                     leg.invite_copies += 1
+                    called = re.match(r"INVITE sips?:([^@;>\s]+)@", event.first_line)
+                    leg.number = leg.number or (called[1] if called else "")
                 if event.request == "BYE" or (event.method == "BYE" and event.status):
                     leg.bye = min(leg.bye or event.at, event.at)
                 initial = any(cseq == event.cseq for _, cseq in leg.invites)
@@ -384,8 +400,33 @@ def check_sip_invariants(
     unknown = sorted(uuid for uuid in by_uuid if uuid not in row_of)
     check(
         not unknown,
-        f"calls the phones received that no calls row knows: {len(unknown)}"
-        + (f" (e.g. {', '.join(u[:8] for u in unknown[:5])})" if unknown else ""),
+        f"calls the phones received that no calls row knows: {len(unknown)}",
+    )
+    for uuid in unknown[:10]:
+        seen = sorted(by_uuid[uuid], key=lambda leg: leg.call_id)
+        say(
+            f"  call {uuid} (no calls row), by its numbers for "
+            f"{', '.join(sorted({task_of_number(leg.number) for leg in seen}))}: "
+            + "; ".join(
+                f"{leg.leg}@{'/'.join(sorted(leg.phones))} {leg.number} {len(leg.invites)} "
+                f"INVITE {leg.start:%H:%M:%S.%f} -> {leg.outcome or 'no final response'}"
+                for leg in seen
+                if leg.start is not None
+            )
+        )
+    # The calls rows' mapping checked against the numbers the phones were called at.
+    name_of = {int(t["id"]): str(t["name"]) for t in tasks}
+    mismatched = sorted(
+        leg.call_id
+        for leg in legs.values()
+        if leg.call_uuid in row_of
+        and leg.number
+        and task_of_number(leg.number) != name_of.get(row_of[leg.call_uuid].task_id)
+    )
+    check(
+        not mismatched,
+        f"legs whose number belongs to another task than their calls row's: {len(mismatched)}"
+        + (f" (e.g. {mismatched[:3]})" if mismatched else ""),
     )
 
     # 1. No (task, attempt, leg) INVITEd twice: distinct INVITE transactions per leg name,

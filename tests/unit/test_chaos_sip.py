@@ -62,9 +62,8 @@ def run_checks(phones: ChaosPhones, calls: list[CallRow], limit: int = 1) -> lis
         if not ok:
             failures.append(text)
 
-    task: dict[str, Any] = {
-        "id": 7, "status": "finished", "attempts": 2, "try_count": 2, "finish_result": "failed"
-    }  # fmt: skip
+    task: dict[str, Any] = {"id": 7, "name": "chaos-1", "status": "finished", "attempts": 2}
+    task |= {"try_count": 2, "finish_result": "failed"}
     check_sip_invariants([task], calls, {1: limit}, phones, lambda _: None, check)
     return failures
 
