@@ -26,6 +26,13 @@ CLAIMS_HELD = Counter(
     "Claims of tenants with due work cut short by a tenant quota or the dialers' capacity",
     ["reason"],
 )
+ROWS_PURGED = Counter(
+    "callback_rows_purged", "Rows deleted by the retention purge, by table", ["table"]
+)
+ATTEMPTS_REDIALED = Counter(
+    "callback_attempts_redialed",
+    "Attempts dialed again because no call was placed for them (no try spent)",
+)
 ATTEMPTS_ENDED = Counter("callback_attempts_ended", "Attempts ended, by outcome", ["outcome"])
 QUEUE_IN_FLIGHT = Gauge(
     "callback_queue_in_flight", "Callbacks in progress per queue, at its last claim", ["queue_id"]

@@ -108,6 +108,12 @@ class Task(Base):
             "client_id",
             postgresql_where=text("status = 'executed'"),
         ),
+        # The retention purge: finished tasks, oldest first.
+        Index(
+            "ix_tasks_finished",
+            "finished_at",
+            postgresql_where=text("status = 'finished'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -139,14 +145,23 @@ class Task(Base):
     next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # While executed: when the attempt counts as lost if no result has arrived.
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Times the current attempt was dialed again because no call was placed for it (its dial
+    # request was lost, refused as too late, or its dialer died before dialing): such a
+    # request spends no try. Back to 0 when the next attempt starts.
+    redials: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When the task finished (NULL before; and for tasks finished before migration 0013
+    # until the retention purge gives them one).
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Call(Base):
     """One call placed for one attempt of a task; owned by the dialer.
 
-    Inserted by the dialer just before it dials: the unique (task_id, attempt) makes a
-    second call for the same attempt impossible, whatever redelivers. No foreign key to
-    tasks, on purpose: the record outlives a deleted task.
+    Inserted by the dialer when it takes the dial request, before the call is due (the work
+    a phone would otherwise wait for), and marked `dialed_at` once the call was handed to
+    the telephony backend. The unique (task_id, attempt) makes a second call for the same
+    attempt impossible, whatever redelivers. No foreign key to tasks, on purpose: the
+    record outlives a deleted task.
     """
 
     __tablename__ = "calls"
@@ -179,7 +194,14 @@ class Call(Base):
     # "in_progress" until the call ends, then its result (see CallRecord.result).
     result: Mapped[str] = mapped_column(String(16), server_default="in_progress")
     comment: Mapped[str] = mapped_column(Text, server_default="")
+    # When the call was dialed (= dialed_at); until then, when the row was recorded.
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When the dialer handed the call to its backend; NULL: not dialed (yet). A row never
+    # dialed is no call: the attempt is dialed again without spending a try.
+    dialed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The recording dialer dials the call before this time (the database's clock) or not at
+    # all; after it, a redelivered request may take the row over and dial it.
+    dial_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When A and B were connected, noted by the dispatcher as it announced `success`, or by
     # the dialer for a task without url_success: an attempt whose end is then never

@@ -1,14 +1,17 @@
 """Dial requests (NATS) -> calls through the telephony backend -> call events (NATS).
 
 Requests come in batches (DialRequests: the tasks one claim started), up to the
-dispatcher's lookahead before they are due: they wait here (not acknowledged, so a dialer
-that dies meanwhile loses nothing) and are dialed at their time.
+dispatcher's lookahead before they are due. Their calls are recorded in PostgreSQL at once,
+before they are due, and dialed at their time; the message is acknowledged once all are
+dialed (a dialer that dies meanwhile loses nothing: the redelivered request takes over a
+record its dialer did not dial by its deadline).
 
-Delivery, per message: all its requests recorded in PostgreSQL -> ack (each is dialed as
-it is recorded); attempt no longer current or already dialed, or too little of its lease
-left for the longest call -> not dialed; database down -> nak with a delay; unreadable ->
-term. A batch bigger than the room left for calls: the first ones are taken and the rest
-re-published for any dialer, before the ack, so that nothing is lost.
+Delivery, per message: recorded -> dialed at the due time -> ack; attempt no longer current
+or already dialed, or too little of its lease left for the longest call -> not dialed (the
+dispatcher dials an attempt that placed no call again, without spending a try); database
+down -> nak with a delay; unreadable -> term. A batch bigger than the room left for calls:
+the first ones are taken and the rest re-published for any dialer, before the ack, so that
+nothing is lost.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -43,6 +47,15 @@ DEFAULT_EXTENSION = 0
 # A request is never held longer than this, whatever its due time says: the dispatcher
 # claims at most 5 s ahead, and a dialer whose clock runs behind must not sit on requests.
 MAX_HOLD_SECONDS = 5.0
+# The mark before a dial starts early by its recent duration (a moving average with this
+# weight for the latest), at most this much: the longer it leads, the longer a dialer killed
+# between mark and dial leaves a try spent without a call.
+MARK_LEAD_WEIGHT = 0.2
+MAX_MARK_LEAD_SECONDS = 0.05
+# A recorded call is dialed within its hold plus this, or never by this dialer: after that a
+# redelivery of its request (its dialer died meanwhile) may take the record over. Covers a
+# loop held up by a burst of work, not a paused process.
+DIAL_GRACE_SECONDS = 2.0
 OUTCOMES = {
     "connected": events_pb2.CALL_OUTCOME_CONNECTED,
     "a_busy": events_pb2.CALL_OUTCOME_A_BUSY,
@@ -53,6 +66,14 @@ OUTCOMES = {
     "b_rejected": events_pb2.CALL_OUTCOME_B_REJECTED,
     "error": events_pb2.CALL_OUTCOME_ERROR,
 }
+
+
+class _ToDial(NamedTuple):
+    """A call this dialer recorded: the tenant's account for it (None: the operator's
+    default), and its record's deadline."""
+
+    account: tuple[str, str] | None
+    record: repository.Recorded
 
 
 def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
@@ -109,6 +130,9 @@ class Dialer:
         self._records = RecordWriter(engine, self._events, settings.report_retry_seconds)
         self._writers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # How long marking calls dialed usually takes (moving average): started that much
+        # before their due time.
+        self._mark_lead = 0.0
 
     def stop(self) -> None:
         """Take no new calls; the ones in progress go on until they end."""
@@ -173,7 +197,7 @@ class Dialer:
                 self._jetstream,
                 bus.SUBJECT_DIAL,
                 payload,
-                f"dial-rest:{first.task_id}:{first.attempt}",
+                f"dial-rest:{first.call_uuid}",
             )
         except Exception as err:
             log.warning("could not pass on", extra={"action": "pass_on", "error": repr(err)})
@@ -182,21 +206,47 @@ class Dialer:
         return True
 
     async def _dial_when_due(self, msg: Msg, requests: Sequence[events_pb2.DialRequest]) -> None:
-        """Start each group of calls at its due time (held at most MAX_HOLD_SECONDS), then
-        acknowledge the message."""
+        """Record the calls at once, start each group of them at its due time (held at most
+        MAX_HOLD_SECONDS), then acknowledge the message. Recording is the work a phone
+        would otherwise wait for: done here, it is done before the due time (the
+        dispatcher's lookahead)."""
         received = time.time()
+        groups = _by_due_time(requests, received * 1000)
+        hold = min(max(groups[-1][0] / 1000 - received, 0.0), MAX_HOLD_SECONDS)
         waiting = len(requests)
         try:
-            for due_ms, group in _by_due_time(requests, received * 1000):
-                wait = min(due_ms / 1000, received + MAX_HOLD_SECONDS) - time.time()
+            recorded_at = time.monotonic()
+            recorded = await self._record_calls(requests, hold)
+            if recorded is None:
+                await bus.settle(msg, "nak", delay=1.0)
+                return
+            for index, (due_ms, group) in enumerate(groups):
+                due = min(due_ms / 1000, received + MAX_HOLD_SECONDS)
+                # The mark is started its own usual duration early, so that it is
+                # committed when the calls are due, not after.
+                wait = due - self._mark_lead - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if self._stopping:  # another dialer takes them now, not after the ack wait
+                    later = [r.call_uuid for _, rest in groups[index:] for r in rest]
+                    await self._release(later)
                     await bus.settle(msg, "nak")
                     return
-                if not await self._start_calls(group):
-                    await bus.settle(msg, "nak", delay=1.0)
-                    return
+                mine = {
+                    r.call_uuid: recorded[r.call_uuid] for r in group if r.call_uuid in recorded
+                }
+                dialed = await self._mark_dialed(mine, recorded_at, due)
+                early = due - time.time()
+                if dialed and early > 0:
+                    await asyncio.sleep(early)
+                for request in group:
+                    if request.call_uuid in dialed:
+                        self._dial(request, mine[request.call_uuid].account)
+                    elif request.call_uuid in mine:
+                        log.warning(
+                            "not dialing: past the deadline of its record",
+                            extra={"action": "too_late", **_ids(request)},
+                        )
                 self._held_count -= len(group)
                 waiting -= len(group)
             # The calls rows now guard the attempts: a redelivery can never dial them again.
@@ -205,15 +255,46 @@ class Dialer:
             self._held_count -= waiting
             self._slot_free.set()  # what was not started (nak) frees its room too
 
+    async def _mark_dialed(
+        self, calls: dict[str, _ToDial], recorded_at: float, due: float
+    ) -> set[str]:
+        """Mark the calls dialed (committed before any is dialed, so that an attempt whose
+        call may have rung is never dialed again); the ones marked. The database being
+        unavailable, tried again until their deadline: not marked, they are not dialed, and
+        their attempts are dialed again without spending a try."""
+        if not calls:
+            return set()
+        deadline = recorded_at + max(call.record.within for call in calls.values())
+        records = {uuid: call.record for uuid, call in calls.items()}
+        delay = 0.05
+        while True:
+            try:
+                began = time.monotonic()
+                async with transaction(self._engine) as conn:
+                    marked = await repository.mark_calls_dialed(
+                        conn, records, datetime.fromtimestamp(due, UTC)
+                    )
+                took = min(time.monotonic() - began, MAX_MARK_LEAD_SECONDS)
+                self._mark_lead += (took - self._mark_lead) * MARK_LEAD_WEIGHT
+                return marked
+            except StorageUnavailable:
+                if time.monotonic() + delay > deadline:
+                    return set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
         self._slot_free.set()
         if not call.cancelled() and call.exception() is not None:
             log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
 
-    async def _start_calls(self, requests: Sequence[events_pb2.DialRequest]) -> bool:
-        """Record a group of calls in one transaction, then place each one concurrently;
-        False if the database was unavailable (nothing recorded)."""
+    async def _record_calls(
+        self, requests: Sequence[events_pb2.DialRequest], hold: float
+    ) -> dict[str, _ToDial] | None:
+        """Record the calls (due within `hold` seconds) in one transaction; the ones to
+        dial, with the tenant's account for each (None: the operator's default), or None
+        if the database was unavailable (nothing recorded)."""
         new_calls = [
             repository.NewCall(
                 call_uuid=request.call_uuid,
@@ -228,30 +309,46 @@ class Dialer:
         pairs = {(r.client_id, r.extension_id) for r in requests}
         try:
             async with transaction(self._engine) as conn:
-                started = await repository.start_calls(
-                    conn, new_calls, self._settings.longest_call_seconds
+                started = await repository.record_calls(
+                    conn,
+                    new_calls,
+                    self._settings.longest_call_seconds,
+                    hold,
+                    DIAL_GRACE_SECONDS,
                 )
                 accounts = await repository.tenant_accounts(conn, pairs)
         except StorageUnavailable:
-            return False
+            return None
+        recorded: dict[str, _ToDial] = {}
         for request in requests:
             if request.call_uuid in started.too_late:
                 log.warning(
                     "not dialing: the attempt's lease ends before the longest call could",
                     extra={"action": "too_late", **_ids(request)},
                 )
-                continue
-            if request.call_uuid not in started.may_dial:
+            elif request.call_uuid not in started.may_dial:
                 log.info(
                     "not dialing: attempt gone or already dialed",
                     extra={"action": "skip", **_ids(request)},
                 )
-                continue
-            account = accounts.get((request.client_id, request.extension_id))
-            call = asyncio.create_task(self._call(request, account))
-            self._calls.add(call)
-            call.add_done_callback(self._call_done)
-        return True
+            else:
+                account = accounts.get((request.client_id, request.extension_id))
+                recorded[request.call_uuid] = _ToDial(account, started.may_dial[request.call_uuid])
+        return recorded
+
+    async def _release(self, call_uuids: Sequence[str]) -> None:
+        """Give back recorded calls this dialer will not dial (it is stopping)."""
+        try:
+            async with transaction(self._engine) as conn:
+                await repository.release_calls(conn, call_uuids)
+        except StorageUnavailable:
+            pass  # they are taken over once their deadline passes
+
+    def _dial(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
+        """Hand one call, marked dialed, to the backend."""
+        call = asyncio.create_task(self._call(request, account))
+        self._calls.add(call)
+        call.add_done_callback(self._call_done)
 
     async def _call(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
         context = _ids(request)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import text
@@ -23,11 +24,13 @@ class NewCall:
 
 # The status is checked on the rows found by id, not in the scan: `status = 'executed'` in
 # the WHERE let the planner scan the partial index of every executed task and filter it by
-# id (28 ms for 200 during a burst).
+# id (28 ms for 200 during a burst). The call_uuid must be the attempt's current one: a
+# request the dispatcher replaced (it dials an attempt again when no call was placed) is
+# stale.
 _CURRENT_ATTEMPTS = text("""
-    SELECT id, attempts, status = 'executed' AS executed,
-           lease_expires_at >= now() + make_interval(secs => :longest_call_seconds)
-               AS time_enough
+    SELECT id, attempts, cdr, status = 'executed' AS executed,
+           EXTRACT(EPOCH FROM lease_expires_at - now()) - :longest_call_seconds
+               AS dial_within
     FROM tasks
     WHERE id = ANY(:task_ids)
     ORDER BY id
@@ -35,46 +38,71 @@ _CURRENT_ATTEMPTS = text("""
 """)
 
 
+class Recorded(NamedTuple):
+    """A call recorded for this dialer to dial."""
+
+    # Seconds (from before the statement ran) within which to dial it, if at all.
+    within: float
+    # Its deadline by the database's clock: only the dialer that recorded it may mark it
+    # dialed, and only until then (a redelivery may take it over after).
+    dial_by: datetime
+
+
 @dataclass(frozen=True)
 class Started:
-    """What start_calls decided: the calls to dial, and those refused for want of time."""
+    """What record_calls decided: the calls to dial, and those refused for want of time."""
 
-    may_dial: set[str]
+    may_dial: dict[str, Recorded]
     # Current attempts whose lease ends before the longest call could: dialing them would
-    # let the lease expire mid-call and the attempt be retried while its call still runs.
+    # let the lease expire mid-call. Not recorded: the lease expiry dials them again.
     too_late: set[str]
 
 
-async def start_calls(
-    conn: AsyncConnection, new_calls: Sequence[NewCall], longest_call_seconds: float
+async def record_calls(
+    conn: AsyncConnection,
+    new_calls: Sequence[NewCall],
+    longest_call_seconds: float,
+    hold_seconds: float,
+    grace_seconds: float,
 ) -> Started:
-    """Record calls just before dialing them; returns the call_uuids that may be dialed.
+    """Record calls due within `hold_seconds`, before dialing them; returns those this
+    dialer must dial (within the seconds given for each) or never.
 
     The share locks on the tasks make a concurrent DELETE (of a task or its queue) or a
     lease expiry wait for this transaction, and make this one see theirs if they came
     first: a deleted task or a resolved attempt is never dialed. The unique
-    (task_id, attempt) makes a second call for one attempt impossible, whatever redelivers.
-    An attempt whose lease ends within `longest_call_seconds` is not dialed either (the
-    request came late: dialers or NATS were down); its lease expiry retries it.
-    Locks are taken in id order, so two dialers never deadlock.
+    (task_id, attempt) makes a second call for one attempt impossible, whatever redelivers;
+    a recorded row is taken over only once its deadline (the hold plus `grace_seconds`)
+    passed without a dial (its dialer died between recording and dialing). An attempt
+    whose lease ends before the hold plus the longest call is not dialed (the request came
+    late: dialers or NATS were down); its lease expiry dials it again. Locks are taken in
+    id order, so two dialers never deadlock.
     """
     if not new_calls:
-        return Started(set(), set())
+        return Started({}, set())
     params = {
         "task_ids": sorted({c.task_id for c in new_calls}),
         "longest_call_seconds": longest_call_seconds,
     }
     found = {
-        (row.id, row.attempts): bool(row.time_enough)
+        (row.id, row.attempts, row.cdr): float(row.dial_within)
         for row in await conn.execute(_CURRENT_ATTEMPTS, params)
         if row.executed
     }
-    too_late = {c.call_uuid for c in new_calls if found.get((c.task_id, c.attempt)) is False}
-    dial = [c for c in new_calls if found.get((c.task_id, c.attempt)) is True]
+    within = {c.call_uuid: found.get((c.task_id, c.attempt, c.call_uuid)) for c in new_calls}
+    in_time = {uuid: w for uuid, w in within.items() if w is not None and w >= hold_seconds}
+    too_late = {uuid for uuid, w in within.items() if w is not None and w < hold_seconds}
+    dial = [c for c in new_calls if c.call_uuid in in_time]
     if not dial:
-        return Started(set(), too_late)
-    inserted = await conn.execute(_INSERT_CALLS, {"calls": orjson.dumps(dial).decode()})
-    return Started({row.call_uuid for row in inserted}, too_late)
+        return Started({}, too_late)
+    deadline = hold_seconds + grace_seconds
+    params = {"calls": orjson.dumps(dial).decode(), "dial_within_seconds": deadline}
+    inserted = await conn.execute(_INSERT_CALLS, params)
+    may_dial = {
+        row.call_uuid: Recorded(min(deadline, in_time[row.call_uuid]), row.dial_by)
+        for row in inserted
+    }
+    return Started(may_dial, too_late)
 
 
 # Set-based statements, one per batch, their rows passed as one JSON document: executemany
@@ -83,12 +111,51 @@ async def start_calls(
 # element of a text array with a regular expression). Encoded by orjson: a call's record
 # took 12.5 us with json.dumps, 0.9 us with orjson, and it takes datetimes as they are.
 _INSERT_CALLS = text("""
-    INSERT INTO calls (call_uuid, client_id, queue_id, task_id, attempt, backend)
-    SELECT call_uuid, client_id, queue_id, task_id, attempt, backend
+    INSERT INTO calls (call_uuid, client_id, queue_id, task_id, attempt, backend, dial_by)
+    SELECT call_uuid, client_id, queue_id, task_id, attempt, backend,
+           now() + make_interval(secs => :dial_within_seconds)
     FROM json_populate_recordset(NULL::calls, CAST(:calls AS json))
-    ON CONFLICT DO NOTHING
-    RETURNING call_uuid
+    ON CONFLICT (call_uuid) DO UPDATE SET dial_by = EXCLUDED.dial_by
+        WHERE calls.dialed_at IS NULL AND calls.result = 'in_progress'
+          AND calls.dial_by < now()
+    RETURNING call_uuid, dial_by
 """)
+
+
+async def release_calls(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
+    """Forget recorded calls this dialer will not dial after all (it is stopping): another
+    dialer takes their requests at once instead of waiting for their deadline."""
+    if call_uuids:
+        stmt = text("DELETE FROM calls WHERE call_uuid = ANY(:uuids) AND dialed_at IS NULL")
+        await conn.execute(stmt, {"uuids": list(call_uuids)})
+
+
+# The row's deadline must be the one this dialer recorded, and not passed: a dialer held up
+# past it may have lost the row to a redelivery, which dials it. The call starts when it is
+# due, or now if that is later (a mark may start a little before the due time).
+_MARK_CALLS_DIALED = text("""
+    UPDATE calls c SET dialed_at = r.at, started_at = r.at
+    FROM (SELECT call_uuid, dial_by, GREATEST(clock_timestamp(), :due_at) AS at
+          FROM json_to_recordset(CAST(:calls AS json))
+               AS j(call_uuid text, dial_by timestamptz)) r
+    WHERE c.call_uuid = r.call_uuid AND c.dial_by = r.dial_by
+      AND c.dialed_at IS NULL AND now() <= c.dial_by
+    RETURNING c.call_uuid
+""")
+
+
+async def mark_calls_dialed(
+    conn: AsyncConnection, calls: dict[str, Recorded], due_at: datetime
+) -> set[str]:
+    """Mark recorded calls due at `due_at` dialed, just before dialing them; the ones that
+    may be dialed (the others missed their deadline). Committed before the dial: from then
+    on the call counts as a try, and its attempt is never dialed again."""
+    if not calls:
+        return set()
+    rows = [{"call_uuid": uuid, "dial_by": r.dial_by} for uuid, r in calls.items()]
+    params = {"calls": orjson.dumps(rows).decode(), "due_at": due_at}
+    return {row.call_uuid for row in await conn.execute(_MARK_CALLS_DIALED, params)}
+
 
 # Columns named, not json_populate_recordset(NULL::calls, ...): filling every column of the
 # row type took 20 % longer. The record is read as json and cast: read as jsonb straight

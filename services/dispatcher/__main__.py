@@ -12,6 +12,7 @@ from services.common.supervision import exit_when_failed
 from services.common.tenancy import TenantDefaults
 from services.common.wakeup import listen_forever
 from services.dispatcher.consumer import CallEventConsumer
+from services.dispatcher.housekeeping import purge_forever
 from services.dispatcher.outbox import OutboxPublisher
 from services.dispatcher.repository import WAKE_CHANNEL
 from services.dispatcher.scheduler import Scheduler
@@ -32,6 +33,9 @@ async def main() -> None:
         listen_forever(settings.database_url, WAKE_CHANNEL, wakeups.notify)
     )
     stats = asyncio.create_task(refresh_forever(engine, jetstream, settings.stats_interval_seconds))
+    housekeeping = asyncio.create_task(
+        purge_forever(engine, settings.retention_days, settings.housekeeping_interval_seconds)
+    )
     workers = [
         asyncio.create_task(scheduler.run()),
         asyncio.create_task(consumer.run()),
@@ -48,6 +52,7 @@ async def main() -> None:
             await publisher.flush()
         listener.cancel()
         stats.cancel()
+        housekeeping.cancel()
         for worker in workers:
             worker.cancel()
         await bus.close(nats_client)

@@ -5,7 +5,10 @@
                             +--failed, tries left--> delayed --claim--> executed ...
                             +--failed, none left---> finished (failed)
 
-An attempt whose lease runs out without a result counts as a failed attempt.
+An attempt whose lease runs out without a result counts as a failed attempt if a call was
+dialed for it. If none was (its dial request was lost, came too late, or its dialer died
+before dialing), the same attempt is dialed again and no try is spent: at most
+`max_redials` times, then the task finishes `failed`, saying so.
 """
 
 from __future__ import annotations
@@ -51,6 +54,25 @@ class Resolution:
     # Seconds until the next attempt, when there is one.
     retry_after: int | None
     events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Redial:
+    """Dial the attempt again: no call was placed for it, so it spent no try."""
+
+
+def resolve_undialed(*, attempt: int, redials: int, max_redials: int) -> Redial | Resolution:
+    """What becomes of a task whose attempt `attempt` placed no call by the end of its lease,
+    after `redials` dial requests beyond the first."""
+    if redials < max_redials:
+        return Redial()
+    requests = redials + 1
+    comment = (
+        f"not dialed: no call was placed for attempt {attempt} after {requests} dial "
+        f"request{'s' if requests != 1 else ''} (dialers unavailable or too late); "
+        "the attempt spent no try"
+    )
+    return Resolution("finished", "failed", comment, None, (EVENT_AFTER,))
 
 
 def start_event(attempt: int) -> str:

@@ -21,7 +21,9 @@ def dial_requests(tasks: Sequence[Any]) -> Message:
     batch = events_pb2.DialRequests()
     for task in tasks:  # built in place: a request made apart is copied into the batch
         batch.requests.add(**dial_request_fields(task))
-    return Message(SUBJECT_DIAL, f"dial:{first.id}:{first.attempts}", batch.SerializeToString())
+    # Named by the call: an attempt dialed again (no call was placed) has a new call_uuid,
+    # which JetStream's duplicate window must not take for the first request.
+    return Message(SUBJECT_DIAL, f"dial:{first.cdr}", batch.SerializeToString())
 
 
 def dial_request_fields(task: Any) -> dict[str, Any]:

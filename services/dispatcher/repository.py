@@ -199,6 +199,13 @@ async def count_in_flight(conn: AsyncConnection, queue_id: int, lease_seconds: f
     return int((await conn.execute(_COUNT_IN_FLIGHT, params)).scalar_one())
 
 
+# What a dial request and the choice of start webhooks need of a task just claimed.
+_DIAL_COLUMNS = """t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number, t.b_number,
+              t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
+              NULLIF(t.callback_params->'extended_a_numbers', '[]') AS extended_a_numbers,
+              t.callback_params->>'caller_id_name' AS caller_id_name,
+              t.callback_params->>'caller_id_number' AS caller_id_number"""
+
 _CLAIM_DUE_TASKS = text(f"""
     WITH due AS (
         SELECT id FROM tasks
@@ -212,14 +219,11 @@ _CLAIM_DUE_TASKS = text(f"""
     UPDATE tasks t
     SET status = 'executed',
         attempts = t.attempts + 1,
+        redials = 0,
         cdr = gen_random_uuid()::text,
         lease_expires_at = now() + make_interval(secs => :lease_seconds)
     WHERE t.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number, t.b_number,
-              t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
-              NULLIF(t.callback_params->'extended_a_numbers', '[]') AS extended_a_numbers,
-              t.callback_params->>'caller_id_name' AS caller_id_name,
-              t.callback_params->>'caller_id_number' AS caller_id_number
+    RETURNING {_DIAL_COLUMNS}
 """)  # noqa: S608 - constant SQL
 
 
@@ -351,6 +355,33 @@ async def call_of_attempt(conn: AsyncConnection, task_id: int, attempt: int) -> 
     return (await conn.execute(stmt)).one_or_none()
 
 
+_REDIAL = text(f"""
+    UPDATE tasks t
+    SET redials = t.redials + 1,
+        cdr = gen_random_uuid()::text,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    WHERE t.id = :task_id
+    RETURNING {_DIAL_COLUMNS}
+""")  # noqa: S608 - constant SQL
+
+
+async def redial(conn: AsyncConnection, task_id: int, lease_seconds: float) -> Row[Any]:
+    """Give the current attempt (locked, executed) a new call and a new lease, without
+    spending a try; returns what its dial request needs."""
+    params = {"task_id": task_id, "lease_seconds": lease_seconds}
+    row: Row[Any] = (await conn.execute(_REDIAL, params)).one()
+    return row
+
+
+async def forget_undialed_call(conn: AsyncConnection, call_uuid: str) -> None:
+    """Delete the record of a call that was never dialed: it was no call."""
+    stmt = text("""
+        DELETE FROM calls
+        WHERE call_uuid = :call_uuid AND dialed_at IS NULL AND dial_by IS NOT NULL
+    """)
+    await conn.execute(stmt, {"call_uuid": call_uuid})
+
+
 async def mark_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
     """Note that these calls connected A and B (their `success` event is being sent)."""
     if call_uuids:
@@ -378,6 +409,7 @@ _END_ATTEMPT = text("""
     SET status = :status,
         finish_result = :finish_result,
         finish_comment = :finish_comment,
+        finished_at = CASE WHEN :status = 'finished' THEN now() END,
         lease_expires_at = NULL,
         next_run_at = CASE
             WHEN CAST(:retry_after AS integer) IS NULL THEN next_run_at
@@ -397,6 +429,7 @@ _END_ATTEMPTS = text("""
     SET status = c.status,
         finish_result = c.finish_result,
         finish_comment = c.finish_comment,
+        finished_at = CASE WHEN c.status = 'finished' THEN now() END,
         lease_expires_at = NULL,
         next_run_at = CASE
             WHEN c.retry_after IS NULL THEN t.next_run_at
@@ -528,3 +561,85 @@ async def delete_expired_idempotency_keys(
     """Forget Idempotency-Keys (of all tenants) older than their lifetime; how many."""
     params = {"lifetime": lifetime, "batch": batch}
     return int((await conn.execute(_DELETE_EXPIRED_IDEMPOTENCY_KEYS, params)).rowcount)
+
+
+# The retention purge, in small batches (one transaction each) so that it never holds locks
+# the claims or the API wait for long; rows another transaction holds are skipped.
+_GIVE_FINISHED_AT = text("""
+    UPDATE tasks SET finished_at = next_run_at
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM tasks WHERE status = 'finished' AND finished_at IS NULL
+        LIMIT :batch FOR UPDATE SKIP LOCKED))
+""")
+
+
+async def give_finished_at(conn: AsyncConnection, batch: int) -> int:
+    """Give tasks finished before migration 0013 a finish time (their last due time); how
+    many were given one."""
+    return int((await conn.execute(_GIVE_FINISHED_AT, {"batch": batch})).rowcount)
+
+
+_PURGE_FINISHED_TASKS = text("""
+    DELETE FROM tasks WHERE id = ANY(ARRAY(
+        SELECT id FROM tasks
+        WHERE status = 'finished' AND finished_at < now() - :age
+        ORDER BY finished_at
+        LIMIT :batch FOR UPDATE SKIP LOCKED))
+    RETURNING id, client_id
+""")
+
+_PURGE_CALLS_OF_TASKS = text("DELETE FROM calls WHERE task_id = ANY(:task_ids)")
+
+# Deliveries still pending are left to the notifier (and its dead letters to the operator).
+_PURGE_DELIVERIES_OF_TASKS = text("""
+    DELETE FROM webhook_deliveries d
+    USING json_to_recordset(CAST(:tasks AS json)) AS t(id bigint, client_id text)
+    WHERE d.client_id = t.client_id AND d.task_id = t.id AND d.status <> 'pending'
+""")
+
+
+# The tenants' stored-task counters (their quota) count the purged tasks out, as the API's
+# DELETE does.
+_COUNT_OUT_PURGED = text("""
+    UPDATE tenant_usage u SET stored_tasks = greatest(u.stored_tasks - p.purged, 0)
+    FROM (SELECT client_id, count(*) AS purged
+          FROM json_to_recordset(CAST(:tasks AS json)) AS t(id bigint, client_id text)
+          GROUP BY client_id) p
+    WHERE u.client_id = p.client_id
+""")
+
+
+class Purged(NamedTuple):
+    tasks: int
+    calls: int
+    deliveries: int
+
+
+async def purge_finished_tasks(conn: AsyncConnection, age: timedelta, batch: int) -> Purged:
+    """Delete up to `batch` tasks finished more than `age` ago, oldest first, with their
+    calls and settled webhook deliveries (their attempts go with them), and count them out
+    of their tenants' stored tasks."""
+    tasks = (await conn.execute(_PURGE_FINISHED_TASKS, {"age": age, "batch": batch})).all()
+    if not tasks:
+        return Purged(0, 0, 0)
+    ids = [row.id for row in tasks]
+    calls = await conn.execute(_PURGE_CALLS_OF_TASKS, {"task_ids": ids})
+    owners = orjson.dumps([{"id": row.id, "client_id": row.client_id} for row in tasks])
+    deliveries = await conn.execute(_PURGE_DELIVERIES_OF_TASKS, {"tasks": owners.decode()})
+    await conn.execute(_COUNT_OUT_PURGED, {"tasks": owners.decode()})
+    return Purged(len(tasks), int(calls.rowcount), int(deliveries.rowcount))
+
+
+# Calls outlive a deleted task (its history, and its place in the queue while it runs);
+# once ended and old, they go too.
+_PURGE_CALLS_OF_DELETED_TASKS = text("""
+    DELETE FROM calls WHERE call_uuid = ANY(ARRAY(
+        SELECT call_uuid FROM calls
+        WHERE task_deleted AND result <> 'in_progress' AND started_at < now() - :age
+        LIMIT :batch FOR UPDATE SKIP LOCKED))
+""")
+
+
+async def purge_calls_of_deleted_tasks(conn: AsyncConnection, age: timedelta, batch: int) -> int:
+    params = {"age": age, "batch": batch}
+    return int((await conn.execute(_PURGE_CALLS_OF_DELETED_TASKS, params)).rowcount)

@@ -20,7 +20,9 @@ from services.dispatcher import fairness, repository
 from services.dispatcher.lifecycle import (
     CONNECTED,
     LOST_AFTER_CONNECTED,
+    Redial,
     resolve_attempt,
+    resolve_undialed,
     start_event,
 )
 from services.dispatcher.messages import dial_requests, has_webhook, webhook_events
@@ -54,6 +56,12 @@ def _calls_at_once(task: Any) -> int:
     a_number and every extended A number ring together (B rings later, once A answered).
     A claim may take the bucket below zero this way; the debt delays the tenant's next."""
     return 1 + len(task.extended_a_numbers or ())
+
+
+def _dialed(call: Any) -> bool:
+    """Whether a call row was dialed. A row without a deadline was written by a dialer of a
+    version before migration 0012, which recorded calls as it dialed them."""
+    return call.dialed_at is not None or call.dial_by is None
 
 
 class _Pass(NamedTuple):
@@ -317,8 +325,11 @@ class Scheduler:
 
     async def _expire_leases(self) -> int:
         """Resolve attempts whose lease ran out: with the call's result if the dialer saved
-        one, as connected if A and B were known to be connected, else as lost. The task's
-        attempt number moves on, so a late dial is refused."""
+        one, as connected if A and B were known to be connected, as lost if the call was
+        dialed; an attempt that placed no call is dialed again (see lifecycle). The task's
+        attempt number moves on, or its call_uuid does, so a late dial is refused."""
+        lease = self._settings.attempt_lease_seconds
+        redialed: list[Any] = []
         async with transaction(self._engine) as conn:
             expired = await repository.lock_expired_leases(conn, self._settings.claim_batch)
             for task in expired:
@@ -330,10 +341,24 @@ class Scheduler:
                     # however the call ended.
                     outcome, comment = CONNECTED, LOST_AFTER_CONNECTED
                     await repository.mark_call_lost(conn, call.call_uuid)
-                else:
+                elif call is not None and _dialed(call):
                     outcome, comment = "lost", ""
+                    await repository.mark_call_lost(conn, call.call_uuid)
+                else:
                     if call is not None:
-                        await repository.mark_call_lost(conn, call.call_uuid)
+                        await repository.forget_undialed_call(conn, call.call_uuid)
+                    step = resolve_undialed(
+                        attempt=task.attempts,
+                        redials=task.redials,
+                        max_redials=self._settings.max_redials,
+                    )
+                    if isinstance(step, Redial):
+                        redialed.append(await repository.redial(conn, task.id, lease))
+                        self._log_expiry(task, "redial")
+                        continue
+                    await apply_resolution(conn, task, step)
+                    self._log_expiry(task, "not_dialed")
+                    continue
                 resolution = resolve_attempt(
                     outcome=outcome,
                     comment=comment,
@@ -342,17 +367,24 @@ class Scheduler:
                     try_again_pause=task.try_again_pause,
                 )
                 await apply_resolution(conn, task, resolution)
-                log.warning(
-                    "attempt lease expired",
-                    extra={
-                        "action": "lease_expired",
-                        "client_id": task.client_id,
-                        "queue_id": task.queue_id,
-                        "task_id": task.id,
-                        "attempt": task.attempts,
-                        "outcome": outcome,
-                    },
-                )
+                self._log_expiry(task, outcome)
+            if redialed:
+                metrics.ATTEMPTS_REDIALED.inc(len(redialed))
+                await repository.add_to_outbox(conn, [dial_requests(redialed)])
             if expired:
                 await repository.notify_wake(conn)
         return len(expired)
+
+    @staticmethod
+    def _log_expiry(task: Any, outcome: str) -> None:
+        log.warning(
+            "attempt lease expired",
+            extra={
+                "action": "lease_expired",
+                "client_id": task.client_id,
+                "queue_id": task.queue_id,
+                "task_id": task.id,
+                "attempt": task.attempts,
+                "outcome": outcome,
+            },
+        )

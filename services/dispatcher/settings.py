@@ -17,6 +17,9 @@ class DispatcherSettings(WorkerSettings):
     # An attempt without a result after this long counts as lost (failed). It must exceed
     # the longest call a dialer allows (ring timeout + maximum call duration).
     attempt_lease_seconds: float = 3900.0
+    # Times an attempt that placed no call (its dial request lost or refused as too late)
+    # is dialed again, without spending a try, before the task finishes as not dialed.
+    max_redials: int = Field(default=5, ge=0)
     # Tasks are claimed this long before they are due; the dialer holds their requests and
     # dials on time. Their status is `executed` (and `before` is sent) that much early.
     lookahead_seconds: float = Field(default=0.25, ge=0.0, le=5.0)
@@ -39,5 +42,10 @@ class DispatcherSettings(WorkerSettings):
     outbox_batch: int = 500
     # Safety net only: wake-ups come from LISTEN/NOTIFY and the timer to the next due time.
     max_idle_seconds: float = 30.0
+    # Finished tasks (with their calls and webhook deliveries) and the calls of deleted tasks
+    # are deleted this many days after they finished or ended; 0: kept forever.
+    retention_days: float = Field(default=90.0, ge=0.0)
+    # How often expired rows are looked for (and deleted in batches).
+    housekeeping_interval_seconds: float = Field(default=60.0, gt=0.0)
     # How often the tasks-by-status and consumer-lag gauges are refreshed.
     stats_interval_seconds: float = 15.0

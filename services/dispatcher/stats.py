@@ -8,7 +8,7 @@ import logging
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import bus, metrics, retention
+from services.common import bus, metrics
 from services.common.db import transaction
 from services.common.models import TASK_STATUSES
 from services.dispatcher import repository
@@ -30,11 +30,6 @@ async def refresh_forever(
         try:
             async with transaction(engine) as conn:
                 counts = await repository.count_tasks_by_status(conn)
-                # Housekeeping rides on this loop: a few dispatchers deleting the same
-                # expired rows at once is harmless (a deleted row is skipped).
-                await repository.delete_expired_idempotency_keys(
-                    conn, retention.IDEMPOTENCY_KEY_LIFETIME
-                )
             for status in TASK_STATUSES:
                 metrics.TASKS.labels(status).set(counts.get(status, 0))
             for stream, durable in CONSUMERS:

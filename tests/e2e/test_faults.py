@@ -200,34 +200,37 @@ def test_kill_9_of_the_notifier_mid_delivery_loses_no_event(fault_stack: Stack) 
     assert set(received) == {f"{task_row['id']}:1:after"}
 
 
-def test_a_dial_request_that_comes_too_late_for_its_lease_is_not_dialed(
+def test_a_dial_request_that_comes_too_late_for_its_lease_spends_no_try(
     fault_stack: Stack,
 ) -> None:
     """Dialers down while an attempt is claimed: when they are back, less of the attempt's
     lease is left than the longest call needs. Dialing it then would let the lease expire
-    mid-call and the task be dialed again (its next attempt) while the first call still
-    runs: over the queue's limit, the same person called twice at once. The attempt is
-    skipped instead, and its lease expiry retries it."""
+    mid-call and the task be dialed again while the first call still runs: over the
+    queue's limit, the same person called twice at once. The request is not dialed; no
+    phone rang, so it spends no try: with try_count 1 the task still gets its one call,
+    as the same attempt with a new call_uuid."""
     for index in range(DIALERS):
         fault_stack.kill_child(f"dialer-{index}")
     try:
         with rest(fault_stack, "late") as api:
-            task = {"a_number": "+17000000001", "b_number": "+17000000002", "try_count": 2}
-            queue_id = add_queue_with_tasks(api, "late", 1, [task | {"try_again_pause": 0}])
+            task = {"a_number": "+17000000001", "b_number": "+17000000002", "try_count": 1}
+            queue_id = add_queue_with_tasks(api, "late", 1, [task])
             with psycopg.connect(fault_stack.database_url) as conn:
 
-                def lease_short() -> bool | None:
-                    """True once the claimed attempt has less lease left than the longest
-                    call (2 x 0.3 s of ringing + 3 s; the lease is 4 s)."""
+                def lease_short() -> str | None:
+                    """The claimed attempt's call_uuid, once it has less lease left than
+                    the longest call (2 x 0.3 s of ringing + 3 s; the lease is 4 s)."""
                     row = conn.execute(
-                        "SELECT lease_expires_at - now() < interval '3.5 seconds' FROM tasks "
-                        "WHERE queue_id = %s AND status = 'executed'",
+                        "SELECT cdr FROM tasks WHERE queue_id = %s AND status = 'executed' "
+                        "AND lease_expires_at - now() < interval '3.5 seconds'",
                         (queue_id,),
                     ).fetchone()
                     conn.commit()
-                    return True if row is not None and row[0] else None
+                    return None if row is None else str(row[0])
 
-                wait_until(lease_short, 30, "the attempt's lease to run below the longest call")
+                first_call_uuid = wait_until(
+                    lease_short, 30, "the attempt's lease to run below the longest call"
+                )
     finally:
         for index in range(DIALERS):
             fault_stack.start_replica("dialer", index)
@@ -235,11 +238,20 @@ def test_a_dial_request_that_comes_too_late_for_its_lease_is_not_dialed(
         wait_until_finished(api, "late", queue_id, 60, "the task to finish")
         (final,) = task_states(api, "late", queue_id)
     assert final["finish_result"] == "success", final
-    # Attempt 1 came too late and was never dialed; attempt 2 was.
-    assert [
-        (attempt, result) for _, attempt, _, _, result in calls_of_queue(fault_stack, queue_id)
-    ] == [(2, "connected")]
-    assert set(dials_logged(fault_stack, queue_id)) == {(int(str(final["id"])), 2)}
+    # The late request placed no call; its attempt was dialed again, and that call connected.
+    calls = calls_of_queue(fault_stack, queue_id)
+    assert [(attempt, result) for _, attempt, _, _, result in calls] == [(1, "connected")]
+    with psycopg.connect(fault_stack.database_url) as conn:
+        row = conn.execute(
+            "SELECT t.attempts, t.redials, t.cdr, c.dialed_at IS NOT NULL FROM tasks t "
+            "JOIN calls c ON c.task_id = t.id WHERE t.queue_id = %s",
+            (queue_id,),
+        ).fetchone()
+    assert row is not None
+    attempts, redials, call_uuid, dialed = row
+    assert (attempts, redials, dialed) == (1, 1, True)
+    assert call_uuid != first_call_uuid  # the late request can never be dialed now
+    assert dials_logged(fault_stack, queue_id) == Counter({(int(str(final["id"])), 1): 1})
 
 
 def test_a_call_lost_after_a_and_b_connected_still_counts_as_connected(

@@ -97,10 +97,10 @@ async def test_requests_not_started_for_want_of_the_database_free_their_room() -
     settings: Any = SimpleNamespace(report_retry_seconds=1.0, max_concurrent_calls=2)
     dialer = Dialer(cast(Any, None), cast(Any, None), cast(Any, None), settings)
 
-    async def database_down(requests: Any) -> bool:
-        return False
+    async def database_down(requests: Any, hold: float) -> None:
+        return None
 
-    dialer._start_calls = database_down  # type: ignore[method-assign]
+    dialer._record_calls = database_down  # type: ignore[method-assign]
     msg = FakeMsg()
     dialer._held_count = 2  # as _take counts them: the dialer is full
     dialer._slot_free.clear()

@@ -11,10 +11,12 @@ from services.dispatcher.lifecycle import (
     EVENT_SUCCESS,
     EVENT_URL_FIELDS,
     OUTCOME_COMMENTS,
+    Redial,
     Resolution,
     describe,
     event_id,
     resolve_attempt,
+    resolve_undialed,
     start_event,
 )
 
@@ -174,3 +176,30 @@ def test_every_event_has_its_url_field() -> None:
         "success": "url_success",
         "after": "url_after",
     }
+
+
+def test_an_attempt_that_placed_no_call_is_dialed_again_without_spending_a_try() -> None:
+    step = resolve_undialed(attempt=1, redials=0, max_redials=5)
+
+    assert isinstance(step, Redial)
+
+
+@pytest.mark.parametrize("attempt", [1, 3])
+def test_after_the_last_redial_the_task_finishes_failed_saying_no_call_was_placed(
+    attempt: int,
+) -> None:
+    step = resolve_undialed(attempt=attempt, redials=5, max_redials=5)
+
+    assert isinstance(step, Resolution)
+    assert (step.status, step.finish_result) == ("finished", "failed")
+    assert step.finish_comment.startswith(f"not dialed: no call was placed for attempt {attempt}")
+    assert "after 6 dial requests" in step.finish_comment
+    assert "spent no try" in step.finish_comment
+    assert step.events == ("after",)  # the task ends: its `after` webhook goes out
+
+
+def test_with_no_redials_allowed_a_lost_request_ends_the_task_at_once() -> None:
+    step = resolve_undialed(attempt=2, redials=0, max_redials=0)
+
+    assert isinstance(step, Resolution)
+    assert "after 1 dial request " in step.finish_comment

@@ -1,0 +1,163 @@
+"""The dialer's call records against PostgreSQL: recorded before the due time, dialed once,
+taken over only when their dialer missed its deadline, and an attempt that placed no call
+dialed again by the dispatcher without spending a try."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db import make_engine, transaction
+from services.dialer import repository as dialer_db
+from services.dispatcher import repository as dispatcher_db
+from tests.integration.conftest import add_queue
+
+LEASE = 60.0
+NOW = datetime.now(UTC)  # a due time already passed
+LONGEST_CALL = 10.0
+
+
+@pytest.fixture
+async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(migrated_database, pool_size=1)
+    yield engine
+    await engine.dispose()
+
+
+async def claimed_call(engine: AsyncEngine) -> dialer_db.NewCall:
+    """A task due now, claimed: the call its dial request asks for."""
+    async with transaction(engine) as conn:
+        queue = await add_queue(conn)
+        await conn.execute(
+            text("""
+                INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
+                                   try_count, try_again_pause, url_before, url_before_again,
+                                   url_success, url_after, start_time_utc, next_run_at,
+                                   callback_params)
+                VALUES (:queue, 'acme', 'n', '+15550000000', '+15550000001', 0, 1, 60, '', '',
+                        '', '', now(), now(), CAST(:params AS jsonb))
+            """),
+            {"queue": queue, "params": json.dumps({})},
+        )
+        [task] = await dispatcher_db.claim_due_tasks(conn, queue, 10, lease_seconds=LEASE)
+    return dialer_db.NewCall(task.cdr, "acme", queue, task.id, task.attempts, "simulated")
+
+
+async def record(
+    engine: AsyncEngine, call: dialer_db.NewCall, grace: float = 2.0
+) -> dialer_db.Started:
+    async with transaction(engine) as conn:
+        return await dialer_db.record_calls(conn, [call], LONGEST_CALL, 0.25, grace)
+
+
+async def test_a_recorded_call_is_not_given_to_a_second_dialer_before_its_deadline(
+    engine: AsyncEngine,
+) -> None:
+    call = await claimed_call(engine)
+
+    first = await record(engine, call)
+    again = await record(engine, call)  # a redelivery while the first dialer is alive
+
+    assert set(first.may_dial) == {call.call_uuid}
+    # Within the hold plus the grace, and within what the lease leaves after the longest call.
+    assert 0.25 < first.may_dial[call.call_uuid].within <= 0.25 + 2.0
+    assert again.may_dial == {}
+
+
+async def test_a_record_whose_dialer_missed_its_deadline_is_taken_over(
+    engine: AsyncEngine,
+) -> None:
+    """The dialer died between recording and dialing: a redelivery may dial it."""
+    call = await claimed_call(engine)
+    await record(engine, call, grace=0.0)  # its deadline: the end of its hold (0.25 s)
+    async with transaction(engine) as conn:  # its hold passes, by the database's clock
+        await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
+
+    taken = await record(engine, call)
+
+    assert set(taken.may_dial) == {call.call_uuid}
+
+
+async def test_a_dialed_call_is_never_taken_over(engine: AsyncEngine) -> None:
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    async with transaction(engine) as conn:
+        marked = await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
+        await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
+
+    again = await record(engine, call)
+
+    assert marked == {call.call_uuid}
+    assert again.may_dial == {}
+
+
+async def test_a_dialer_past_its_deadline_cannot_mark_the_call_it_lost(
+    engine: AsyncEngine,
+) -> None:
+    """A dialer held up past its record's deadline: a redelivery took the record over. The
+    first one may no longer mark (and so dial) it; the one that took it over may."""
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    async with transaction(engine) as conn:
+        await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
+    taken = await record(engine, call)
+
+    async with transaction(engine) as conn:
+        late = await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
+        marked = await dialer_db.mark_calls_dialed(conn, taken.may_dial, NOW)
+
+    assert (late, marked) == (set(), {call.call_uuid})
+
+
+async def test_a_request_for_a_lease_too_short_for_the_longest_call_is_not_recorded(
+    engine: AsyncEngine,
+) -> None:
+    call = await claimed_call(engine)
+    async with transaction(engine) as conn:
+        await conn.execute(text("UPDATE tasks SET lease_expires_at = now() + interval '5 seconds'"))
+
+    late = await record(engine, call)
+
+    assert (late.may_dial, late.too_late) == ({}, {call.call_uuid})
+    async with transaction(engine) as conn:
+        count = await conn.execute(text("SELECT count(*) FROM calls"))
+        assert count.scalar_one() == 0
+
+
+async def test_a_redialed_attempt_refuses_its_old_request_and_dials_the_new_one(
+    engine: AsyncEngine,
+) -> None:
+    """The dispatcher dials an attempt again (same attempt, new call_uuid) when it placed no
+    call: the old request, should it come at last, is stale."""
+    call = await claimed_call(engine)
+    await record(engine, call)
+    async with transaction(engine) as conn:
+        await dispatcher_db.forget_undialed_call(conn, call.call_uuid)
+        redialed = await dispatcher_db.redial(conn, call.task_id, LEASE)
+
+    assert (redialed.id, redialed.attempts) == (call.task_id, call.attempt)
+    assert redialed.cdr != call.call_uuid
+    stale = await record(engine, call)
+    fresh = await record(engine, dataclasses.replace(call, call_uuid=redialed.cdr))
+    assert (stale.may_dial, stale.too_late) == ({}, set())
+    assert set(fresh.may_dial) == {redialed.cdr}
+    async with transaction(engine) as conn:
+        row = (await conn.execute(text("SELECT redials, attempts FROM tasks"))).one()
+    assert tuple(row) == (1, 1)
+
+
+async def test_forgetting_an_undialed_record_leaves_a_dialed_one(engine: AsyncEngine) -> None:
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    async with transaction(engine) as conn:
+        await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
+    async with transaction(engine) as conn:
+        await dispatcher_db.forget_undialed_call(conn, call.call_uuid)
+        rows = await conn.execute(text("SELECT dialed_at = started_at FROM calls"))
+        assert rows.scalars().all() == [True]  # a call started when it was dialed
