@@ -401,10 +401,10 @@ def check_invariants(
     with psycopg.connect(stack.database_url) as conn:
         columns = ("id", "name", "status", "attempts", "finish_result", "queue_id", "try_count")
         tasks = [
-            dict(zip(columns, r, strict=True))
+            dict(zip((*columns, "finish_comment"), r, strict=True))
             for r in conn.execute(
-                "SELECT id, name, status, attempts, finish_result, queue_id, try_count FROM tasks "
-                "WHERE queue_id = ANY(%s)",
+                "SELECT id, name, status, attempts, finish_result, queue_id, try_count, "
+                "finish_comment FROM tasks WHERE queue_id = ANY(%s)",
                 (queue_ids,),
             )
         ]

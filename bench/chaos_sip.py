@@ -63,9 +63,9 @@ MAX_CALL = 2.0
 # after ~4.5 s (retransmitted at 0.5, 1, 1, 1, 1 s) and the call aborted with a BYE.
 PATIENCE_MS = 3000
 T2_MS = 1000
-# The lease covers the longest call plus a killed dialer's phones giving up by themselves
-# (they may still be "in a call" up to ~PATIENCE + retransmissions after its last message).
-LEASE = 12.0
+# The lease covers the longest call (4 s) and a killed dialer's calls ending at the phones by
+# themselves (up to ~PATIENCE + 0.4 s after its last INVITE, more while sipp is starved of CPU).
+LEASE = 15.0
 
 
 @dataclass(frozen=True)
@@ -349,9 +349,10 @@ class CallRow(NamedTuple):
 
 def describe(task: dict[str, Any], rows: list[CallRow], legs: dict[str, list[LegSeen]]) -> str:
     """A task as the database and the phones saw it, for a failure report."""
+    comment = str(task.get("finish_comment") or "")
     parts = [
         f"task {task['id']} (try_count {task['try_count']}, attempts {task['attempts']}, "
-        f"{task['finish_result']}):"
+        f"{task['finish_result']}{f': {comment[:120]}' if comment else ''}):"
     ]
     for row in sorted(rows, key=lambda r: r.attempt):
         seen = legs.get(row.call_uuid, [])
