@@ -20,6 +20,9 @@ PRIVATE_KEY = "jwt-private.pem"
 JWKS = "jwks.json"
 
 
+DB_ROLE_PASSWORDS = "db-role-passwords.json"
+
+
 def ensure_keys(state_dir: Path) -> Path:
     """Create the RSA key pair and its JWKS once; return the JWKS path."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,3 +63,16 @@ def ensure_webhook_signing_key(state_dir: Path) -> str:
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def ensure_db_role_passwords(state_dir: Path, services: tuple[str, ...]) -> dict[str, str]:
+    """A random password per service's PostgreSQL role, generated once (never in git)."""
+    path = state_dir / DB_ROLE_PASSWORDS
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if not all(service in known for service in services):
+        known = {service: known.get(service) or secrets.token_hex(24) for service in services}
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(known, out)
+    return known

@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import grpc
 import psutil
@@ -37,10 +37,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.envoy.config import EnvoySettings, render
 from deploy.local import embedded_postgres
-from deploy.local.keys import ensure_keys, ensure_webhook_signing_key, mint_token
+from deploy.local.keys import (
+    ensure_db_role_passwords,
+    ensure_keys,
+    ensure_webhook_signing_key,
+    mint_token,
+)
 from deploy.local.ledger import Ledger, ProcessRecord, StateFolderBusy, stop_all
 from deploy.local.lifeline import with_lifeline
 from deploy.local.ports import PortClaim, PortInUse, check_free, describe, taken
+from services.common import db_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -77,6 +83,10 @@ class StackSettings(BaseSettings):
     metrics_port: int = Field(default=9464, validation_alias="METRICS_PORT")
     # Unset: an embedded PostgreSQL (pgserver) keeps its data in <state_dir>/pgdata.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    # Each service logs in as its own PostgreSQL role with only its grants
+    # (services/common/db_roles.py). "auto": when DATABASE_URL's user may create roles (the
+    # embedded server's does), else every service uses DATABASE_URL; "on": required.
+    db_roles: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="DB_ROLES")
     start_timeout: float = Field(default=60.0, validation_alias="STACK_START_TIMEOUT")
 
 
@@ -112,6 +122,8 @@ class Stack:
     # Extra environment for the services (tests tune leases and simulated phones here).
     service_env: dict[str, str] = field(default_factory=dict)
     database_url: str = ""
+    # The DATABASE_URL each service logs in with (its role's), when roles are on.
+    service_database_urls: dict[str, str] = field(default_factory=dict)
     _children: list[_Child] = field(default_factory=list)
     _ledger: Ledger | None = None
 
@@ -151,6 +163,7 @@ class Stack:
         check_free(self.port_claims())
         self.database_url = self.settings.database_url or self._start_embedded_postgres()
         self._migrate()
+        self._grant_roles()
         jwks = ensure_keys(state)
 
         self.start_nats()
@@ -211,7 +224,7 @@ class Stack:
             [sys.executable, "-m", "services.api"],
             env={
                 **self.service_env,
-                "DATABASE_URL": self.database_url,
+                "DATABASE_URL": self.service_database_url("api"),
                 "API_GRPC_ADDRESS": self.api_target(index),
                 "API_METRICS_ADDRESS": self._metrics_address("api", index),
                 "API_JWKS_FILE": str(jwks),
@@ -288,7 +301,7 @@ class Stack:
                 # The dialers' room in all, shared fairly between tenants when nearly full.
                 "DISPATCHER_DIALER_CAPACITY": str(self._dialer_capacity()),
                 **self.service_env,
-                "DATABASE_URL": self.database_url,
+                "DATABASE_URL": self.service_database_url(kind),
                 "NATS_URL": f"nats://127.0.0.1:{self.settings.nats_port}",
                 f"{prefix}_GRPC_ADDRESS": target,
                 f"{prefix}_METRICS_ADDRESS": self._metrics_address(kind, index),
@@ -359,6 +372,23 @@ class Stack:
         )
         if result.returncode != 0:
             raise StackError(f"database migration failed:\n{result.stderr[-3000:]}")
+
+    def _grant_roles(self) -> None:
+        """Give each service its own role (see StackSettings.db_roles)."""
+        wanted = self.settings.db_roles
+        able = wanted == "on" or db_roles.can_create_roles(self.database_url)
+        if wanted == "off" or not able:
+            log.warning("every service logs in as the database owner (DB_ROLES=%s)", wanted)
+            return
+        passwords = ensure_db_role_passwords(self.settings.state_dir, db_roles.SERVICES)
+        db_roles.apply(self.database_url, passwords)
+        self.service_database_urls = {
+            service: db_roles.service_url(self.database_url, service, password)
+            for service, password in passwords.items()
+        }
+
+    def service_database_url(self, service: str) -> str:
+        return self.service_database_urls.get(service, self.database_url)
 
     def _spawn(
         self,

@@ -409,7 +409,7 @@ _END_ATTEMPT = text("""
     SET status = :status,
         finish_result = :finish_result,
         finish_comment = :finish_comment,
-        finished_at = CASE WHEN :status = 'finished' THEN now() END,
+        finished_at = CASE WHEN CAST(:finishing AS boolean) THEN now() END,
         lease_expires_at = NULL,
         next_run_at = CASE
             WHEN CAST(:retry_after AS integer) IS NULL THEN next_run_at
@@ -461,6 +461,7 @@ async def end_attempt(
     params = {
         "task_id": task_id,
         "status": status,
+        "finishing": status == "finished",
         "finish_result": finish_result,
         "finish_comment": finish_comment,
         "retry_after": retry_after,

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.db import make_engine, transaction
-from services.dispatcher import housekeeping
+from services.dispatcher import housekeeping, repository
 from tests.integration.conftest import add_queue
 
 
@@ -146,3 +146,31 @@ async def test_calls_of_deleted_tasks_go_once_ended_and_old(engine: AsyncEngine)
     async with transaction(engine) as conn:
         left = set((await conn.execute(text("SELECT call_uuid FROM calls"))).scalars())
     assert left == {"old-running", "recent-ended"}
+
+
+@pytest.mark.parametrize("status", ["finished", "delayed"])
+async def test_an_attempt_that_ends_the_task_gives_it_its_finish_time(
+    engine: AsyncEngine, status: str
+) -> None:
+    async with transaction(engine) as conn:
+        queue = await add_queue(conn)
+        task = await add_task(conn, queue, "executed", None)
+        one = await repository.end_attempt(
+            conn, task, status=status, finish_result="", finish_comment="", retry_after=None
+        )
+        await repository.end_attempts(
+            conn,
+            [
+                {
+                    "task_id": await add_task(conn, queue, "executed", None),
+                    "status": status,
+                    "finish_result": "",
+                    "finish_comment": "",
+                    "retry_after": None,
+                }
+            ],
+        )
+        other = text("SELECT finished_at FROM tasks WHERE id <> :id")
+        many = await conn.execute(other, {"id": task})
+    finished = [one.finished_at, many.scalar_one()]
+    assert [t is not None for t in finished] == [status == "finished"] * 2

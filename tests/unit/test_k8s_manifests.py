@@ -28,6 +28,7 @@ from deploy.k8s import envoy_config
 from deploy.local.keys import ensure_keys
 from deploy.local.stack import BIN, DESCRIPTOR, ROOT
 from services.api.settings import ApiSettings
+from services.common import db_roles
 from services.common.tenancy import TenantDefaults
 from services.dialer.settings import DialerSettings
 from services.dispatcher.settings import DispatcherSettings
@@ -57,7 +58,14 @@ SERVICES: dict[str, type[BaseSettings]] = {
     "notifier": NotifierSettings,
 }
 PROD_MIN_REPLICAS = {"envoy": 2, "api": 2, "dispatcher": 3, "dialer": 2, "notifier": 2}
+# The schema owner's URI (the migrate Job only), and each service's own role's.
 DATABASE_SECRET = {"name": "postgres-app", "key": "uri"}
+
+
+def role_secret(service: str) -> dict[str, str]:
+    return {"name": f"postgres-role-{service}", "key": "uri"}
+
+
 # Settings that must come from a Secret, by service.
 SECRET_SETTINGS = {
     "api": {"DATABASE_URL"},
@@ -288,6 +296,16 @@ def test_postgres_is_a_cloudnativepg_cluster(rendered: dict[str, list[Resource]]
         assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
         assert cluster["spec"]["instances"] == instances
         assert cluster["spec"]["bootstrap"]["initdb"] == {"database": "app", "owner": "app"}
+        roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
+        assert roles == {
+            db_roles.role_name("app", service): {
+                "name": db_roles.role_name("app", service),
+                "ensure": "present",
+                "login": True,
+                "passwordSecret": {"name": f"postgres-role-{service}"},
+            }
+            for service in db_roles.SERVICES
+        }
         assert cluster["spec"]["storage"]["size"]
 
 
@@ -437,7 +455,7 @@ def test_settings_come_from_configmaps_and_secrets_from_secrets(
         assert not set(from_secrets) - setting_names(settings), name
         plain = [e["name"] for e in container.get("env", []) if "valueFrom" not in e]
         assert not plain, f"{name}: settings belong in its ConfigMap: {plain}"
-        assert {k: from_secrets["DATABASE_URL"][k] for k in ("name", "key")} == DATABASE_SECRET
+        assert {k: from_secrets["DATABASE_URL"][k] for k in ("name", "key")} == role_secret(name)
 
 
 def test_jwt_keys_come_from_one_jwks_secret(rendered: dict[str, list[Resource]]) -> None:
@@ -469,14 +487,18 @@ def test_migrations_run_before_the_services(
     resources = rendered[overlay]
     job = of_kind(resources, "Job")["migrate"]
     (migrate,) = pod_template(job)["spec"]["containers"]
-    assert migrate["command"] == ["alembic", "upgrade", "head"]
+    assert migrate["command"] == [
+        "sh",
+        "-c",
+        "alembic upgrade head && python -m services.common.db_roles",
+    ]
     assert migrate["env"][0]["valueFrom"]["secretKeyRef"] == DATABASE_SECRET
     for name in SERVICES:
         pod = pod_template(of_kind(resources, "Deployment")[name])["spec"]
         waits = [c for c in pod.get("initContainers", []) if c["image"] == migrate["image"]]
         assert waits, f"{name} does not wait for the migrations"
         assert "alembic current --check-heads" in " ".join(waits[0]["command"])
-        assert waits[0]["env"][0]["valueFrom"]["secretKeyRef"] == DATABASE_SECRET
+        assert waits[0]["env"][0]["valueFrom"]["secretKeyRef"] == role_secret(name)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
