@@ -9,7 +9,7 @@ was killed ends at the phone by itself):
 |---------|-----------|-------------------------------------------------------------------|
 | +15550… | 127.0.0.2 | A: rings 0.1 s, answers, takes the re-INVITE, hung up by us       |
 | +15551… | 127.0.0.4 | A, busy (486 at once)                                             |
-| +15552… | 127.0.0.5 | A, no answer (rings until our CANCEL at the ring timeout)         |
+| +15552… | 127.0.0.5 | A, no answer (rings until our CANCEL at the 2 s ring timeout)     |
 | +15557… | 127.0.0.7 | extended A number: rings 0.4 s, answers (CANCELled if A was first) |
 | +16660… | 127.0.0.3 | B: rings 0.1 s, answers, talks 0.3 s and hangs up                 |
 | +16661… | 127.0.0.6 | B, busy                                                           |
@@ -44,6 +44,7 @@ from pathlib import Path
 from random import Random
 from typing import Any, NamedTuple
 
+from services.dialer.sip.transaction import T1
 from tests.e2e.dispatch_helpers import max_overlap
 from tests.sip.phones import (
     PATIENT_ARGS,
@@ -55,17 +56,23 @@ from tests.sip.phones import (
 )
 
 # The dialers' timings: a no-answer phone rings until RING_TIMEOUT; B hangs up long before
-# MAX_CALL. Longest call: 2 x 1 + 2 = 4 s.
-RING_TIMEOUT = 1.0
-MAX_CALL = 2.0
+# MAX_CALL. With 2 cores shared, the dialers may read a 200 OK a second late: a shorter ring
+# timeout CANCELs phones that did answer.
+RING_TIMEOUT = 2.0
+MAX_CALL = 3.0
 # A phone waits at most this long for the controller's next message, then ends the call
-# itself (its own BYE, or a 480); with sipp's -T2 below, an unacknowledged 200 OK is given up
-# after ~4.5 s (retransmitted at 0.5, 1, 1, 1, 1 s) and the call aborted with a BYE.
-PATIENCE_MS = 3000
+# itself (its own BYE, or a 480): longer than B may ring, so that A waits for B's media.
+# With sipp's -T2 below, an unacknowledged 200 OK is retransmitted at 0.5, 1, 1, 1, … s.
+PATIENCE_MS = 6000
 T2_MS = 1000
-# The lease covers the longest call (4 s) and a killed dialer's calls ending at the phones by
-# themselves (up to ~PATIENCE + 0.4 s after its last INVITE, more while sipp is starved of CPU).
-LEASE = 15.0
+# The lease covers the longest a call can last at a live dialer, SIP transaction timeouts
+# included (the dialer's own `longest_call_seconds`, 2 x 2 + 3 = 7 s, leaves them out): each
+# A and B ringing, then waiting up to 64*T1 + 1 s for a final response after its CANCEL; a
+# re-INVITE and a BYE that get no answer, 64*T1 each (RFC 3261 17.1.1.2, 17.1.2.2); the
+# longest talk; plus a margin for dial delays and a killed dialer's calls ending at the
+# phones by themselves (PATIENCE). With a shorter lease, a call whose phone stopped
+# answering outlives its attempt, and the queue's next call starts while it is still up.
+LEASE = 2 * (RING_TIMEOUT + 64 * T1 + 1) + 2 * 64 * T1 + MAX_CALL + 15.0
 
 
 @dataclass(frozen=True)
