@@ -82,7 +82,7 @@ LEASE = 4.0
 EVENT_RANK = {"before": 0, "before_again": 0, "success": 1, "after": 2}
 Backend = Literal["sip", "simulated"]
 # `make chaos`'s sizes per backend: (tasks, seconds of faults). SIP calls last longer
-# (ring 0.1 s, talk 0.3 s, no answer 1 s) and every message goes through sipp's traces.
+# (ring 0.1 s, talk 0.3 s, no answer 2 s) and every message goes through sipp's traces.
 SIZES: dict[str, tuple[int, float]] = {"sip": (4000, 120.0), "simulated": (20_000, 240.0)}
 
 
