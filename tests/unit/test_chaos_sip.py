@@ -95,3 +95,20 @@ def test_a_call_no_row_knows_is_reported(tmp_path: Path) -> None:
     phones = phones_with(tmp_path, call(UUID, 0, "z9hG4bK1"))
     failures = run_checks(phones, [])
     assert any("no calls row knows: 1" in f for f in failures), failures
+
+
+def test_a_call_rung_at_another_tasks_number_is_reported(tmp_path: Path) -> None:
+    # The phone was called at task chaos-1's number; the calls row names task 8 (chaos-2).
+    phones = phones_with(tmp_path, call(UUID, 0, "z9hG4bK1"))
+    task: dict[str, Any] = {"id": 8, "name": "chaos-2", "status": "finished", "attempts": 1}
+    task |= {"try_count": 1, "finish_result": "failed"}
+    failures: list[str] = []
+    check_sip_invariants(
+        [task],
+        [CallRow(UUID, 8, 1, 1)],
+        {1: 1},
+        phones,
+        lambda _: None,
+        lambda ok, text: None if ok else failures.append(text),
+    )
+    assert any("belongs to another task" in f for f in failures), failures
