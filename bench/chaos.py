@@ -340,6 +340,7 @@ class Faults:
         else:
             index = self._rng.randrange({"dispatcher": DISPATCHERS, "dialer": DIALERS}.get(kind, 1))
             name = f"{kind}-{index}"
+            log.info("killing %s", name)  # its restart can take seconds: log the kill's time
             stack.kill_child(name)
             time.sleep(down)
             stack.start_replica(kind, index)
