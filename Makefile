@@ -126,5 +126,10 @@ bench-sip: gen system-deps
 	$(PY) -m bench.sip_bench
 
 # Invariants under faults: kill -9 of every part, PostgreSQL crashes (bench/chaos.py).
+# CHAOS_BACKEND=sip (default): real SIP calls, sipp phones' traces as witnesses
+# (bench/results/chaos-sip.txt); CHAOS_BACKEND=simulated: the faster run with simulated phones
+# (bench/results/chaos.txt).
+CHAOS_BACKEND ?= sip
 chaos: gen system-deps
-	$(PY) -m bench.chaos --save bench/results/chaos.txt
+	$(PY) -m bench.chaos --backend $(CHAOS_BACKEND) \
+		--save bench/results/$(if $(filter sip,$(CHAOS_BACKEND)),chaos-sip,chaos).txt

@@ -1,8 +1,15 @@
 """`make chaos`: the system's invariants while its parts are killed at random.
 
 Starts the whole system on Debian's PostgreSQL (a server that can be crashed and started
-again under the stack): the api, 3 dispatchers, 2 dialers with random simulated phones
-(random ring and talk times and outcomes), the notifier, a local webhook receiver and NATS.
+again under the stack): the api, 3 dispatchers, 2 dialers, the notifier, a local webhook
+receiver and NATS. Two runs (`--backend`):
+
+- `sip` (`make chaos`): the dialers place real SIP calls to sipp phones on loopback, and
+  the phones' own message traces are the witnesses (bench/chaos_sip.py lists the phones
+  and the invariants read from their traces);
+- `simulated` (`make chaos CHAOS_BACKEND=simulated`, faster per call, more tasks): random
+  simulated phones (random ring and talk times and outcomes) inside the dialers.
+
 Loads tasks over the REST API across several tenants and queues with small
 concurrent_task_limits, retries (try_count) and pauses (try_again_pause); part of them are
 loaded while the faults run. For a bounded time it repeatedly kills one part with SIGKILL
@@ -11,12 +18,14 @@ loaded while the faults run. For a bounded time it repeatedly kills one part wit
 quiescence and checks, printing each figure:
 
 1. every task is finished: none lost (each task loaded exists once), none stuck;
-2. no (task, attempt) was dialed twice: from the dialers' own "dial" log lines AND from the
-   simulated phones' record of every call they received (by call_uuid), besides `calls`;
-3. no queue ever had more calls in progress than its concurrent_task_limit (from the
-   attempts' start and end times in `calls`);
-4. every webhook event a task earned was received at least once, and each task's events
-   were first received in order (the receiver's log, by event id).
+2. simulated: no (task, attempt) was dialed twice, from the dialers' own "dial" log lines
+   and the simulated phones' record of every call they received (by call_uuid), besides
+   `calls`; no queue ever had more calls in progress than its concurrent_task_limit (from
+   the attempts' start and end times in `calls`).
+   sip: the same, and every try rang a phone, and no task got more tries than try_count,
+   all from the sipp phones' traces (bench/chaos_sip.py);
+3. every webhook event a task earned was received at least once, and each task's events
+   were first received in order (the receiver's log file, by event id).
 
 Exits 1 if any invariant fails. `python -m bench.chaos --help` lists the options.
 """
@@ -38,11 +47,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import psycopg
 
+from bench import chaos_sip
+from bench.chaos_sip import CallRow, ChaosPhones
 from deploy.local.debian_postgres import DebianPostgres, create_debian_postgres
 from deploy.local.stack import Stack
 from tests.conftest import free_port, service_env, stack_settings
@@ -69,6 +80,10 @@ PHONES = [
 # The lease covers the longest call (A rings, then B rings, then they talk) with a margin.
 LEASE = 4.0
 EVENT_RANK = {"before": 0, "before_again": 0, "success": 1, "after": 2}
+Backend = Literal["sip", "simulated"]
+# `make chaos`'s sizes per backend: (tasks, seconds of faults). SIP calls last longer
+# (ring 0.1 s, talk 0.3 s, no answer 2 s) and every message goes through sipp's traces.
+SIZES: dict[str, tuple[int, float]] = {"sip": (4000, 120.0), "simulated": (20_000, 240.0)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class ChaosOptions:
     # Seconds of faults; the load goes on being added during the first part of it.
     duration: float = 240.0
     seed: int = 1
+    backend: Backend = "simulated"
     tenants: int = 5
     queues_per_tenant: int = 4
     # A fraction of the tasks have all four webhook URLs (each delivery is an HTTP POST).
@@ -122,6 +138,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._refused: set[str] = set()
+        self.log_path = log_path
         self._log = log_path.open("a", buffering=1)
         receiver = self
 
@@ -220,11 +237,16 @@ def make_queues(stack: Stack, options: ChaosOptions, rng: random.Random) -> list
     return queues
 
 
-def task_body(index: int, rng: random.Random, hooks: str | None) -> dict[str, Any]:
+def task_body(
+    index: int, rng: random.Random, hooks: str | None, backend: Backend = "simulated"
+) -> dict[str, Any]:
+    if backend == "sip":
+        numbers = chaos_sip.task_numbers(index, rng)
+    else:
+        numbers = {"a_number": f"+1555{index:07d}", "b_number": f"+1666{index:07d}"}
     task: dict[str, Any] = {
         "name": f"chaos-{index}",
-        "a_number": f"+1555{index:07d}",
-        "b_number": f"+1666{index:07d}",
+        **numbers,
         "try_count": rng.randint(1, 3),
         "try_again_pause": rng.randint(0, 2),
     }
@@ -318,6 +340,7 @@ class Faults:
         else:
             index = self._rng.randrange({"dispatcher": DISPATCHERS, "dialer": DIALERS}.get(kind, 1))
             name = f"{kind}-{index}"
+            log.info("killing %s", name)  # its restart can take seconds: log the kill's time
             stack.kill_child(name)
             time.sleep(down)
             stack.start_replica(kind, index)
@@ -355,28 +378,34 @@ def seq_of(event_id: str) -> tuple[int, int]:
     return int(attempt), EVENT_RANK[event]
 
 
+def received_events(receiver_log: Path) -> list[str]:
+    """The event ids the receiver accepted (200), in arrival order, from its log file."""
+    events = []
+    for line in receiver_log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "200":
+            events.append(parts[2])
+    return events
+
+
 def check_invariants(
     stack: Stack,
     queues: list[QueueInfo],
     options: ChaosOptions,
-    receiver: Receiver,
+    receiver_log: Path,
     hooked: set[str],
     figures: Figures,
+    phones: ChaosPhones | None = None,
 ) -> None:
     assert stack.log_dir is not None
     queue_ids = [q.queue_id for q in queues]
     with psycopg.connect(stack.database_url) as conn:
+        columns = ("id", "name", "status", "attempts", "finish_result", "queue_id", "try_count")
         tasks = [
-            dict(
-                zip(
-                    ("id", "name", "status", "attempts", "finish_result", "queue_id"),
-                    r,
-                    strict=True,
-                )
-            )
+            dict(zip((*columns, "finish_comment"), r, strict=True))
             for r in conn.execute(
-                "SELECT id, name, status, attempts, finish_result, queue_id FROM tasks "
-                "WHERE queue_id = ANY(%s)",
+                "SELECT id, name, status, attempts, finish_result, queue_id, try_count, "
+                "finish_comment FROM tasks WHERE queue_id = ANY(%s)",
                 (queue_ids,),
             )
         ]
@@ -406,6 +435,27 @@ def check_invariants(
     stuck = len(tasks) - by_status["finished"]
     figures.check(stuck == 0, f"tasks not finished (stuck): {stuck}")
 
+    if phones is not None:
+        # 2. The phones' witness: no attempt INVITEd twice, every try rang a phone, no more
+        # tries than try_count, no queue over its limit (bench/chaos_sip.py).
+        chaos_sip.check_sip_invariants(
+            tasks,
+            [CallRow(str(c[0]), int(c[1]), int(c[2]), int(c[3])) for c in calls],
+            {q.queue_id: q.limit for q in queues},
+            phones,
+            figures.say,
+            figures.check,
+        )
+    else:
+        check_simulated_calls(stack, queues, calls, figures)
+    check_webhooks(tasks, received_events(receiver_log), hooked, pending_hooks, figures)
+
+
+def check_simulated_calls(
+    stack: Stack, queues: list[QueueInfo], calls: list[tuple[Any, ...]], figures: Figures
+) -> None:
+    assert stack.log_dir is not None
+    queue_ids = [q.queue_id for q in queues]
     # 2. No (task, attempt) dialed twice: the dialers' log lines, the phones' own record.
     dial_lines = Counter(
         (int(e["task_id"]), int(e["attempt"]))
@@ -461,8 +511,15 @@ def check_invariants(
         not over, f"queues over their concurrent_task_limit (or calls never ended): {len(over)}"
     )
 
-    # 4. Webhooks: every earned event received at least once, first arrivals in order per task.
-    received = receiver.received
+
+def check_webhooks(
+    tasks: list[dict[str, Any]],
+    received: list[str],
+    hooked: set[str],
+    pending_hooks: tuple[Any, ...],
+    figures: Figures,
+) -> None:
+    # 3. Webhooks: every earned event received at least once, first arrivals in order per task.
     first_seen: dict[str, int] = {}
     for position, event_id in enumerate(received):
         first_seen.setdefault(event_id, position)
@@ -516,20 +573,26 @@ def quiet(stack: Stack, queue_ids: list[int]) -> bool:
 
 
 @contextmanager
-def chaos_stack(options: ChaosOptions, state_dir: Path) -> Iterator[tuple[Stack, DebianPostgres]]:
+def chaos_stack(
+    options: ChaosOptions, state_dir: Path, phones: ChaosPhones | None = None
+) -> Iterator[tuple[Stack, DebianPostgres]]:
     postgres = create_debian_postgres(free_port(), max_connections=300)
     try:
-        env = service_env(
-            DIALER_SIMULATED_RULES=json.dumps(PHONES),
-            DIALER_SIMULATED_SEED=str(options.seed),
-            DIALER_RING_TIMEOUT_SECONDS=str(RING_TIMEOUT),
-            DIALER_MAX_CALL_SECONDS=str(MAX_CALL),
-            DISPATCHER_ATTEMPT_LEASE_SECONDS=str(LEASE),
-            NOTIFIER_MAX_ATTEMPTS="30",
-            NOTIFIER_BACKOFF_BASE_SECONDS="0.2",
-            NOTIFIER_BACKOFF_CAP_SECONDS="2",
-            NOTIFIER_READ_TIMEOUT_SECONDS="2",
-        )
+        overrides = {
+            "DIALER_SIMULATED_RULES": json.dumps(PHONES),
+            "DIALER_SIMULATED_SEED": str(options.seed),
+            "DIALER_RING_TIMEOUT_SECONDS": str(RING_TIMEOUT),
+            "DIALER_MAX_CALL_SECONDS": str(MAX_CALL),
+            "DISPATCHER_ATTEMPT_LEASE_SECONDS": str(LEASE),
+            "NOTIFIER_MAX_ATTEMPTS": "30",
+            "NOTIFIER_BACKOFF_BASE_SECONDS": "0.2",
+            "NOTIFIER_BACKOFF_CAP_SECONDS": "2",
+            "NOTIFIER_READ_TIMEOUT_SECONDS": "2",
+        }
+        if phones is not None:
+            overrides |= phones.dialer_env()
+            overrides["DISPATCHER_ATTEMPT_LEASE_SECONDS"] = str(chaos_sip.LEASE)
+        env = service_env(**overrides)
         stack = Stack(
             stack_settings(
                 state_dir, database_url=postgres.url, dispatchers=DISPATCHERS, dialers=DIALERS
@@ -558,12 +621,16 @@ def run(options: ChaosOptions) -> Figures:
     state_dir.chmod(0o755)
     receiver = Receiver(state_dir / "receiver.log", options.seed)
     receiver.start()
+    phones = ChaosPhones(state_dir / "phones") if options.backend == "sip" else None
     figures.say(
-        f"chaos: {options.tasks} tasks, {options.tenants} tenants x {options.queues_per_tenant} "
-        f"queues, {options.duration:.0f} s of faults, seed {options.seed}; logs in {state_dir}"
+        f"chaos ({options.backend} phones): {options.tasks} tasks, {options.tenants} tenants x "
+        f"{options.queues_per_tenant} queues, {options.duration:.0f} s of faults, "
+        f"seed {options.seed}; logs in {state_dir}"
     )
     try:
-        with chaos_stack(options, state_dir) as (stack, postgres):
+        if phones is not None:
+            phones.start()
+        with chaos_stack(options, state_dir, phones) as (stack, postgres):
             queues = make_queues(stack, options, rng)
             hooked: set[str] = set()
             plan: list[list[dict[str, Any]]] = [[] for _ in queues]
@@ -574,7 +641,7 @@ def run(options: ChaosOptions) -> Figures:
                 # Each queue gets tasks in proportion to its limit, so that all drain together.
                 queue_index = rng.choices(range(len(queues)), weights=[q.limit for q in queues])[0]
                 plan[queue_index].append(
-                    task_body(index, rng, receiver.url if with_hooks else None)
+                    task_body(index, rng, receiver.url if with_hooks else None, options.backend)
                 )
             loader = Loader(stack, queues, plan)
             batches = list(loader.batches())
@@ -626,6 +693,9 @@ def run(options: ChaosOptions) -> Figures:
                 dead = stack.dead_child()
                 if dead is not None:
                     raise RuntimeError(f"{dead.name} died:\n{dead.tail()}")
+                phone_down = phones.dead() if phones is not None else None
+                if phone_down is not None:
+                    raise RuntimeError(phone_down)
                 if time.monotonic() > deadline:
                     figures.check(False, f"no quiescence within {options.quiescence_timeout} s")
                     break
@@ -633,9 +703,15 @@ def run(options: ChaosOptions) -> Figures:
             # Deliveries are finished in the database just after the receiver answered.
             settled = time.monotonic() - fault_started - fault_seconds
             figures.say(f"quiescent {settled:.0f} s after the faults")
-            check_invariants(stack, queues, options, receiver, hooked, figures)
+            if phones is not None:
+                # A killed dialer's calls end at the phones by themselves (bounded waits).
+                time.sleep(2 * chaos_sip.PATIENCE_MS / 1000 + 2)
+                phones.stop()
+            check_invariants(stack, queues, options, receiver.log_path, hooked, figures, phones)
     finally:
         receiver.stop()
+        if phones is not None:
+            phones.stop()
     figures.say(f"wall time: {time.monotonic() - started:.0f} s")
     figures.say(
         "chaos: " + ("all invariants hold" if figures.ok else f"{len(figures.failures)} FAILED")
@@ -647,9 +723,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--tasks", type=int, default=ChaosOptions.tasks, help="tasks to load")
     parser.add_argument(
-        "--duration", type=float, default=ChaosOptions.duration, help="seconds of faults"
+        "--backend",
+        choices=("sip", "simulated"),
+        default="sip",
+        help="sip: real SIP calls to sipp phones; simulated: phones inside the dialers",
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=None, help="tasks to load (sip 4000, simulated 20000)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds of faults (sip 120, simulated 240)"
     )
     parser.add_argument("--seed", type=int, default=ChaosOptions.seed, help="random seed")
     parser.add_argument("--tenants", type=int, default=ChaosOptions.tenants)
@@ -663,9 +747,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    tasks, duration = SIZES[args.backend]
     options = ChaosOptions(
-        tasks=args.tasks,
-        duration=args.duration,
+        tasks=args.tasks if args.tasks is not None else tasks,
+        duration=args.duration if args.duration is not None else duration,
+        backend=args.backend,
         seed=args.seed,
         tenants=args.tenants,
         queues_per_tenant=args.queues_per_tenant,

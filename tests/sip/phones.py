@@ -240,12 +240,19 @@ async def start_phone(
     host: str,
     scenario_xml: str,
     *,
-    calls: int = 1,
+    calls: int | None = 1,
     transport: Literal["udp", "tcp"] = "udp",
     port: int = 5060,
-    timeout_seconds: int = 60,
+    timeout_seconds: int | None = 60,
+    extra_args: tuple[str, ...] = (),
+    workdir: Path | None = None,
 ) -> Phone:
-    workdir = Path(tempfile.mkdtemp(prefix="phone-"))
+    """One sipp process playing the phone at host:port. `calls` None: any number of calls;
+    `timeout_seconds` None: runs until stopped. `extra_args`: more sipp options (traces);
+    `workdir`: where sipp runs and writes its files (default: a new temp folder)."""
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="phone-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "phone.xml").write_text(scenario_xml)
     control = free_port_block(3)
     media = control + 1  # sipp binds media and media+2 (RTP, RTCP) on the phone's address
@@ -259,11 +266,8 @@ async def start_phone(
         str(port),
         "-t",
         "u1" if transport == "udp" else "t1",
-        "-m",
-        str(calls),
-        "-timeout",
-        f"{timeout_seconds}s",
-        "-timeout_error",
+        *(("-m", str(calls)) if calls is not None else ()),
+        *(("-timeout", f"{timeout_seconds}s", "-timeout_error") if timeout_seconds else ()),
         "-nostdin",
         "-ci",
         "127.0.0.1",
@@ -278,6 +282,7 @@ async def start_phone(
         "-max_recv_loops",
         "10000",
         "-trace_err",
+        *extra_args,
     ]
     with (workdir / "sipp.log").open("wb") as log:
         process = subprocess.Popen(  # noqa: ASYNC220  # starts at once; nothing to await
@@ -305,3 +310,114 @@ def free_phone_port(*hosts: str) -> int:
             return port
         except OSError:
             continue
+
+
+# --- phones that take any number of calls and end each one themselves (bench/chaos.py) ---------
+
+ChaosBehaviour = Literal["a", "b", "busy", "no_answer"]
+# sipp options for patient_scenario phones: do not abort a call on a message out of turn.
+PATIENT_ARGS = ("-default_behaviors", "all,-abortunexp")
+
+
+def _wait(request: str, label: str, timeout: str = "{patience}") -> str:
+    """Wait for `request`, or go on at `label` after `timeout` ms."""
+    return f'  <recv request="{request}" timeout="{timeout}" ontimeout="{label}"/>\n'
+
+
+def _cancelled(label: str) -> str:
+    """While ringing: a CANCEL is answered (200, then 487 to the INVITE, RFC 3261 9.2), else
+    the phone goes on at `label` when the ring time is over."""
+    cancelled = _RESPONSE_HEAD.format(
+        status="487 Request Terminated", to=_TAGGED_TO, cseq="CSeq: [$invite_cseq] INVITE"
+    )
+    return "".join(
+        [
+            _wait("CANCEL", label, "{ring}"),
+            _response("200 OK", tagged=False),
+            _send(cancelled),
+            _wait("ACK", "end"),
+            '  <nop next="end"/>\n',
+        ]
+    )
+
+
+def patient_scenario(
+    behaviour: ChaosBehaviour, *, ring_ms: int = 100, talk_ms: int = 300, patience_ms: int = 3000
+) -> str:
+    """A phone for runs where the controller may die at any moment (bench/chaos.py): it takes
+    any number of calls and every wait is bounded, so each call ends at the phone by itself.
+    Run it with PATIENT_ARGS: a message out of turn (an INVITE sent again because the phone
+    answered late, a CANCEL crossing the 200 OK) is then ignored, not a reason to abort the
+    call (sipp recognises a retransmission by itself only until a timed wait has run).
+
+    - "a": rings `ring_ms` (a CANCEL stops it), answers with an offer, takes the ACK, then
+      either a BYE (B failed, or another A number won) or the re-INVITE with B's media; then
+      waits for the BYE. A wait longer than `patience_ms` ends in the phone's own BYE.
+    - "b": rings, answers with an offer, talks `talk_ms` and hangs up (a BYE from the
+      controller first is answered).
+    - "busy": 486 at once. "no_answer": rings until CANCELled (or `patience_ms`, then 480).
+    """
+    captures = () if behaviour == "busy" else ("dialog", "cseq")
+    steps = [_recv("INVITE", captures=captures)]
+    if behaviour == "busy":
+        steps += [
+            _response("486 Busy Here"),
+            _wait("ACK", "end"),
+            '  <label id="end"/>\n',
+        ]
+        return _finish(steps, ring_ms, patience_ms)
+    steps += [_response("100 Trying", tagged=False), _response("180 Ringing")]
+    if behaviour == "no_answer":
+        ring_ms = patience_ms  # rings until CANCELled, or gives up
+        unavailable = _RESPONSE_HEAD.format(
+            status="480 Temporarily Unavailable",
+            to=_TAGGED_TO,
+            cseq="CSeq: [$invite_cseq] INVITE",
+        )
+        steps += [
+            _cancelled("unanswered"),
+            '  <label id="unanswered"/>\n',
+            _send(unavailable),
+            _wait("ACK", "end"),
+            '  <nop next="end"/>\n',
+        ]
+        return _finish([*steps, *_hang_up_and_end()], ring_ms, patience_ms)
+    steps += [
+        _cancelled("answer"),
+        '  <label id="answer"/>\n',
+        _response("200 OK", sdp=True),
+        _wait("ACK", "hang_up"),
+    ]
+    if behaviour == "a":
+        steps += [
+            # The timeout of a wait is the first step's, optional or not.
+            '  <recv request="BYE" optional="true" next="bye" timeout="{patience}" '
+            'ontimeout="hang_up"/>\n',
+            _wait("INVITE", "hang_up"),
+            _response("200 OK", tagged=False, sdp=True),
+            _wait("ACK", "hang_up"),
+            _wait("BYE", "hang_up"),
+        ]
+    else:
+        steps.append(_wait("BYE", "hang_up", str(talk_ms)))
+    steps += [
+        '  <label id="bye"/>\n',
+        _response("200 OK", tagged=False),
+        '  <nop next="end"/>\n',
+    ]
+    return _finish([*steps, *_hang_up_and_end()], ring_ms, patience_ms)
+
+
+def _hang_up_and_end() -> list[str]:
+    return [
+        '  <label id="hang_up"/>\n',
+        _send(_BYE),
+        _wait("200", "end").replace("request=", "response="),
+        '  <label id="end"/>\n',
+    ]
+
+
+def _finish(steps: list[str], ring_ms: int, patience_ms: int) -> str:
+    body = "".join(steps).replace("{ring}", str(ring_ms)).replace("{patience}", str(patience_ms))
+    head = '<?xml version="1.0" encoding="ISO-8859-1" ?>'
+    return f'{head}\n<scenario name="phone">\n{body}</scenario>\n'

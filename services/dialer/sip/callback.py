@@ -17,7 +17,7 @@ import logging
 from datetime import UTC, datetime
 
 from services.dialer.backend import CallPlan, CallReport, OnConnected
-from services.dialer.sip.leg import Account, Caller, OutboundLeg
+from services.dialer.sip.leg import Account, Caller, OutboundLeg, new_call_id
 from services.dialer.sip.sdp import black_hole_answer, media_lines, with_origin
 from services.dialer.sip.ua import UserAgent
 
@@ -49,8 +49,14 @@ class Callback:
         caller = Caller(plan.caller_id_name, plan.caller_id_number, assert_identity)
         self.ua = ua
         self.plan = plan
-        self.a_legs = [OutboundLeg(ua, "a", n, caller, account) for n in plan.a_numbers]
-        self.b = OutboundLeg(ua, "b", plan.b_number, caller, account)
+        host = ua.transport.local.host
+        self.a_legs = [
+            OutboundLeg(ua, "a", n, caller, account, new_call_id(plan.call_uuid, f"a{i}", host))
+            for i, n in enumerate(plan.a_numbers)
+        ]
+        self.b = OutboundLeg(
+            ua, "b", plan.b_number, caller, account, new_call_id(plan.call_uuid, "b", host)
+        )
         self.ring_timeout = ring_timeout
         self.max_call = max_call
         self.started = _now()

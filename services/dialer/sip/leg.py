@@ -8,6 +8,7 @@ re-INVITEs, answers the phone's BYE and sends its own (RFC 3261 9, 13, 15).
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# What a call_uuid may look like to be put in a Call-ID as it is (a UUID's hex and dashes).
+_CALL_UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def new_call_id(call_uuid: str, leg: str, host: str) -> str:
+    """The Call-ID of one leg: `<call_uuid>-<leg>-<random>@<host>`, where leg is "a0", "a1", …
+    (the A numbers in order) or "b".
+
+    The attempt's call_uuid (a random UUID, one per attempt; the `calls` table maps it to the
+    task and attempt) lets whoever logs SIP messages — a phone, a trunk, a proxy's trace —
+    tell which attempt and leg a message belongs to without our own logs. The random part
+    keeps every Call-ID unique even if a call_uuid were ever placed twice, so that a second
+    placing shows as a new call rather than as a retransmission (RFC 3261 8.1.1.4).
+    """
+    prefix = call_uuid if _CALL_UUID.fullmatch(call_uuid) else secrets.token_hex(12)
+    return f"{prefix}-{leg}-{secrets.token_hex(4)}@{host}"
+
+
 def _result_of(response: Message, stopped_by: str) -> str:
     """A final non-2xx response as a leg result."""
     if stopped_by == "other":
@@ -67,6 +86,7 @@ class OutboundLeg:
         number: str,
         caller: Caller,
         account: Account | None,
+        call_id: str,
     ) -> None:
         self.ua = ua
         self.role = role
@@ -86,7 +106,7 @@ class OutboundLeg:
         display = f"{quoted_string(caller.name)} " if caller.name else ""
         self.local_party = f"{display}<sip:{user}@{route.domain}>"
         self.assert_identity = caller.assert_identity
-        self.call_id = f"{secrets.token_hex(12)}@{ua.transport.local.host}"
+        self.call_id = call_id  # see new_call_id
         self.local_tag = new_tag()
         self.cseq = 0
         self.origin = Origin(secrets.randbelow(2**31), ua.transport.local.host)
