@@ -429,8 +429,10 @@ async function sendRows(queueId, importId, batchIndex, rows) {
       const tasks = await api.addTasks(queueId, rows.map((r) => r.task), key);
       return { created: created + tasks.length, rejected };
     } catch (error) {
-      if (!(error instanceof api.ApiError) || error.status !== 400) throw error;
-      const named = violationsByIndex(error.violations);
+      const tooLarge = error instanceof api.ApiError && error.status === 413 && rows.length > 1;
+      if (!tooLarge && (!(error instanceof api.ApiError) || error.status !== 400)) throw error;
+      // Over the gateway's 4 MiB (long URLs): no row is named, the halves go below.
+      const named = tooLarge ? new Map() : violationsByIndex(error.violations);
       for (const index of [...named.keys()]) if (index >= rows.length) named.delete(index);
       if (named.size) {
         for (const [index, reasons] of named) rejected.push([rows[index].number, reasons]);

@@ -161,9 +161,12 @@ def _send(
         try:
             return api.add_tasks(state.queue_id, [r.task for r in rows], key), rejected
         except ApiError as error:
-            if error.status != 400:
+            if error.status == 413 and len(rows) > 1:
+                named = {}  # over the gateway's 4 MiB (long URLs): halves, below
+            elif error.status != 400:
                 raise
-            named = violations_by_index((v.field, v.description) for v in error.violations)
+            else:
+                named = violations_by_index((v.field, v.description) for v in error.violations)
             named = {i: reasons for i, reasons in named.items() if i < len(rows)}
             if named:
                 rejected += [Rejected(rows[i].number, tuple(r)) for i, r in named.items()]
@@ -174,7 +177,8 @@ def _send(
                 rejected.append(Rejected(rows[0].number, (error.message,)))
                 rows = []
             else:
-                # Somewhere in these rows: halves, each its own request and key.
+                # Somewhere in these rows (or too many bytes of them): halves, each its own
+                # request and key.
                 middle = len(rows) // 2
                 first, bad_first = _send(api, state, batch, rows[:middle])
                 second, bad_second = _send(api, state, batch, rows[middle:])

@@ -187,3 +187,48 @@ def test_envoy_serves_the_console_with_a_strict_policy_and_no_way_past_the_token
             response.read()
         finally:
             connection.close()
+
+
+def test_a_queues_tasks_page_by_page_by_status_and_its_settings_edited(
+    stack: Stack, page: Page, api: httpx.Client, tenant: str
+) -> None:
+    created = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "later"}).json()
+    queue = f"/client/{tenant}/task_scheduler/{created['id']}"
+    later = {"a_number": "101", "b_number": "102", "start_time_utc": "2099-01-01 00:00:00"}
+    tasks = api.post(f"{queue}/tasks/", json={"tasks": [later] * 120}).json()
+    page.goto(f"{stack.rest_url}/console/#token={stack.token(tenant)}")
+    page.get_by_role("link", name="later").click()
+    tasks_section = page.get_by_role("region", name="Tasks")
+    pager = tasks_section.get_by_text(re.compile(r"^page \d"))
+    expect(pager).to_have_text("page 1, 50 task(s)")
+    tasks_section.get_by_role("button", name="Next page").click()
+    expect(pager).to_have_text("page 2, 50 task(s)")
+    expect(tasks_section.get_by_role("link").first).to_have_text(str(tasks[50]["id"]))
+    tasks_section.get_by_role("button", name="Next page").click()
+    expect(pager).to_have_text("page 3, 20 task(s)")
+    expect(tasks_section.get_by_role("button", name="Next page")).to_be_disabled()
+    tasks_section.get_by_role("button", name="Previous page").click()
+    expect(pager).to_have_text("page 2, 50 task(s)")
+    tasks_section.get_by_label("Status").select_option("finished")
+    expect(tasks_section.get_by_text("No tasks.")).to_be_visible()
+    tasks_section.get_by_label("Status").select_option("scheduled")
+    expect(pager).to_have_text("page 1, 50 task(s)")
+
+    page.get_by_label("Comment").fill("edited")
+    page.get_by_label("Concurrent task limit").fill("9")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Queue later saved.")
+    saved = api.get(queue).json()
+    assert (saved["comment"], saved["concurrent_task_limit"], saved["status"]) == (
+        "edited",
+        9,
+        "off",
+    )
+
+    # The status switch of the queue list, with the keyboard.
+    page.get_by_role("link", name="← Queues").click()
+    switch = page.get_by_role("switch", name="Queue later on")
+    switch.focus()
+    page.keyboard.press("Space")
+    expect(page.get_by_role("status")).to_have_text("Queue later switched on.")
+    assert api.get(queue).json()["status"] == "on"
