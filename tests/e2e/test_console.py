@@ -15,10 +15,11 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, Route, expect, sync_playwright
 
 from deploy.local.stack import Stack
 from tests.conftest import BUSY_NUMBER
@@ -26,6 +27,16 @@ from tests.e2e.dispatch_helpers import ANSWERING_NUMBER
 
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 WAIT_MS = 60_000
+
+
+def all_tasks(api: httpx.Client, queue: str) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    while True:
+        after = tasks[-1]["id"] if tasks else 0
+        page = api.get(f"{queue}/task/", params={"limit": 1000, "after_id": after}).json()
+        tasks += page
+        if len(page) < 1000:
+            return tasks
 
 
 def chromium_path() -> str:
@@ -232,3 +243,45 @@ def test_a_queues_tasks_page_by_page_by_status_and_its_settings_edited(
     page.keyboard.press("Space")
     expect(page.get_by_role("status")).to_have_text("Queue later switched on.")
     assert api.get(queue).json()["status"] == "on"
+
+
+def test_an_upload_whose_answer_was_lost_resumes_after_a_reload_without_doubling(
+    stack: Stack, page: Page, api: httpx.Client, tenant: str
+) -> None:
+    created = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "big"}).json()
+    queue = f"/client/{tenant}/task_scheduler/{created['id']}"
+    rows = 2500  # three bulk adds
+    csv = "name,a_number,b_number\n" + "".join(f"lead {i},+1555{i:07d},101\n" for i in range(rows))
+    upload = FilePayload(name="big.csv", mimeType="text/csv", buffer=csv.encode())
+    posts: list[str] = []
+
+    def lose_the_second_answer(route: Route) -> None:
+        """The second bulk add reaches the API, which commits it; its answer is lost."""
+        posts.append(route.request.headers["idempotency-key"])
+        answer = route.fetch()
+        if len(posts) == 2:
+            assert answer.status == 200
+            route.abort("connectionreset")
+        else:
+            route.fulfill(response=answer)
+
+    page.route(re.compile(r".*/tasks/$"), lose_the_second_answer)
+    page.goto(f"{stack.rest_url}/console/#token={stack.token(tenant)}")
+    page.get_by_role("link", name="big").click()
+    page.get_by_label("CSV file", exact=True).set_input_files(files=upload)
+    page.get_by_role("button", name="Add tasks").click()
+    expect(page.get_by_role("status")).to_contain_text("Failed to fetch")
+    assert len(posts) == 2
+    assert len(all_tasks(api, queue)) == 2000  # the batch whose answer was lost is in
+
+    page.unroute(re.compile(r".*/tasks/$"))
+    page.reload()
+    page.get_by_label("CSV file", exact=True).set_input_files(files=upload)
+    expect(page.get_by_text("1 of 3 batches were sent before")).to_be_visible()
+    with page.expect_request(re.compile(r".*/tasks/$")) as resent:
+        page.get_by_role("button", name="Add tasks").click()
+    assert resent.value.headers["idempotency-key"] == posts[1]  # the same key: replayed
+    expect(page.get_by_text(f"{rows:,} of {rows:,} rows added; 0 rejected.")).to_be_visible()
+    tasks = all_tasks(api, queue)
+    assert len(tasks) == rows
+    assert sorted(t["name"] for t in tasks) == sorted(f"lead {i}" for i in range(rows))
