@@ -68,7 +68,7 @@ class RestApi:
         token: str,
         *,
         client: str = "@me",
-        retries: int = 5,
+        retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._http = httpx.Client(

@@ -299,4 +299,11 @@ def watch(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # `callbacks tasks export | head`: the reader has gone, which is not an error.
+        sys.stderr.close()
+        sys.exit(0)
