@@ -50,25 +50,38 @@ async function errorOf(response) {
   return new ApiError(response.status, reason, body.message || "", violations);
 }
 
+// Answers worth the same request again: the rate limit, a dependency down, a gateway
+// timeout. Reads are safe to repeat, and so are POSTs with an Idempotency-Key.
+const RETRY_STATUSES = [429, 502, 503, 504];
+const RETRIES = 3;
+
 // One request under /client/@me (the token's own client); the parsed JSON answer.
 export async function request(method, path, { params, body, headers } = {}) {
   const url = new URL(`/client/@me${path}`, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== "" && value !== undefined && value !== null) url.searchParams.set(key, value);
   }
-  const response = await fetch(url, {
-    method,
-    headers: {
-      Authorization: `Bearer ${token()}`,
-      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-      ...(headers || {}),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    cache: "no-store",
-    credentials: "omit",
-  });
-  if (!response.ok) throw await errorOf(response);
-  return response.json();
+  const repeatable = method === "GET" || Boolean(headers && headers["Idempotency-Key"]);
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(url, {
+      method,
+      headers: {
+        Authorization: `Bearer ${token()}`,
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        ...(headers || {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+    });
+    if (response.ok) return response.json();
+    const error = await errorOf(response);
+    const again = repeatable && attempt < RETRIES && RETRY_STATUSES.includes(response.status) &&
+      error.reason !== "QUOTA_EXCEEDED";
+    if (!again) throw error;
+    const wait = Math.max(Number(response.headers.get("retry-after")) || 0, 0.5 * 2 ** attempt);
+    await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+  }
 }
 
 export const listQueues = (params) => request("GET", "/task_scheduler/", { params });

@@ -130,9 +130,8 @@ function countText({ count, more }) {
 }
 
 async function queueCounts(queue) {
-  const counts = {};
-  for (const status of STATUSES) counts[status] = await api.countTasks(queue.id, status);
-  return counts;
+  const counted = await Promise.all(STATUSES.map((status) => api.countTasks(queue.id, status)));
+  return Object.fromEntries(STATUSES.map((status, i) => [status, counted[i]]));
 }
 
 async function setQueueStatus(queue, on) {
