@@ -28,9 +28,10 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
 
 SECONDS_PER_DAY = 86_400
 # How far ahead next_opening looks: a window that opens only on 29 February of a given day of
@@ -105,6 +106,36 @@ def parse_wall_datetime(text: str) -> datetime:
 
 def format_wall_datetime(moment: datetime) -> str:
     return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
+
+
+def condition_from_fields(fields: Mapping[str, Any]) -> Condition:
+    """A condition as the API shows and stores it ("" and 0 are absent parts; validated when
+    it was written) as the rules evaluate it."""
+
+    def text(name: str) -> str:
+        return str(fields.get(name) or "")
+
+    def number(name: str) -> int | None:
+        return int(fields.get(name) or 0) or None
+
+    return Condition(
+        start_time=parse_time_of_day(text("start_time")) if text("start_time") else None,
+        end_time=parse_time_of_day(text("end_time"), end=True) if text("end_time") else None,
+        start_dow=number("start_dow"),
+        end_dow=number("end_dow"),
+        start_mday=number("start_mday"),
+        end_mday=number("end_mday"),
+        month=number("month"),
+        start_datetime=(
+            parse_wall_datetime(text("start_datetime")) if text("start_datetime") else None
+        ),
+        end_datetime=parse_wall_datetime(text("end_datetime")) if text("end_datetime") else None,
+    )
+
+
+def window_from_fields(timezone: str, conditions: Iterable[Mapping[str, Any]]) -> CallingWindow:
+    """A stored interval (its timezone and conditions column) as the rules evaluate it."""
+    return CallingWindow(timezone, tuple(condition_from_fields(c) for c in conditions))
 
 
 @functools.cache

@@ -19,14 +19,17 @@ from services.common.calling_windows import (
     next_opening,
     parse_time_of_day,
     parse_wall_datetime,
+    window_from_fields,
     zone,
 )
 
 H = 3600
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def window(tz: str, *conditions: Condition) -> CallingWindow:
@@ -238,3 +241,15 @@ def test_next_opening_is_open_and_nothing_earlier_is(
         if found is not None:
             assert is_open(w, found)
             assert not is_open(w, found - timedelta(seconds=1))
+
+
+def test_stored_conditions_as_the_rules_see_them() -> None:
+    stored = [
+        {"start_time": "22:00:00", "end_time": "24:00:00", "start_dow": 6, "end_dow": 2},
+        {"start_datetime": "2030-01-01 00:00:00", "end_time": "", "month": 0},
+    ]
+    w = window_from_fields("Europe/Berlin", stored)
+    assert w.conditions == (
+        Condition(start_time=22 * H, end_time=24 * H, start_dow=6, end_dow=2),
+        Condition(start_datetime=datetime(2030, 1, 1)),
+    )
