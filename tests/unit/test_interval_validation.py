@@ -51,7 +51,7 @@ def test_timezone_is_required_and_must_be_iana() -> None:
 
 def test_conditions_are_bounded() -> None:
     assert "conditions" in refused({"timezone": "UTC", "conditions": []})
-    too_many = [{}] * (validation.MAX_CONDITIONS + 1)
+    too_many: list[dict[str, Any]] = [{}] * (validation.MAX_CONDITIONS + 1)
     assert "conditions" in refused({"timezone": "UTC", "conditions": too_many})
     assert len(validation.new_interval({"timezone": "UTC", "conditions": [{}] * 50}).conditions)
     assert "name" in refused({"name": "n" * 256, "timezone": "UTC", "conditions": [{}]})
