@@ -89,14 +89,25 @@ class Sender:
             try:
                 if room.total == 0:
                     delay = MAX_SLEEP_SECONDS  # full: a delivery that ends wakes the sender
-                elif await self._claim(room):
-                    continue  # the next claim skips the hosts and tenants this one filled
+                elif self._more_may_be_due(room, await self._claim(room)):
+                    continue
                 else:
                     delay = await self._seconds_until_next_due(room)
             except StorageUnavailable:
                 delay = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _more_may_be_due(self, room: Room, claimed: int) -> bool:
+        """Whether to claim again at once: the claim took all it could, or it filled a host or
+        tenant, and may have passed over due deliveries of theirs that the next claim skips
+        to reach others. Otherwise it took every due delivery it was allowed."""
+        after = self._slots.room(CLAIM_BATCH)
+        return claimed > 0 and (
+            claimed == room.total
+            or after.full_hosts != room.full_hosts
+            or after.full_tenants != room.full_tenants
+        )
 
     async def _seconds_until_next_due(self, room: Room) -> float:
         async with transaction(self._engine) as conn:
