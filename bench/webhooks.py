@@ -132,7 +132,10 @@ def _stack(folder: Path) -> Stack:
         "DISPATCHER_LOOKAHEAD_SECONDS": "0",
         "TENANT_DEFAULT_CALLS_PER_SECOND": "100000",
         "TENANT_DEFAULT_MAX_IN_PROGRESS": "100000",
+        # A's receiver is reached as "localhost": ::1 too, should it resolve to that.
         "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.1/32,::1/128",
+        "NOTIFIER_HTTP_NETWORKS": "127.0.0.1/32,::1/128",
+        "NOTIFIER_ALLOWED_PORTS": "1024-65535",
         "LOG_LEVEL": "WARNING",
         **{f"{kind}_LOG_LEVEL": "WARNING" for kind in ("API", "DISPATCHER", "DIALER")},
     }

@@ -46,6 +46,7 @@ def small_notifier(make_state_dir: StateDirFactory) -> Iterator[Stack]:
             # A's receiver is reached as "localhost", B's as "127.0.0.1": two hosts, one
             # loopback address (and ::1, should localhost resolve to it too).
             NOTIFIER_ALLOWED_NETWORKS="127.0.0.1/32,::1/128",
+            NOTIFIER_HTTP_NETWORKS="127.0.0.1/32,::1/128",
         ),
     )
     stack.start()

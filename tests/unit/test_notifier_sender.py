@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from pydantic import SecretStr
 
 from services.notifier import repository, sender
 from services.notifier.limits import Room
@@ -77,7 +78,9 @@ async def test_hosts_and_tenants_are_forgotten_once_their_deliveries_end(
     for name in ("record_attempt", "finish", "retry_later", "extend_leases"):
         monkeypatch.setattr(repository, name, nothing)
     monkeypatch.setattr(Sender, "_post", post)
-    settings = NotifierSettings.model_construct(database_url="unused", signing_key="unused")
+    settings = NotifierSettings.model_construct(
+        database_url="unused", signing_key=SecretStr("unused")
+    )
     no_engine, no_client = cast(Any, None), cast(Any, None)
     notifier = Sender(no_engine, no_client, settings, asyncio.Event())
     running = asyncio.create_task(notifier.run())
