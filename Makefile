@@ -52,6 +52,12 @@ system-deps:
 		echo "installing sipp (apt: sip-tester)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; \
 	fi
+	@# Debian's Chromium: the console's browser test drives it with Playwright (never a
+	@# browser Playwright downloads itself).
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 	@# kubectl (with its built-in kustomize) renders deploy/k8s in the tests.
 	@if ! command -v kubectl >/dev/null; then \
 		echo "installing kubectl (apt)"; \
