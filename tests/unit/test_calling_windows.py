@@ -214,10 +214,25 @@ def conditions(draw: st.DrawFn) -> Condition:
     )
 
 
+@st.composite
+def datetime_ranges(draw: st.DrawFn) -> Condition:
+    """A wall-clock range on whole minutes, around the DST changes the scan starts near."""
+    start = draw(
+        st.sampled_from([datetime(2026, 3, 8), datetime(2026, 3, 29), datetime(2026, 11, 1)])
+    )
+    start += timedelta(minutes=draw(st.integers(-3 * 24 * 60, 3 * 24 * 60)))
+    length = timedelta(minutes=draw(st.integers(1, 3 * 24 * 60)))
+    return Condition(
+        start_datetime=draw(st.none() | st.just(start)),
+        end_datetime=draw(st.none() | st.just(start + length)),
+    )
+
+
 @settings(max_examples=60, deadline=None)
 @given(
-    conds=st.lists(conditions(), min_size=1, max_size=3),
+    conds=st.lists(conditions() | datetime_ranges(), min_size=1, max_size=3),
     tz=st.sampled_from(ZONES),
+    override=st.none() | st.sampled_from(ZONES),
     # Around the 2026 DST changes of these zones, and elsewhere.
     start=st.sampled_from(
         [utc(2026, 3, 7), utc(2026, 3, 28), utc(2026, 4, 4), utc(2026, 10, 24), utc(2026, 10, 31)]
@@ -225,22 +240,22 @@ def conditions(draw: st.DrawFn) -> Condition:
     offset_minutes=st.integers(0, 2 * 24 * 60),
 )
 def test_next_opening_is_open_and_nothing_earlier_is(
-    conds: list[Condition], tz: str, start: datetime, offset_minutes: int
+    conds: list[Condition], tz: str, override: str | None, start: datetime, offset_minutes: int
 ) -> None:
     w = window(tz, *conds)
     after = start + timedelta(minutes=offset_minutes)
-    found = next_opening(w, after, horizon_days=70)
+    found = next_opening(w, after, override, horizon_days=70)
     # Brute force, minute by minute (every boundary and DST change falls on a whole minute).
     moment, limit = after, after + timedelta(days=4)
-    while moment < limit and not is_open(w, moment):
+    while moment < limit and not is_open(w, moment, override):
         moment += timedelta(minutes=1)
     if moment < limit:
         assert found == moment
     else:
         assert found is None or found >= limit
         if found is not None:
-            assert is_open(w, found)
-            assert not is_open(w, found - timedelta(seconds=1))
+            assert is_open(w, found, override)
+            assert not is_open(w, found - timedelta(seconds=1), override)
 
 
 def test_stored_conditions_as_the_rules_see_them() -> None:
