@@ -3,8 +3,12 @@ rest take the subclass's prefix (API_, DISPATCHER_, ...)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
+
+from services.common.bus import NatsLogin
 
 
 class ServiceSettings(BaseSettings):
@@ -25,3 +29,12 @@ class WorkerSettings(ServiceSettings):
     nats_stream_replicas: int = Field(
         default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
     )
+    # This service's NATS user (deploy/nats_users.py: what each may publish and subscribe to).
+    # Unset: anonymous, for a NATS without users.
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    nats_password: SecretStr | None = Field(default=None, validation_alias="NATS_PASSWORD")
+    # TLS to NATS (a tls:// NATS_URL): the CA that signed the server's certificate.
+    nats_tls_ca_file: Path | None = Field(default=None, validation_alias="NATS_TLS_CA_FILE")
+
+    def nats_login(self) -> NatsLogin:
+        return NatsLogin(self.nats_user, self.nats_password, self.nats_tls_ca_file)
