@@ -70,7 +70,7 @@ def manages_streams(streams: Iterable[bus.Stream]) -> tuple[str, ...]:
     return tuple(
         f"{JS_API}.STREAM.{action}.{stream.name}"
         for stream in streams
-        for action in ("CREATE", "UPDATE", "INFO")
+        for action in ("CREATE", "UPDATE")
     )
 
 

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -111,6 +112,9 @@ async def connect(
         options["password"] = login.password.get_secret_value() if login.password else ""
     if login.tls_ca_file is not None:
         options["tls"] = ssl.create_default_context(cafile=str(login.tls_ca_file))
+        # The name the certificate is checked against, also when the client reconnects to
+        # a cluster member it learnt of by its IP address.
+        options["tls_hostname"] = urlsplit(url).hostname
     client = await nats.connect(
         url,
         name=name,
