@@ -46,9 +46,10 @@ DEFAULT_EXTENSION = 0
 # A request is never held longer than this, whatever its due time says: the dispatcher
 # claims at most 5 s ahead, and a dialer whose clock runs behind must not sit on requests.
 MAX_HOLD_SECONDS = 5.0
-# The mark before a dial starts early by its recent duration (a moving average with this
-# weight for the latest), at most this much: the longer it leads, the longer a dialer killed
-# between mark and dial leaves a try spent without a call.
+# The mark before a dial is an UPDATE, held open until the due time, then a COMMIT. Each
+# starts early by its recent duration (a moving average with this weight for the latest), at
+# most this much. Only the commit's round trip and the hand-over to the backend lie between
+# a committed mark and the dial: a dialer killed there leaves a try spent without a call.
 MARK_LEAD_WEIGHT = 0.2
 MAX_MARK_LEAD_SECONDS = 0.05
 # A recorded call is dialed within its hold plus this, or never by this dialer: after that a
@@ -129,9 +130,10 @@ class Dialer:
         self._records = RecordWriter(engine, self._events, settings.report_retry_seconds)
         self._writers: list[asyncio.Task[None]] = []
         self._stopping = False
-        # How long marking calls dialed usually takes (moving average): started that much
-        # before their due time.
-        self._mark_lead = 0.0
+        # How long the mark's UPDATE and its COMMIT usually take (moving averages): each is
+        # started that much before the calls' due time.
+        self._update_lead = 0.0
+        self._commit_lead = 0.0
 
     def stop(self) -> None:
         """Take no new calls; the ones in progress go on until they end."""
@@ -223,7 +225,7 @@ class Dialer:
                 due = min(due_ms / 1000, received + MAX_HOLD_SECONDS)
                 # The mark is started its own usual duration early, so that it is
                 # committed when the calls are due, not after.
-                wait = due - self._mark_lead - time.time()
+                wait = due - self._update_lead - self._commit_lead - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if self._stopping:  # another dialer takes them now, not after the ack wait
@@ -273,8 +275,16 @@ class Dialer:
                     marked = await repository.mark_calls_dialed(
                         conn, records, datetime.fromtimestamp(due, UTC)
                     )
-                took = min(time.monotonic() - began, MAX_MARK_LEAD_SECONDS)
-                self._mark_lead += (took - self._mark_lead) * MARK_LEAD_WEIGHT
+                    updated = time.monotonic()
+                    # Not committed before it must be: a commit that waits for the due time
+                    # would widen the window in which a killed dialer spends tries.
+                    hold = due - self._commit_lead - time.time()
+                    if marked and hold > 0:
+                        await asyncio.sleep(hold)
+                    committing = time.monotonic()
+                committed = time.monotonic()
+                self._update_lead = _moving_average(self._update_lead, updated - began)
+                self._commit_lead = _moving_average(self._commit_lead, committed - committing)
                 return marked
             except StorageUnavailable:
                 if time.monotonic() + delay > deadline:
@@ -394,6 +404,11 @@ class Dialer:
             "call ended",
             extra={"action": "call_ended", "outcome": report.outcome, **_ids(request)},
         )
+
+
+def _moving_average(average: float, latest: float) -> float:
+    """The next lead: the average moved toward the latest duration, at most the cap."""
+    return average + (min(latest, MAX_MARK_LEAD_SECONDS) - average) * MARK_LEAD_WEIGHT
 
 
 def _event(
