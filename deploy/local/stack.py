@@ -60,6 +60,19 @@ DEMO_CALLER_ID = "+15550000000"
 log = logging.getLogger("stack")
 
 
+# Locally, webhooks may go to receivers on this machine (127.0.0.1, plain http, any port
+# from 1024), besides public https on 80/443 as anywhere; the environment (or a test's
+# service_env) overrides each. Kubernetes allows none of these (README, "Webhooks").
+LOCAL_WEBHOOK_TARGETS = {
+    name: os.environ.get(name, value)
+    for name, value in {
+        "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "NOTIFIER_HTTP_NETWORKS": "127.0.0.1/32",
+        "NOTIFIER_ALLOWED_PORTS": "80,443,1024-65535",
+    }.items()
+}
+
+
 class StackSettings(BaseSettings):
     """Ports and places of the local stack; every one can be overridden from the environment."""
 
@@ -342,6 +355,7 @@ class Stack:
             env={
                 # The dialers' room in all, shared fairly between tenants when nearly full.
                 "DISPATCHER_DIALER_CAPACITY": str(self._dialer_capacity()),
+                **LOCAL_WEBHOOK_TARGETS,
                 **self.service_env,
                 "DATABASE_URL": self.service_database_url(kind),
                 "NATS_URL": self.nats_url,
