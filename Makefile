@@ -52,6 +52,12 @@ system-deps:
 		echo "installing sipp (apt: sip-tester)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; \
 	fi
+	@# Debian's Chromium: the console's browser test drives it with Playwright (never a
+	@# browser Playwright downloads itself).
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 	@# kubectl (with its built-in kustomize) renders deploy/k8s in the tests.
 	@if ! command -v kubectl >/dev/null; then \
 		echo "installing kubectl (apt)"; \
@@ -116,6 +122,7 @@ $(VENV)/.bench-installed: pyproject.toml | $(STAMP)
 bench: gen system-deps $(VENV)/.bench-installed
 	$(PY) -m bench.run
 	$(PY) -m bench.fairness
+	$(PY) -m bench.webhooks
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.fuzz_api
 	$(PY) -m bench.sip_bench

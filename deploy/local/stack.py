@@ -629,6 +629,7 @@ def main() -> int:
         stack.stop()
         return 1
     where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
+    token = stack.token("demo")
     log.info(
         "\ncallback-scheduler is ready in %.1fs (database: %s)\n"
         "  REST API:      %s\n"
@@ -638,7 +639,9 @@ def main() -> int:
         "  notifiers:     %d (from port %d); webhook secret: make webhook-secret CLIENT=<id>\n"
         "  metrics:       %s (api), dispatchers from :%d, dialers :%d, notifiers :%d\n"
         "  Envoy admin:   http://127.0.0.1:%d\n"
-        "  token (demo):  %s\n\n"
+        "  token (demo):  %s\n"
+        "  console:       %s/console/#token=%s (signs in as demo)\n"
+        "  command line:  CALLBACKS_TOKEN=<token> .venv/bin/callbacks --help\n\n"
         "Try:  curl -H 'Authorization: Bearer <token>' %s/client/demo/task_scheduler/\n"
         "Ctrl-C stops everything.",
         time.monotonic() - started,
@@ -661,7 +664,9 @@ def main() -> int:
         settings.metrics_port + 16,
         settings.metrics_port + 26,
         settings.envoy_admin_port,
-        stack.token("demo"),
+        token,
+        stack.rest_url,
+        token,
         stack.rest_url,
     )
     exit_code = 0
