@@ -44,7 +44,7 @@ _SDP = """Content-Type: application/sdp
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
-      m=audio [media_port] RTP/AVP 0
+      m=audio {media_port} RTP/AVP 0
       a=rtpmap:0 PCMU/8000
 """
 
@@ -54,11 +54,38 @@ def _send(head: str, body: str = "Content-Length: 0\n", retrans: bool = False) -
     return f"  <send{attribute}><![CDATA[\n      {head}      {body}    ]]></send>\n"
 
 
-def _response(status: str, *, tagged: bool = True, sdp: bool = False, extra: str = "") -> str:
+def _response(
+    status: str,
+    *,
+    tagged: bool = True,
+    sdp: bool = False,
+    extra: str = "",
+    media_port: int | None = None,
+) -> str:
     head = _RESPONSE_HEAD.format(
         status=status, to=_TAGGED_TO if tagged else "[last_To:]", cseq="[last_CSeq:]"
     )
-    return _send(head + extra, _SDP if sdp else "Content-Length: 0\n", retrans=sdp)
+    port = "[media_port]" if media_port is None else str(media_port)
+    body = _SDP.format(media_port=port) if sdp else "Content-Length: 0\n"
+    return _send(head + extra, body, retrans=sdp)
+
+
+@dataclass(frozen=True)
+class Media:
+    """Real audio for a phone: its SDP offers `port` on the phone's address (a socket the test
+    owns, so the test sees what the other phone sends there), and once the call is connected
+    sipp streams the raw PCMU file `audio` (loops forever) as RTP from its own media socket
+    to the address of the SDP it received from the controller: in the re-INVITE for A, in
+    the ACK for B."""
+
+    port: int
+    audio: Path
+
+
+def _stream(media: Media | None) -> str:
+    if media is None:
+        return ""
+    return f'  <nop><action><exec rtp_stream="{media.audio},-1,0"/></action></nop>\n'
 
 
 _CAPTURES = {
@@ -104,7 +131,11 @@ def scenario(
     challenge: tuple[str, str] | None = None,
     invite_checks: tuple[str, ...] = (),
     record_route: bool = False,
+    media: Media | None = None,
 ) -> str:
+    """A phone's UAS scenario. `media`: the phone offers a test-owned media port and sends
+    RTP to whatever the controller's SDP tells it once connected (see Media)."""
+    media_port = media.port if media else None
     captures = ("cseq",) if behaviour == "no_answer" else ()
     if behaviour == "answer" and (
         role == "a_hangs_up_early" or (hangup == "phone" and role != "a_dropped")
@@ -151,11 +182,11 @@ def scenario(
     route = "Record-Route: <sip:[local_ip]:[local_port];transport=[transport];lr;rr=phone>\n      "
     steps += [
         _pause(ring_ms),
-        _response("200 OK", sdp=True, extra=route if record_route else ""),
+        _response("200 OK", sdp=True, extra=route if record_route else "", media_port=media_port),
     ]
     routed = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
     if role == "b":
-        steps.append(_recv("ACK", REAL_MEDIA))
+        steps += [_recv("ACK", REAL_MEDIA), _stream(media)]
     else:
         steps.append(_recv("ACK", BLACK_HOLE, *routed))
         if role == "a_dropped":
@@ -170,8 +201,9 @@ def scenario(
             return _wrap(steps)
         steps += [
             _recv("INVITE", REAL_MEDIA, *routed),
-            _response("200 OK", tagged=False, sdp=True),
+            _response("200 OK", tagged=False, sdp=True, media_port=media_port),
             _recv("ACK", *routed),
+            _stream(media),
         ]
     if hangup == "phone":
         steps += [
