@@ -8,6 +8,7 @@ a black-hole answer in A's first ACK, B's media in the re-INVITE, A's media in B
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
 import subprocess
@@ -89,13 +90,20 @@ def _stream(media: Media | None) -> str:
 
 
 _CAPTURES = {
+    # The Contact URI with its parameters: ;transport=tcp tells a proxy how to reach us.
     "dialog": '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>'
-    '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
+    '<ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
     "cseq": '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq"/>',
+    # Every Via line of the request, without the last line end (sipp's [last_Via:] and a
+    # header search give only the first Via; a proxy needs its own and the caller's).
+    "via": '<ereg regexp="Via:[^[:cntrl:]]*([[:cntrl:]]+Via:[^[:cntrl:]]*)*" search_in="msg" '
+    'assign_to="invite_via"/>',
 }
 
 
-def _recv(request: str, *checks: str, captures: tuple[str, ...] = ()) -> str:
+def _recv(
+    request: str, *checks: str, captures: tuple[str, ...] = (), route_set: bool = False
+) -> str:
     # sipp refuses a scenario with a variable assigned but never used: capture only what
     # the scenario sends back later.
     actions = [_CAPTURES[name] for name in captures]
@@ -104,7 +112,8 @@ def _recv(request: str, *checks: str, captures: tuple[str, ...] = ()) -> str:
         for regexp in checks
     ]
     inner = f"<action>{''.join(actions)}</action>" if actions else ""
-    return f'  <recv request="{request}">{inner}</recv>\n'
+    rrs = ' rrs="true"' if route_set else ""  # keep its Record-Route set for [routes]
+    return f'  <recv request="{request}"{rrs}>{inner}</recv>\n'
 
 
 _BYE = """BYE [$remote_contact] SIP/2.0
@@ -132,16 +141,23 @@ def scenario(
     invite_checks: tuple[str, ...] = (),
     record_route: bool = False,
     media: Media | None = None,
+    proxy: str | None = None,
 ) -> str:
     """A phone's UAS scenario. `media`: the phone offers a test-owned media port and sends
-    RTP to whatever the controller's SDP tells it once connected (see Media)."""
+    RTP to whatever the controller's SDP tells it once connected (see Media). `proxy`: the
+    address of a SIP proxy between the controller and the phone; the phone then returns the
+    proxy's Record-Route, routes its own BYE through it, answers a CANCEL with the INVITE's
+    Via set, and checks that the controller's in-dialog requests came through the proxy."""
     media_port = media.port if media else None
-    captures = ("cseq",) if behaviour == "no_answer" else ()
+    captures: tuple[str, ...] = ("cseq",) if behaviour == "no_answer" else ()
+    if proxy and behaviour == "no_answer":
+        captures = ("cseq", "via")
     if behaviour == "answer" and (
         role == "a_hangs_up_early" or (hangup == "phone" and role != "a_dropped")
     ):
         captures = ("dialog",)
-    steps = [_recv("INVITE", *invite_checks, captures=captures)]
+    steps = [_recv("INVITE", *invite_checks, captures=captures, route_set=proxy is not None)]
+    record = "[last_Record-Route:]\n      " if proxy else ""
     if challenge:
         username, password = challenge
         unauthorized = _response(
@@ -165,11 +181,13 @@ def scenario(
         status = "486 Busy Here" if behaviour == "busy" else "603 Decline"
         steps += [_pause(ring_ms), _response(status), _recv("ACK")]
         return _wrap(steps)
-    steps.append(_response("180 Ringing"))
+    steps.append(_response("180 Ringing", extra=record))
     if behaviour == "no_answer":
         cancelled = _RESPONSE_HEAD.format(
             status="487 Request Terminated", to=_TAGGED_TO, cseq="CSeq: [$invite_cseq] INVITE"
         )
+        if proxy:  # the INVITE's Via set, not the CANCEL's (RFC 3261 9.2)
+            cancelled = cancelled.replace("[last_Via:]", "[$invite_via]")
         steps += [
             _recv("CANCEL"),
             _response("200 OK", tagged=False),
@@ -182,20 +200,28 @@ def scenario(
     route = "Record-Route: <sip:[local_ip]:[local_port];transport=[transport];lr;rr=phone>\n      "
     steps += [
         _pause(ring_ms),
-        _response("200 OK", sdp=True, extra=route if record_route else "", media_port=media_port),
+        _response(
+            "200 OK",
+            sdp=True,
+            extra=(route if record_route else "") + record,
+            media_port=media_port,
+        ),
     ]
-    routed = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
+    routed: tuple[str, ...] = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
+    if proxy:  # the proxy's own Via on top: it relayed the request
+        routed += (rf"Via: SIP/2\.0/[A-Z]+ {re.escape(proxy)}",)
+    bye = _BYE + "[routes]\n" if proxy else _BYE
     if role == "b":
         steps += [_recv("ACK", REAL_MEDIA), _stream(media)]
     else:
         steps.append(_recv("ACK", BLACK_HOLE, *routed))
         if role == "a_dropped":
-            steps += [_recv("BYE"), _response("200 OK", tagged=False)]
+            steps += [_recv("BYE", *routed), _response("200 OK", tagged=False)]
             return _wrap(steps)
         if role == "a_hangs_up_early":
             steps += [
                 f'  <pause milliseconds="{talk_ms}"/>\n',
-                _send(_BYE),
+                _send(bye),
                 '  <recv response="200"/>\n',
             ]
             return _wrap(steps)
@@ -208,7 +234,7 @@ def scenario(
     if hangup == "phone":
         steps += [
             f'  <pause milliseconds="{talk_ms}"/>\n',
-            _send(_BYE),
+            _send(bye),
             '  <recv response="200"/>\n',
         ]
     else:
@@ -237,7 +263,7 @@ def sipp_path() -> str:
     return path
 
 
-def _bound(host: str, port: int, transport: str) -> bool:
+def bound(host: str, port: int, transport: str) -> bool:
     """Whether a socket is bound at host:port (read from /proc: no packet sent)."""
     table = Path("/proc/net/udp" if transport == "udp" else "/proc/net/tcp").read_text()
     wanted = "".join(f"{int(part):02X}" for part in reversed(host.split("."))) + f":{port:04X}"
@@ -322,7 +348,7 @@ async def start_phone(
         )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60  # a bound on the start, generous on a loaded machine
-    while not _bound(host, port, transport):
+    while not bound(host, port, transport):
         if process.poll() is not None or loop.time() > deadline:
             log_text = (workdir / "sipp.log").read_text(errors="replace")
             raise RuntimeError(f"sipp did not start on {host}:{port}: {log_text[-2000:]}")

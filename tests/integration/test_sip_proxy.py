@@ -1,0 +1,163 @@
+"""The sip backend behind a real SIP proxy (Kamailio from Debian) with digest authentication
+and Record-Route, in front of sipp phones, over UDP and TCP.
+
+The proxy challenges every new INVITE (407) for the dialer's account, records the route, so
+every in-dialog request (ACK, re-INVITE, BYE) must follow the route set through it, and relays
+CANCELs hop by hop. A test passes only if the controller's report is right, every phone's
+sipp exits 0 (the phones check that in-dialog requests came through the proxy), and Kamailio
+saw what it should.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.dialer.backend import CallPlan, CallReport
+from services.dialer.sip.backend import SipBackend
+from services.dialer.sip.leg import Account
+from services.dialer.sip.message import Address
+from services.dialer.sip.ua import Route
+from tests.integration.test_sip_callbacks import (
+    LONG_RING_TIMEOUT,
+    SHORT_RING_TIMEOUT,
+    A,
+    B,
+    Transport,
+    legs,
+)
+from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
+from tests.sip.proxy import PROXY_HOST, REALM, Proxy, start_proxy
+
+ACCOUNT = ("dialer", "s3cret-proxy")
+NUMBERS = {"1001": A, "2001": B}
+
+
+class ProxyLab:
+    """A proxy, its phones and the controllers of one test, on one transport."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.phone_port = free_phone_port(A, B)
+        self.proxy_port = free_phone_port(PROXY_HOST)
+        self.proxy: Proxy | None = None
+        self.phones: list[Phone] = []
+        self.backends: list[SipBackend] = []
+
+    async def start_proxy(self) -> Proxy:
+        phones = {number: (host, self.phone_port) for number, host in NUMBERS.items()}
+        self.proxy = await start_proxy(
+            self.proxy_port, phones, transport=self.transport, account=ACCOUNT
+        )
+        return self.proxy
+
+    async def phone(self, host: str, xml: str) -> Phone:
+        phone = await start_phone(host, xml, transport=self.transport, port=self.phone_port)
+        self.phones.append(phone)
+        return phone
+
+    async def backend(
+        self, *, password: str = ACCOUNT[1], ring_timeout: float = LONG_RING_TIMEOUT
+    ) -> SipBackend:
+        proxy = Address(PROXY_HOST, self.proxy_port)
+        backend = await SipBackend.open(
+            transport=self.transport,
+            listen="127.0.0.1:0",
+            advertise="",
+            routes=tuple(Route(number, proxy, REALM) for number in NUMBERS),
+            accounts={0: Account(ACCOUNT[0], password)},
+            assert_identity=False,
+            socket_buffer_bytes=1 << 20,
+            ring_timeout_seconds=ring_timeout,
+            max_call_seconds=30.0,
+        )
+        self.backends.append(backend)
+        return backend
+
+    async def call(self, **kw: Any) -> CallReport:
+        """Place the callback, then wait for every phone's own verdict."""
+        backend = await self.backend(**kw)
+
+        async def connected() -> None:
+            pass
+
+        plan = CallPlan(call_uuid="c1", a_numbers=("1001",), b_number="2001")
+        report = await backend.place_call(plan, connected)
+        for phone in self.phones:
+            status = await phone.finished()
+            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        return report
+
+    def insane(self) -> list[str]:
+        """Messages of ours that Kamailio's sanity_check refused."""
+        assert self.proxy is not None
+        return [line for line in self.proxy.log().splitlines() if "INSANE" in line]
+
+
+@pytest.fixture(params=["udp", "tcp"])
+async def lab(request: pytest.FixtureRequest) -> AsyncIterator[ProxyLab]:
+    lab = ProxyLab(request.param)
+    await lab.start_proxy()
+    yield lab
+    for phone in lab.phones:
+        phone.stop()
+    for backend in lab.backends:
+        backend.close()
+    if lab.proxy is not None:
+        lab.proxy.stop()
+
+
+async def test_both_answer_and_b_hangs_up(lab: ProxyLab) -> None:
+    await lab.phone(A, scenario("answer", "a", proxy=PROXY_HOST))
+    await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=PROXY_HOST))
+    report = await lab.call()
+    assert report.outcome == "connected", report
+    a, b = legs(report)["1001"], legs(report)["2001"]
+    assert a.result == b.result == "answered"
+    assert a.hangup_by == b.hangup_by == "b"
+    assert a.teardown_confirmed and b.teardown_confirmed
+    assert lab.insane() == []
+
+
+async def test_a_hangs_up_during_the_call(lab: ProxyLab) -> None:
+    await lab.phone(A, scenario("answer", "a", hangup="phone", talk_ms=300, proxy=PROXY_HOST))
+    await lab.phone(B, scenario("answer", "b", proxy=PROXY_HOST))
+    report = await lab.call()
+    assert report.outcome == "connected", report
+    assert {leg.hangup_by for leg in report.legs} == {"a"}
+    assert all(leg.teardown_confirmed for leg in report.legs)
+
+
+async def test_a_busy(lab: ProxyLab) -> None:
+    await lab.phone(A, scenario("busy", proxy=PROXY_HOST))
+    report = await lab.call()
+    assert report.outcome == "a_busy", report
+    [a] = report.legs
+    assert a.final_response == "486 Busy Here"
+    assert lab.insane() == []
+
+
+async def test_b_no_answer_is_cancelled_through_the_proxy(lab: ProxyLab) -> None:
+    await lab.phone(A, scenario("answer", "a_dropped", proxy=PROXY_HOST))
+    await lab.phone(B, scenario("no_answer", proxy=PROXY_HOST))
+    report = await lab.call(ring_timeout=SHORT_RING_TIMEOUT)
+    assert report.outcome == "b_no_answer", report
+    a, b = legs(report)["1001"], legs(report)["2001"]
+    assert b.final_response == "487 Request Terminated" and b.answered is None
+    assert a.result == "answered" and a.hangup_by == "system" and a.teardown_confirmed
+    assert lab.proxy is not None and len(lab.proxy.requests("CANCEL")) == 1
+    assert lab.insane() == []
+
+
+async def test_wrong_password_is_a_clear_error_without_retries(lab: ProxyLab) -> None:
+    report = await lab.call(password="wrong")  # no phone: the proxy never lets the call on
+    assert report.outcome == "error", report
+    [a] = report.legs
+    assert a.final_response == "407 Proxy Authentication Required", report
+    # The INVITE and one answer to the challenge, then nothing more (no retry storm).
+    assert lab.proxy is not None
+    invites = lab.proxy.requests("INVITE")
+    assert len(invites) == 2, invites
+    assert "407" in report.comment or "Proxy Authentication" in report.comment, report
