@@ -52,6 +52,11 @@ system-deps:
 		echo "installing sipp (apt: sip-tester)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; \
 	fi
+	@# Kamailio is the real SIP proxy (digest auth, Record-Route) in the SIP backend's tests.
+	@if ! command -v kamailio >/dev/null && [ ! -x /usr/sbin/kamailio ]; then \
+		echo "installing kamailio (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio >/dev/null; \
+	fi
 	@# Debian's Chromium: the console's browser test drives it with Playwright (never a
 	@# browser Playwright downloads itself).
 	@if ! command -v chromium >/dev/null; then \

@@ -20,8 +20,10 @@ from tests.sip.phones import bound
 
 PROXY_HOST = "127.0.0.10"
 REALM = "callback.test"
-_MODULES = ("tm", "tmx", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "xlog", "auth")
-_MODULES += ("sanity",)
+_MODULES = (
+    *("tm", "tmx", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "xlog", "auth"),
+    "sanity",
+)
 
 _CONFIG = """#!KAMAILIO
 debug=2
