@@ -21,6 +21,7 @@ from services.dialer.sip.leg import Account
 from services.dialer.sip.message import Address
 from services.dialer.sip.ua import Route
 from tests.integration.test_sip_callbacks import (
+    A2,
     LONG_RING_TIMEOUT,
     SHORT_RING_TIMEOUT,
     A,
@@ -32,7 +33,7 @@ from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
 from tests.sip.proxy import PROXY_HOST, REALM, Proxy, start_proxy
 
 ACCOUNT = ("dialer", "s3cret-proxy")
-NUMBERS = {"1001": A, "2001": B}
+NUMBERS = {"1001": A, "1002": A2, "2001": B}
 
 
 class ProxyLab:
@@ -40,7 +41,7 @@ class ProxyLab:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.phone_port = free_phone_port(A, B)
+        self.phone_port = free_phone_port(A, A2, B)
         self.proxy_port = free_phone_port(PROXY_HOST)
         self.proxy: Proxy | None = None
         self.phones: list[Phone] = []
@@ -59,7 +60,11 @@ class ProxyLab:
         return phone
 
     async def backend(
-        self, *, password: str = ACCOUNT[1], ring_timeout: float = LONG_RING_TIMEOUT
+        self,
+        *,
+        password: str = ACCOUNT[1],
+        ring_timeout: float = LONG_RING_TIMEOUT,
+        t1: float | None = None,
     ) -> SipBackend:
         proxy = Address(PROXY_HOST, self.proxy_port)
         backend = await SipBackend.open(
@@ -73,18 +78,25 @@ class ProxyLab:
             ring_timeout_seconds=ring_timeout,
             max_call_seconds=30.0,
         )
+        if t1 is not None:  # RFC 3261 T1 (500 ms), scaling every timer: Timer B is 64*T1
+            backend.ua.t1 = t1
         self.backends.append(backend)
         return backend
 
-    async def call(self, **kw: Any) -> CallReport:
-        """Place the callback, then wait for every phone's own verdict."""
+    async def call(
+        self, a_numbers: tuple[str, ...] = ("1001",), expect: str = "", **kw: Any
+    ) -> CallReport:
+        """Place the callback, then wait for every phone's own verdict. `expect`: the outcome,
+        checked before waiting for the phones (a phone left ringing by a fault would keep the
+        test waiting for sipp's own timeout)."""
         backend = await self.backend(**kw)
 
         async def connected() -> None:
             pass
 
-        plan = CallPlan(call_uuid="c1", a_numbers=("1001",), b_number="2001")
+        plan = CallPlan(call_uuid="c1", a_numbers=a_numbers, b_number="2001")
         report = await backend.place_call(plan, connected)
+        assert not expect or report.outcome == expect, report
         for phone in self.phones:
             status = await phone.finished()
             assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
@@ -161,3 +173,40 @@ async def test_wrong_password_is_a_clear_error_without_retries(lab: ProxyLab) ->
     invites = lab.proxy.requests("INVITE")
     assert len(invites) == 2, invites
     assert "407" in report.comment or "Proxy Authentication" in report.comment, report
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22 fault 1: over TCP a provisional response does not stop Timer B, so a "
+    "ringing leg ends as 408 at 64*T1 and is never CANCELled",
+)
+@pytest.mark.parametrize("lab", ["tcp"], indirect=True)
+async def test_tcp_leg_ringing_past_timer_b_is_cancelled_at_the_ring_timeout(
+    lab: ProxyLab,
+) -> None:
+    # T1 scaled down (50 ms: Timer B at 3.2 s) so the ring timeout can exceed 64*T1 cheaply.
+    t1 = 0.05
+    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST))
+    report = await lab.call(t1=t1, ring_timeout=64 * t1 * 1.5, expect="a_no_answer")
+    [a] = report.legs
+    assert a.final_response == "487 Request Terminated", report
+    assert lab.proxy is not None and len(lab.proxy.requests("CANCEL")) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22 fault 2: the winning parallel A leg is ACKed (and B dialled) only once "
+    "every losing leg has finished",
+)
+async def test_a_late_487_from_a_losing_a_leg_does_not_hold_up_the_winner(lab: ProxyLab) -> None:
+    # The loser answers our CANCEL at once but sends its 487 only 5 s later (RFC 3261 9.2
+    # allows it); the winner must be ACKed and B dialled without waiting for it.
+    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST, late_487_ms=5000))
+    await lab.phone(A2, scenario("answer", "a", proxy=PROXY_HOST))
+    await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=PROXY_HOST))
+    report = await lab.call(("1001", "1002"), expect="connected")
+    loser, winner, b = legs(report)["1001"], legs(report)["1002"], legs(report)["2001"]
+    assert winner.result == "answered" and loser.result == "cancelled"
+    assert loser.final_response == "487 Request Terminated"
+    # By order, not by a clock: B was dialled and answered before the loser's late 487.
+    assert b.answered and loser.ended and b.answered < loser.ended, report

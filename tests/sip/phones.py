@@ -142,12 +142,14 @@ def scenario(
     record_route: bool = False,
     media: Media | None = None,
     proxy: str | None = None,
+    late_487_ms: int = 0,
 ) -> str:
     """A phone's UAS scenario. `media`: the phone offers a test-owned media port and sends
     RTP to whatever the controller's SDP tells it once connected (see Media). `proxy`: the
     address of a SIP proxy between the controller and the phone; the phone then returns the
     proxy's Record-Route, routes its own BYE through it, answers a CANCEL with the INVITE's
-    Via set, and checks that the controller's in-dialog requests came through the proxy."""
+    Via set, and checks that the controller's in-dialog requests came through the proxy.
+    `late_487_ms`: a phone that does not answer sends its 487 this long after the CANCEL's 200."""
     media_port = media.port if media else None
     captures: tuple[str, ...] = ("cseq",) if behaviour == "no_answer" else ()
     if proxy and behaviour == "no_answer":
@@ -191,6 +193,7 @@ def scenario(
         steps += [
             _recv("CANCEL"),
             _response("200 OK", tagged=False),
+            _pause(late_487_ms),  # RFC 3261 9.2 sets the 487 no deadline
             _send(cancelled),
             _recv("ACK"),
         ]
