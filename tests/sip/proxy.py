@@ -9,7 +9,10 @@ line `REQ <method> <call-id> <cseq>`, so a test can count what reached it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -101,6 +104,9 @@ class Proxy:
         return [line for line in self.log().splitlines() if f"REQ {method} " in line]
 
     def stop(self) -> None:
+        """Stop Kamailio and every process it forked: they form their own process group
+        (started in a new session), and a worker orphaned by a main process that died first
+        ignores SIGTERM, so the whole group gets SIGKILL after the main process's own exit."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -108,6 +114,8 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _command(
@@ -172,7 +180,7 @@ async def start_proxy(
     command, workdir = _command(port, phones, transport, account, host)
     with (workdir / "kamailio.log").open("wb") as log:
         process = subprocess.Popen(  # noqa: ASYNC220  # starts at once; nothing to await
-            command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     proxy = Proxy(host, port, process, workdir)
     loop = asyncio.get_running_loop()
