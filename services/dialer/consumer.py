@@ -208,27 +208,32 @@ class Dialer:
         return True
 
     async def _dial_when_due(self, msg: Msg, requests: Sequence[events_pb2.DialRequest]) -> None:
-        """Record the calls at once, start each group of them at its due time (held at most
-        MAX_HOLD_SECONDS), then acknowledge the message. Recording is the work a phone
-        would otherwise wait for: done here, it is done before the due time (the
-        dispatcher's lookahead)."""
+        """Record the calls at once and have the backend build them, start each group of
+        them at its due time (held at most MAX_HOLD_SECONDS), then acknowledge the message.
+        Recording and building are the work a phone would otherwise wait for: done here,
+        they are done before the due time (the dispatcher's lookahead)."""
         received = time.time()
         groups = _by_due_time(requests, received * 1000)
         hold = min(max(groups[-1][0] / 1000 - received, 0.0), MAX_HOLD_SECONDS)
         waiting = len(requests)
+        prepared: set[str] = set()  # built by the backend, not started yet
         try:
             recorded_at = time.monotonic()
             recorded = await self._record_calls(requests, hold)
             if recorded is None:
                 await bus.settle(msg, "nak", delay=1.0)
                 return
+            plans: dict[str, CallPlan] = {}
+            for request in requests:
+                if request.call_uuid in recorded:
+                    plan = _plan(request, recorded[request.call_uuid].account)
+                    plans[request.call_uuid] = plan
+                    if _may_use_account(request, plan.account):
+                        self._backend.prepare_call(plan)
+                        prepared.add(request.call_uuid)
             for index, (due_ms, group) in enumerate(groups):
                 due = min(due_ms / 1000, received + MAX_HOLD_SECONDS)
-                # The mark is started its own usual duration early, so that it is
-                # committed when the calls are due, not after.
-                wait = due - self._update_lead - self._commit_lead - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await self._until_mark(due)
                 if self._stopping:  # another dialer takes them now, not after the ack wait
                     later = [r.call_uuid for _, rest in groups[index:] for r in rest]
                     await self._release(later)
@@ -237,25 +242,51 @@ class Dialer:
                 mine = {
                     r.call_uuid: recorded[r.call_uuid] for r in group if r.call_uuid in recorded
                 }
-                dialed = await self._mark_dialed(mine, recorded_at, due)
-                early = due - time.time()
-                if dialed and early > 0:
-                    await asyncio.sleep(early)
-                for request in group:
-                    if request.call_uuid in dialed:
-                        self._dial(request, mine[request.call_uuid].account)
-                    elif request.call_uuid in mine:
-                        log.warning(
-                            "not dialing: past the deadline of its record",
-                            extra={"action": "too_late", **_ids(request)},
-                        )
+                for start, calls in self._paced(mine, due):
+                    if start > due:  # over the calls-per-second cap: a later start
+                        await self._until_mark(start)
+                    dialed = await self._mark_dialed(calls, recorded_at, start)
+                    # The mark is committed: from here to the INVITEs nothing may wait (a
+                    # dialer killed in between spends the try without a call). The pacing
+                    # slot was taken and the messages built before the mark.
+                    for call_uuid in calls:
+                        if call_uuid in dialed:
+                            self._backend.start_call(call_uuid)
+                            prepared.discard(call_uuid)
+                    for request in group:
+                        if request.call_uuid in dialed:
+                            self._dial(request, plans[request.call_uuid])
+                        elif request.call_uuid in calls:
+                            log.warning(
+                                "not dialing: past the deadline of its record",
+                                extra={"action": "too_late", **_ids(request)},
+                            )
                 self._held_count -= len(group)
                 waiting -= len(group)
             # The calls rows now guard the attempts: a redelivery can never dial them again.
             await bus.settle(msg, "ack")
         finally:
+            for call_uuid in prepared:
+                self._backend.forget_call(call_uuid)
             self._held_count -= waiting
             self._slot_free.set()  # what was not started (nak) frees its room too
+
+    async def _until_mark(self, start: float) -> None:
+        """Sleep until the mark of calls starting at `start` must begin: its UPDATE and
+        COMMIT each take their usual duration, so that the commit ends at `start`."""
+        wait = start - self._update_lead - self._commit_lead - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _paced(
+        self, calls: dict[str, _ToDial], due: float
+    ) -> list[tuple[float, dict[str, _ToDial]]]:
+        """The calls by the start the backend's calls-per-second cap gives them (below the
+        cap: all at `due`), earliest first; their slots are taken now, before the mark."""
+        starts: dict[float, dict[str, _ToDial]] = {}
+        for call_uuid, call in calls.items():
+            starts.setdefault(self._backend.reserve_start(due), {})[call_uuid] = call
+        return sorted(starts.items())
 
     async def _mark_dialed(
         self, calls: dict[str, _ToDial], recorded_at: float, due: float
@@ -278,7 +309,9 @@ class Dialer:
                     )
                     updated = time.monotonic()
                     # Not committed before it must be: a commit that waits for the due time
-                    # would widen the window in which a killed dialer spends tries.
+                    # would widen the window in which a killed dialer spends tries. The
+                    # commit starts its usual duration early and the calls start as it
+                    # returns, without waiting for the due time (a few ms early at most).
                     hold = due - self._commit_lead - time.time()
                     if marked and hold > 0:
                         await asyncio.sleep(hold)
@@ -354,15 +387,16 @@ class Dialer:
         except StorageUnavailable:
             pass  # they are taken over once their deadline passes
 
-    def _dial(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
-        """Hand one call, marked dialed, to the backend."""
-        call = asyncio.create_task(self._call(request, account))
+    def _dial(self, request: events_pb2.DialRequest, plan: CallPlan) -> None:
+        """Hand one call, marked dialed (and started, if the backend prepared it), to the
+        backend."""
+        call = asyncio.create_task(self._call(request, plan))
         self._calls.add(call)
         call.add_done_callback(self._call_done)
 
-    async def _call(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
+    async def _call(self, request: events_pb2.DialRequest, plan: CallPlan) -> None:
         context = _ids(request)
-        if account is None and request.extension_id != DEFAULT_EXTENSION:
+        if not _may_use_account(request, plan.account):
             # The api refuses such tasks; one that got past it (written straight into the
             # database, or its account taken away since) is not dialed on the operator's
             # account, nor on another tenant's.
@@ -378,15 +412,6 @@ class Dialer:
         log.info("dialing", extra={"action": "dial", **context})
         if request.due_at_unix_ms:
             metrics.DISPATCH_LATENESS.observe(max(0.0, time.time() - request.due_at_unix_ms / 1000))
-        plan = CallPlan(
-            call_uuid=request.call_uuid,
-            a_numbers=(request.a_number, *request.extended_a_numbers),
-            b_number=request.b_number,
-            caller_id_name=request.caller_id_name,
-            caller_id_number=request.caller_id_number,
-            extension_id=request.extension_id,
-            account=account,
-        )
 
         async def connected() -> None:
             if request.skip_connected_event:
@@ -405,6 +430,24 @@ class Dialer:
             "call ended",
             extra={"action": "call_ended", "outcome": report.outcome, **_ids(request)},
         )
+
+
+def _plan(request: events_pb2.DialRequest, account: tuple[str, str] | None) -> CallPlan:
+    return CallPlan(
+        call_uuid=request.call_uuid,
+        a_numbers=(request.a_number, *request.extended_a_numbers),
+        b_number=request.b_number,
+        caller_id_name=request.caller_id_name,
+        caller_id_number=request.caller_id_number,
+        extension_id=request.extension_id,
+        account=account,
+    )
+
+
+def _may_use_account(request: events_pb2.DialRequest, account: tuple[str, str] | None) -> bool:
+    """Whether the call may go out: on the tenant's own account, or on the operator's
+    default for extension 0 only."""
+    return account is not None or request.extension_id == DEFAULT_EXTENSION
 
 
 def _moving_average(average: float, latest: float) -> float:
