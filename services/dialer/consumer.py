@@ -53,6 +53,9 @@ MAX_HOLD_SECONDS = 5.0
 # a committed mark and the dial: a dialer killed there leaves a try spent without a call.
 MARK_LEAD_WEIGHT = 0.2
 MAX_MARK_LEAD_SECONDS = 0.05
+# Calls built between two turns of the event loop while their records are written: the
+# record's statements (and every call in progress) go on between these slices.
+PREPARE_BETWEEN_TURNS = 20
 # A recorded call is dialed within its hold plus this, or never by this dialer: after that a
 # redelivery of its request (its dialer died meanwhile) may take the record over. Covers a
 # loop held up by a burst of work, not a paused process.
@@ -219,18 +222,39 @@ class Dialer:
         prepared: set[str] = set()  # built by the backend, not started yet
         try:
             recorded_at = time.monotonic()
-            recorded = await self._record_calls(requests, hold)
+            recording = asyncio.ensure_future(self._record_calls(requests, hold))
+            # The calls are built while the database records them (the loop is turned every
+            # few calls, so that the record's statements go on meanwhile): with the account
+            # guessed as the operator's default, and built again below for a tenant's own.
+            guessed: dict[str, CallPlan] = {}
+            for index, request in enumerate(requests):
+                if index % PREPARE_BETWEEN_TURNS == 0:
+                    await asyncio.sleep(0)
+                if _may_use_account(request, None):
+                    guessed[request.call_uuid] = plan = _plan(request, None)
+                    self._backend.prepare_call(plan)
+                    prepared.add(request.call_uuid)
+            recorded = await recording
             if recorded is None:
                 await bus.settle(msg, "nak", delay=1.0)
                 return
             plans: dict[str, CallPlan] = {}
             for request in requests:
-                if request.call_uuid in recorded:
-                    plan = _plan(request, recorded[request.call_uuid].account)
-                    plans[request.call_uuid] = plan
-                    if _may_use_account(request, plan.account):
-                        self._backend.prepare_call(plan)
-                        prepared.add(request.call_uuid)
+                call_uuid = request.call_uuid
+                if call_uuid not in recorded:
+                    if call_uuid in prepared:
+                        self._backend.forget_call(call_uuid)
+                        prepared.discard(call_uuid)
+                    continue
+                account = recorded[call_uuid].account
+                plan = plans[call_uuid] = guessed.get(call_uuid) or _plan(request, account)
+                if plan.account != account:  # the tenant's own account: built again
+                    self._backend.forget_call(call_uuid)
+                    prepared.discard(call_uuid)
+                    plan = plans[call_uuid] = _plan(request, account)
+                if call_uuid not in prepared and _may_use_account(request, account):
+                    self._backend.prepare_call(plan)
+                    prepared.add(call_uuid)
             for index, (due_ms, group) in enumerate(groups):
                 due = min(due_ms / 1000, received + MAX_HOLD_SECONDS)
                 await self._until_mark(due)

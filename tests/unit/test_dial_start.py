@@ -1,5 +1,5 @@
 """What lies between a committed "dialed" mark and the phones' first INVITE: nothing that
-can wait. The backend builds the call when it is recorded and the pacing slot is taken
+can wait. The backend builds the call while it is recorded and the pacing slot is taken
 before the mark; after the commit the backend sends at once, in the same event-loop turn."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def dialer_with(backend: RecordingBackend, steps: list[str], marked: set[str]) -
     record = Recorded(within=10.0, dial_by=datetime.now(UTC))
 
     async def record_calls(requests: Any, hold: float) -> dict[str, _ToDial]:
-        steps.append("recorded")
+        steps.append("recording")
         return {r.call_uuid: _ToDial(None, record) for r in requests}
 
     async def mark_dialed(calls: dict[str, _ToDial], recorded_at: float, due: float) -> set[str]:
@@ -76,16 +76,18 @@ async def test_calls_are_built_before_the_mark_and_sent_in_the_same_turn_as_it_r
     await dialer._dial_when_due(cast(Any, msg), [request(1), request(2)])
     await asyncio.gather(*dialer._calls)
 
-    assert steps[:7] == [
-        "recorded",
+    # Built while they are recorded (the record's statements run between), then the
+    # slots, the mark, and the INVITEs as the mark returns.
+    assert steps[0] == "recording"
+    assert steps[1:8] == [
         "prepare uuid-1",
         "prepare uuid-2",
         "reserve",
         "reserve",
         "mark ['uuid-1', 'uuid-2']",
         "start uuid-1",
+        "start uuid-2",
     ]
-    assert steps[7] == "start uuid-2"
     assert steps.index("next loop turn") > steps.index("start uuid-2")
     assert msg.verdicts == ["ack"]
     assert sorted(s for s in steps if s.startswith("place")) == ["place uuid-1", "place uuid-2"]
@@ -148,3 +150,22 @@ def test_a_fractional_rate_spaces_single_calls() -> None:
 def test_no_cap_means_no_wait() -> None:
     pacer = Pacer(0)
     assert [pacer.reserve(5.0) for _ in range(3)] == [5.0, 5.0, 5.0]
+
+
+async def test_a_call_on_a_tenants_own_account_is_built_again_with_it() -> None:
+    steps: list[str] = []
+    plans: list[CallPlan] = []
+    backend = RecordingBackend(steps)
+    backend.prepare_call = plans.append  # type: ignore[method-assign,assignment]
+    dialer = dialer_with(backend, steps, marked={"uuid-1"})
+    record = Recorded(within=10.0, dial_by=datetime.now(UTC))
+
+    async def own_account(requests: Any, hold: float) -> dict[str, _ToDial]:
+        return {"uuid-1": _ToDial(("acme", "secret"), record)}
+
+    dialer._record_calls = own_account  # type: ignore[method-assign]
+    await dialer._dial_when_due(cast(Any, FakeMsg()), [request(1)])
+    await asyncio.gather(*dialer._calls)
+
+    assert [plan.account for plan in plans] == [None, ("acme", "secret")]
+    assert steps.index("forget uuid-1") < steps.index("start uuid-1")
