@@ -43,6 +43,9 @@ class CapturingTransport:
     def send(self, data: bytes, to: Address) -> None:
         self.sent.append(data)
 
+    def reach(self, to: Address) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -63,6 +63,7 @@ class Callback:
         self.connected_at: datetime | None = None
         for leg in self.a_legs:
             leg.prepare_invite()  # the INVITEs built now, sent at start
+            ua.transport.reach(leg.destination)
         self._sent = False
 
     def start(self) -> None:

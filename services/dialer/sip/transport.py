@@ -32,6 +32,11 @@ class Transport(Protocol):
         """Send without waiting; failures are reported to the transport's OnError."""
         ...
 
+    def reach(self, to: Address) -> None:
+        """Get ready to send to `to` soon (TCP: open the connection now, so that a call's
+        first INVITE does not wait for it)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -95,6 +100,9 @@ class UdpTransport:
         if not self._endpoint.is_closing():
             SENT.inc()
             self._endpoint.sendto(data, (to.host, to.port))
+
+    def reach(self, to: Address) -> None:
+        pass  # nothing to open
 
     def close(self) -> None:
         self._endpoint.close()
@@ -169,6 +177,16 @@ class TcpTransport:
             self._connecting[to].append(data)
         else:
             self._connecting[to] = [data]
+            connecting = asyncio.ensure_future(self._connect(to))
+            connecting.add_done_callback(lambda _: None)
+
+    def reach(self, to: Address) -> None:
+        stream = self.connections.get(to)
+        if stream is not None and stream.transport is not None:
+            if not stream.transport.is_closing():
+                return
+        if to not in self._connecting:
+            self._connecting[to] = []
             connecting = asyncio.ensure_future(self._connect(to))
             connecting.add_done_callback(lambda _: None)
 
