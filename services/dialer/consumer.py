@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -78,6 +79,16 @@ class _ToDial(NamedTuple):
 
     account: tuple[str, str] | None
     record: repository.Recorded
+
+
+@dataclass
+class _DialNow:
+    """Calls due already when their request came: marked dialed as they are recorded."""
+
+    calls: set[str]  # built on the operator's default account, their start reserved
+    at: float  # their start (time.time())
+    built: asyncio.Event  # set once every call of the message is built
+    started: set[str] = field(default_factory=set)  # marked and sent
 
 
 def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
@@ -220,9 +231,17 @@ class Dialer:
         hold = min(max(groups[-1][0] / 1000 - received, 0.0), MAX_HOLD_SECONDS)
         waiting = len(requests)
         prepared: set[str] = set()  # built by the backend, not started yet
+        # Requests already due as they arrive (no lookahead, or late): their calls are
+        # marked dialed in the record's own transaction, one round trip fewer, if the cap
+        # lets them start now. Every start is reserved here, before any mark.
+        overdue = groups[0][1] if groups[0][0] <= received * 1000 else []
+        slots = {r.call_uuid: self._backend.reserve_start(received) for r in overdue}
+        now = _DialNow(
+            {uuid for uuid, slot in slots.items() if slot <= received}, received, asyncio.Event()
+        )
+        recorded_at = time.monotonic()
+        recording = asyncio.ensure_future(self._record_calls(requests, hold, now))
         try:
-            recorded_at = time.monotonic()
-            recording = asyncio.ensure_future(self._record_calls(requests, hold))
             # The calls are built while the database records them (the loop is turned every
             # few calls, so that the record's statements go on meanwhile): with the account
             # guessed as the operator's default, and built again below for a tenant's own.
@@ -234,13 +253,19 @@ class Dialer:
                     guessed[request.call_uuid] = plan = _plan(request, None)
                     self._backend.prepare_call(plan)
                     prepared.add(request.call_uuid)
+            now.calls &= prepared  # only calls built as they will be sent
+            now.built.set()
             recorded = await recording
             if recorded is None:
                 await bus.settle(msg, "nak", delay=1.0)
                 return
+            prepared -= now.started  # sent as the record was committed
             plans: dict[str, CallPlan] = {}
             for request in requests:
                 call_uuid = request.call_uuid
+                if call_uuid in now.started:
+                    self._dial(request, guessed[call_uuid])
+                    continue
                 if call_uuid not in recorded:
                     if call_uuid in prepared:
                         self._backend.forget_call(call_uuid)
@@ -264,9 +289,11 @@ class Dialer:
                     await bus.settle(msg, "nak")
                     return
                 mine = {
-                    r.call_uuid: recorded[r.call_uuid] for r in group if r.call_uuid in recorded
+                    r.call_uuid: recorded[r.call_uuid]
+                    for r in group
+                    if r.call_uuid in recorded and r.call_uuid not in now.started
                 }
-                for start, calls in self._paced(mine, due):
+                for start, calls in self._paced(mine, due, slots):
                     if start > due:  # over the calls-per-second cap: a later start
                         await self._until_mark(start)
                     dialed = await self._mark_dialed(calls, recorded_at, start)
@@ -290,6 +317,8 @@ class Dialer:
             # The calls rows now guard the attempts: a redelivery can never dial them again.
             await bus.settle(msg, "ack")
         finally:
+            if not recording.done():  # failed while building: no mark may follow
+                recording.cancel()
             for call_uuid in prepared:
                 self._backend.forget_call(call_uuid)
             self._held_count -= waiting
@@ -303,13 +332,17 @@ class Dialer:
             await asyncio.sleep(wait)
 
     def _paced(
-        self, calls: dict[str, _ToDial], due: float
+        self, calls: dict[str, _ToDial], due: float, slots: dict[str, float]
     ) -> list[tuple[float, dict[str, _ToDial]]]:
         """The calls by the start the backend's calls-per-second cap gives them (below the
-        cap: all at `due`), earliest first; their slots are taken now, before the mark."""
+        cap: all at `due`), earliest first; their slots are taken now, before the mark
+        (unless `slots` has one reserved already)."""
         starts: dict[float, dict[str, _ToDial]] = {}
         for call_uuid, call in calls.items():
-            starts.setdefault(self._backend.reserve_start(due), {})[call_uuid] = call
+            start = slots.get(call_uuid)
+            if start is None:
+                start = self._backend.reserve_start(due)
+            starts.setdefault(start, {})[call_uuid] = call
         return sorted(starts.items())
 
     async def _mark_dialed(
@@ -357,11 +390,19 @@ class Dialer:
             log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
 
     async def _record_calls(
-        self, requests: Sequence[events_pb2.DialRequest], hold: float
+        self,
+        requests: Sequence[events_pb2.DialRequest],
+        hold: float,
+        now: _DialNow | None = None,
     ) -> dict[str, _ToDial] | None:
         """Record the calls (due within `hold` seconds) in one transaction; the ones to
         dial, with the tenant's account for each (None: the operator's default), or None
-        if the database was unavailable (nothing recorded)."""
+        if the database was unavailable (nothing recorded).
+
+        `now`: calls due already, built on the operator's default account. Those recorded
+        on that account are also marked dialed in this transaction, once all are built,
+        and started (their INVITEs sent) as soon as it is committed, in the same turn of
+        the event loop; `now.started` tells which."""
         new_calls = [
             repository.NewCall(
                 call_uuid=request.call_uuid,
@@ -384,8 +425,27 @@ class Dialer:
                     DIAL_GRACE_SECONDS,
                 )
                 accounts = await repository.tenant_accounts(conn, pairs)
+                marked: set[str] = set()
+                if now is not None and now.calls:
+                    pair = {r.call_uuid: (r.client_id, r.extension_id) for r in requests}
+                    due_now = {
+                        uuid: started.may_dial[uuid]
+                        for uuid in now.calls
+                        if uuid in started.may_dial and accounts.get(pair[uuid]) is None
+                    }
+                    if due_now:
+                        await now.built.wait()
+                        marked = await repository.mark_calls_dialed(
+                            conn, due_now, datetime.fromtimestamp(now.at, UTC)
+                        )
         except StorageUnavailable:
             return None
+        # Committed: the marked calls' INVITEs leave now, before anything else runs.
+        if now is not None:
+            for request in requests:  # in the message's order
+                if request.call_uuid in marked:
+                    self._backend.start_call(request.call_uuid)
+            now.started = marked
         recorded: dict[str, _ToDial] = {}
         for request in requests:
             if request.call_uuid in started.too_late:

@@ -99,9 +99,10 @@ async def test_requests_not_started_for_want_of_the_database_free_their_room() -
     built: set[str] = set()
     backend = SimpleNamespace(prepare_call=lambda plan: built.add(plan.call_uuid))
     backend.forget_call = built.discard
+    backend.reserve_start = lambda at: at
     dialer = Dialer(cast(Any, None), cast(Any, None), cast(Any, backend), settings)
 
-    async def database_down(requests: Any, hold: float) -> None:
+    async def database_down(requests: Any, hold: float, now: Any = None) -> None:
         return None
 
     dialer._record_calls = database_down  # type: ignore[method-assign]
