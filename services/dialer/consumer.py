@@ -149,6 +149,9 @@ class Dialer:
         # started that much before the calls' due time.
         self._update_lead = 0.0
         self._commit_lead = 0.0
+        # How late a sleep usually wakes (the loop busy with other calls' messages, the
+        # process waiting for a core): both waits before a mark start that much earlier.
+        self._wake_lead = 0.0
 
     def stop(self) -> None:
         """Take no new calls; the ones in progress go on until they end."""
@@ -327,9 +330,15 @@ class Dialer:
     async def _until_mark(self, start: float) -> None:
         """Sleep until the mark of calls starting at `start` must begin: its UPDATE and
         COMMIT each take their usual duration, so that the commit ends at `start`."""
-        wait = start - self._update_lead - self._commit_lead - time.time()
+        await self._sleep_until(start - self._update_lead - self._commit_lead)
+
+    async def _sleep_until(self, moment: float) -> None:
+        """Sleep until `moment` (time.time()), woken its usual lateness early."""
+        wait = moment - self._wake_lead - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
+            late = time.time() - (moment - self._wake_lead)
+            self._wake_lead = _moving_average(self._wake_lead, max(late, 0.0))
 
     def _paced(
         self, calls: dict[str, _ToDial], due: float, slots: dict[str, float]
@@ -369,9 +378,8 @@ class Dialer:
                     # would widen the window in which a killed dialer spends tries. The
                     # commit starts its usual duration early and the calls start as it
                     # returns, without waiting for the due time (a few ms early at most).
-                    hold = due - self._commit_lead - time.time()
-                    if marked and hold > 0:
-                        await asyncio.sleep(hold)
+                    if marked:
+                        await self._sleep_until(due - self._commit_lead)
                     committing = time.monotonic()
                 committed = time.monotonic()
                 self._update_lead = _moving_average(self._update_lead, updated - began)
