@@ -154,9 +154,11 @@ def due_times(stack: Stack, queue: int) -> dict[str, datetime]:
     return {str(uuid): due for uuid, due in rows}
 
 
-def at_the_phone(folder: Path, dues: dict[str, datetime]) -> tuple[list[float], int]:
+def at_the_phone(
+    folder: Path, dues: dict[str, datetime]
+) -> tuple[list[float], int, dict[datetime, list[float]]]:
     """Each call's lateness at the A phone (ms): its first INVITE received there minus its
-    due time; and how many calls never reached the phone."""
+    due time; how many calls never reached the phone; the lateness by due second."""
     paths = sorted((folder / "a").glob("*_messages.log"))
     legs, _ = legs_seen({"a": paths})
     first: dict[str, datetime] = {}
@@ -165,8 +167,30 @@ def at_the_phone(folder: Path, dues: dict[str, datetime]) -> tuple[list[float], 
             # sipp writes its local time without a zone: read as this machine's local time.
             at = leg.start.astimezone()
             first[leg.call_uuid] = min(first.get(leg.call_uuid, at), at)
-    late = [(first[uuid] - dues[uuid]).total_seconds() * 1000 for uuid in first]
-    return late, len(dues) - len(first)
+    by_second: dict[datetime, list[float]] = {}
+    for uuid, at in first.items():
+        by_second.setdefault(dues[uuid], []).append((at - dues[uuid]).total_seconds() * 1000)
+    late = [ms for second in by_second.values() for ms in second]
+    return late, len(dues) - len(first), by_second
+
+
+def seconds_summary(by_second: dict[datetime, list[float]]) -> dict[str, Any]:
+    """How the due seconds went: a second whose first call was already late points before
+    the send (the claim, NATS, the record); a wide one, at the burst's CPU and the phone."""
+    firsts = {due: min(ms) for due, ms in by_second.items()}
+    spreads = [max(ms) - min(ms) for ms in by_second.values()]
+    worst = sorted(firsts, key=lambda due: -firsts[due])[:5]
+    return {
+        "due_seconds": len(by_second),
+        "seconds_first_call_over_100_ms": sum(1 for ms in firsts.values() if ms > 100),
+        "first_call_p50_ms": round(percentile(list(firsts.values()), 0.5), 1),
+        "spread_in_second_p50_ms": round(percentile(spreads, 0.5), 1),
+        "spread_in_second_max_ms": round(max(spreads), 1),
+        "worst_seconds": [
+            f"{due:%H:%M:%S}: first {firsts[due]:.0f} ms, last {max(by_second[due]):.0f} ms"
+            for due in worst
+        ],
+    }
 
 
 def measure(lookahead: float, rate: int, seconds: int, future: int, cps: int) -> dict[str, Any]:
@@ -188,12 +212,13 @@ def measure(lookahead: float, rate: int, seconds: int, future: int, cps: int) ->
             stop_phones(phones)
     finally:
         stop_phones(phones)
-    late, unrung = at_the_phone(folder, dues)
+    late, unrung, by_second = at_the_phone(folder, dues)
     result: dict[str, Any] = {
         "lookahead_s": lookahead,
         "calls": len(dues),
         "at_the_phone": len(late),
         "never_at_the_phone": unrung,
+        "early": sum(1 for ms in late if ms < 0),
         "load_before": [round(x, 2) for x in load_before],
         "load_at_end_of_due_seconds": [round(x, 2) for x in load_during],
         "traces": str(folder),
@@ -205,6 +230,7 @@ def measure(lookahead: float, rate: int, seconds: int, future: int, cps: int) ->
             "p99_ms": round(percentile(late, 0.99), 1),
             "max_ms": round(max(late), 1),
         }
+        result |= seconds_summary(by_second)
     log(f"lookahead {lookahead}: {result}")
     return result
 
@@ -246,6 +272,17 @@ def report(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
             f"| {' / '.join(str(x) for x in row['load_at_end_of_due_seconds'])} "
             f"| {verdict(row)} |"
         )
+    lines.append("")
+    for row in rows:
+        if "due_seconds" in row:
+            lines.append(
+                f"- lookahead {row['lookahead_s']} s: {row['early']} calls early (min above); "
+                f"by due second: first call p50 {row['first_call_p50_ms']} ms, "
+                f"{row['seconds_first_call_over_100_ms']} of {row['due_seconds']} seconds whose "
+                f"first call was over 100 ms late; spread within a second p50 "
+                f"{row['spread_in_second_p50_ms']} ms, max {row['spread_in_second_max_ms']} ms; "
+                f"latest seconds: {'; '.join(row['worst_seconds'])}"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ MAX_HOLD_SECONDS = 5.0
 # a committed mark and the dial: a dialer killed there leaves a try spent without a call.
 MARK_LEAD_WEIGHT = 0.2
 MAX_MARK_LEAD_SECONDS = 0.05
+# Wakes remembered for the sleeps' own lead (see Dialer._wakes).
+WAKES_KEPT = 10
 # Calls built between two turns of the event loop while their records are written: the
 # record's statements (and every call in progress) go on between these slices.
 PREPARE_BETWEEN_TURNS = 20
@@ -149,9 +152,11 @@ class Dialer:
         # started that much before the calls' due time.
         self._update_lead = 0.0
         self._commit_lead = 0.0
-        # How late a sleep usually wakes (the loop busy with other calls' messages, the
-        # process waiting for a core): both waits before a mark start that much earlier.
-        self._wake_lead = 0.0
+        # How late the last sleeps woke (the loop busy with other calls' messages, the
+        # process waiting for a core): both waits before a mark start the least of these
+        # earlier. The least, not an average: one wake held up by a burst would otherwise
+        # send the next seconds' calls early.
+        self._wakes: deque[float] = deque([0.0], maxlen=WAKES_KEPT)
 
     def stop(self) -> None:
         """Take no new calls; the ones in progress go on until they end."""
@@ -334,11 +339,12 @@ class Dialer:
 
     async def _sleep_until(self, moment: float) -> None:
         """Sleep until `moment` (time.time()), woken its usual lateness early."""
-        wait = moment - self._wake_lead - time.time()
+        target = moment - min(self._wakes)
+        wait = target - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-            late = time.time() - (moment - self._wake_lead)
-            self._wake_lead = _moving_average(self._wake_lead, max(late, 0.0))
+            late = time.time() - target  # how late the loop woke us
+            self._wakes.append(min(max(late, 0.0), MAX_MARK_LEAD_SECONDS))
 
     def _paced(
         self, calls: dict[str, _ToDial], due: float, slots: dict[str, float]
