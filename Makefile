@@ -9,7 +9,8 @@ PROTOS := $(wildcard proto/scheduler/v1/*.proto)
 DESCRIPTOR := $(GEN)/scheduler.pb
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all run stop test lint typecheck check token tenant webhook-secret gen venv system-deps \
+.PHONY: all run stop test lint typecheck check token tenant webhooks webhook-secret gen venv \
+	system-deps \
 	clean bench \
 	k8s-envoy-config openapi fuzz bench-sip bench-scale bench-phone chaos
 
@@ -51,6 +52,12 @@ system-deps:
 		echo "installing sipp (apt: sip-tester)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; \
 	fi
+	@# Debian's Chromium: the console's browser test drives it with Playwright (never a
+	@# browser Playwright downloads itself).
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 	@# kubectl (with its built-in kustomize) renders deploy/k8s in the tests.
 	@if ! command -v kubectl >/dev/null; then \
 		echo "installing kubectl (apt)"; \
@@ -83,6 +90,12 @@ token: gen
 tenant: gen
 	@$(PY) -m deploy.local.tenant $(ARGS)
 
+# The notifier's operator command on the local stack (while `make run` runs), e.g.
+# make webhooks ARGS="secret rotate acme --overlap-hours 24"; see deploy/local/webhooks.py.
+webhooks: gen
+	@$(PY) -m deploy.local.webhooks $(ARGS)
+
+# A client's current webhook signing secret (make webhooks ARGS="secret show CLIENT").
 webhook-secret: gen
 	@$(PY) -m deploy.local.token --webhook-secret $(CLIENT)
 

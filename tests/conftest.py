@@ -80,8 +80,13 @@ def service_env(**overrides: str) -> dict[str, str]:
         "DIALER_RING_TIMEOUT_SECONDS": "0.3",
         "DIALER_MAX_CALL_SECONDS": "5",
         "DISPATCHER_ATTEMPT_LEASE_SECONDS": "20",
-        # Webhook receivers in tests listen on 127.0.0.1 only; 127.0.0.2 stays refused.
-        "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.1/32",
+        # Webhook receivers in tests listen on 127.0.0.1 (plain http, any port from 1024);
+        # 127.0.0.2 stays refused, 127.0.0.3 is allowed over https only.
+        "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.1/32,127.0.0.3/32",
+        "NOTIFIER_HTTP_NETWORKS": "127.0.0.1/32",
+        "NOTIFIER_ALLOWED_PORTS": "80,443,1024-65535",
+        # A rotated webhook secret signs from the next delivery on.
+        "NOTIFIER_SECRET_CACHE_SECONDS": "0",
         "DISPATCHER_STATS_INTERVAL_SECONDS": "0.5",
         "NOTIFIER_READ_TIMEOUT_SECONDS": "1",
         "NOTIFIER_MAX_ATTEMPTS": "3",

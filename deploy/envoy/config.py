@@ -15,6 +15,23 @@ from typing import Any
 from services.common.auth import ISSUER
 
 LUA_SCRIPT = Path(__file__).with_name("bare_arrays.lua")
+# The web console's static files (deploy/console), served by Envoy itself at CONSOLE_PREFIX.
+CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
+CONSOLE_PREFIX = "/console/"
+CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+# The page and its scripts come from this origin only; scripts talk to this origin only (the
+# REST API, with the bearer token); no inline script, no framing, no plugins.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# Envoy refuses a direct response body above this (its default is 4 KiB).
+MAX_CONSOLE_FILE_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # Room for the largest page the api returns (1000 tasks with long URLs), which the Lua
 # filter buffers whole. It is also how much a connection may buffer: the overload manager's
@@ -73,6 +90,8 @@ class EnvoySettings:
     # Local runs: this many api processes, on consecutive ports from api_port (Envoy
     # balances over them). On Kubernetes the Service does that: 1.
     api_processes: int = 1
+    # Serve the web console (static files, inlined into the config) at /console/.
+    console: bool = True
     # Per client (the token's `sub`), per Envoy process: a token bucket of `client_burst`
     # requests refilled at `client_requests_per_second`; over it, 429 RATE_LIMITED.
     client_requests_per_second: int = 1000
@@ -128,7 +147,42 @@ def _local_reply_config(settings: EnvoySettings) -> dict[str, Any]:
                 "body_format_override": body,
             }
         )
+    if settings.console:
+        mappers = console_reply_mappers() + mappers
     return {"mappers": mappers, "body_format": _status_body(2, "UNKNOWN")}
+
+
+def _path_filter(regex: str) -> dict[str, Any]:
+    return {
+        "header_filter": {
+            "header": {"name": ":path", "string_match": {"safe_regex": {"regex": regex}}}
+        }
+    }
+
+
+def console_reply_mappers() -> list[dict[str, Any]]:
+    """Envoy sends a direct response as a local reply, which local_reply_config would turn
+    into the JSON error shape: the console's paths keep their body, with their content type."""
+    query = r"(\?.*)?$"
+    by_type = [
+        (rf"^{CONSOLE_PREFIX}(index\.html)?{query}", CONSOLE_TYPES[".html"]),
+        *(
+            (rf"^{CONSOLE_PREFIX}[^?]*\{suffix}{query}", content_type)
+            for suffix, content_type in CONSOLE_TYPES.items()
+        ),
+        # The redirect of /console and the 404 of unknown files.
+        (rf"^{CONSOLE_PREFIX.rstrip('/')}([/?].*)?$", "text/plain; charset=utf-8"),
+    ]
+    return [
+        {
+            "filter": _path_filter(regex),
+            "body_format_override": {
+                "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                "content_type": content_type,
+            },
+        }
+        for regex, content_type in by_type
+    ]
 
 
 def _per_client_rate_limit(settings: EnvoySettings) -> dict[str, Any]:
@@ -183,6 +237,85 @@ def _per_client_rate_limit(settings: EnvoySettings) -> dict[str, Any]:
             }
         ],
     }
+
+
+def console_files() -> dict[str, Path]:
+    """The console's files by their URL path."""
+    return {
+        CONSOLE_PREFIX + str(path.relative_to(CONSOLE_DIR)): path
+        for path in sorted(CONSOLE_DIR.rglob("*"))
+        if path.is_file() and path.suffix in CONSOLE_TYPES
+    }
+
+
+def _static_response(status: int, body: str, content_type: str) -> dict[str, Any]:
+    headers = {
+        "content-type": content_type,
+        "content-security-policy": CONSOLE_CSP,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        "x-frame-options": "DENY",
+        # Always revalidated: a new console takes effect on the next load.
+        "cache-control": "no-cache",
+    }
+    return {
+        "direct_response": {"status": status, "body": {"inline_string": body}},
+        "response_headers_to_add": [
+            {"append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "header": {"key": k, "value": v}}
+            for k, v in headers.items()
+        ],
+        # Only these routes skip the token check, and every one of them is a direct response
+        # from Envoy: nothing under /console reaches the api, so the console's pages cannot
+        # be a way around authentication. Its scripts call the REST API like any client,
+        # with the bearer token, on the routes below.
+        "typed_per_filter_config": {
+            name: {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+            for name in _CONSOLE_SKIPS
+        },
+    }
+
+
+# Filters that have nothing to do for a static file (the transcoder would answer 404 for a
+# path that is no gRPC method).
+_CONSOLE_SKIPS = (
+    "envoy.filters.http.jwt_authn",
+    "envoy.filters.http.local_ratelimit",
+    "envoy.filters.http.buffer",
+    "envoy.filters.http.lua",
+    "envoy.filters.http.grpc_json_transcoder",
+)
+
+
+def console_routes() -> list[dict[str, Any]]:
+    """Routes serving the web console: one exact path per file, /console/ is its index.html,
+    /console redirects there, anything else under /console is a 404 from Envoy."""
+    routes = []
+    files = console_files()
+    for url, path in files.items():
+        body = path.read_text()
+        if len(body.encode()) > MAX_CONSOLE_FILE_BYTES:
+            raise ValueError(f"{path} is over {MAX_CONSOLE_FILE_BYTES} bytes")
+        route = _static_response(200, body, CONSOLE_TYPES[path.suffix])
+        routes.append({"match": {"path": url}, **route})
+        if url == CONSOLE_PREFIX + "index.html":
+            routes.append({"match": {"path": CONSOLE_PREFIX}, **route})
+    routes.append(
+        {
+            "match": {"path": CONSOLE_PREFIX.rstrip("/")},
+            "redirect": {"path_redirect": CONSOLE_PREFIX},
+            "typed_per_filter_config": _static_response(200, "", "")["typed_per_filter_config"],
+        }
+    )
+    routes.append(
+        {
+            "match": {"prefix": CONSOLE_PREFIX},
+            **_static_response(404, "not found\n", "text/plain; charset=utf-8"),
+        }
+    )
+    return routes
 
 
 def _http_filters(settings: EnvoySettings) -> list[dict[str, Any]]:
@@ -320,15 +453,17 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
         },
         "route_config": {
             "name": "rest",
+            "max_direct_response_body_size_bytes": MAX_CONSOLE_FILE_BYTES,
             "virtual_hosts": [
                 {
                     "name": "api",
                     "domains": ["*"],
                     "routes": [
+                        *(console_routes() if settings.console else []),
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": "api_grpc", "timeout": "60s"},
-                        }
+                        },
                     ],
                 }
             ],

@@ -57,6 +57,19 @@ DEMO_CALLER_ID = "+15550000000"
 log = logging.getLogger("stack")
 
 
+# Locally, webhooks may go to receivers on this machine (127.0.0.1, plain http, any port
+# from 1024), besides public https on 80/443 as anywhere; the environment (or a test's
+# service_env) overrides each. Kubernetes allows none of these (README, "Webhooks").
+LOCAL_WEBHOOK_TARGETS = {
+    name: os.environ.get(name, value)
+    for name, value in {
+        "NOTIFIER_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "NOTIFIER_HTTP_NETWORKS": "127.0.0.1/32",
+        "NOTIFIER_ALLOWED_PORTS": "80,443,1024-65535",
+    }.items()
+}
+
+
 class StackSettings(BaseSettings):
     """Ports and places of the local stack; every one can be overridden from the environment."""
 
@@ -305,6 +318,7 @@ class Stack:
             env={
                 # The dialers' room in all, shared fairly between tenants when nearly full.
                 "DISPATCHER_DIALER_CAPACITY": str(self._dialer_capacity()),
+                **LOCAL_WEBHOOK_TARGETS,
                 **self.service_env,
                 "DATABASE_URL": self.service_database_url(kind),
                 "NATS_URL": f"nats://127.0.0.1:{self.settings.nats_port}",
@@ -577,6 +591,7 @@ def main() -> int:
         stack.stop()
         return 1
     where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
+    token = stack.token("demo")
     log.info(
         "\ncallback-scheduler is ready in %.1fs (database: %s)\n"
         "  REST API:      %s\n"
@@ -586,7 +601,9 @@ def main() -> int:
         "  notifiers:     %d (from port %d); webhook secret: make webhook-secret CLIENT=<id>\n"
         "  metrics:       %s (api), dispatchers from :%d, dialers :%d, notifiers :%d\n"
         "  Envoy admin:   http://127.0.0.1:%d\n"
-        "  token (demo):  %s\n\n"
+        "  token (demo):  %s\n"
+        "  console:       %s/console/#token=%s (signs in as demo)\n"
+        "  command line:  CALLBACKS_TOKEN=<token> .venv/bin/callbacks --help\n\n"
         "Try:  curl -H 'Authorization: Bearer <token>' %s/client/demo/task_scheduler/\n"
         "Ctrl-C stops everything.",
         time.monotonic() - started,
@@ -606,7 +623,9 @@ def main() -> int:
         settings.metrics_port + 16,
         settings.metrics_port + 26,
         settings.envoy_admin_port,
-        stack.token("demo"),
+        token,
+        stack.rest_url,
+        token,
         stack.rest_url,
     )
     exit_code = 0

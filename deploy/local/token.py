@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from deploy.local.keys import ensure_webhook_signing_key, mint_token
+from deploy.local import webhooks
+from deploy.local.keys import mint_token
 from deploy.local.stack import StackSettings
 from services.common.auth import DEFAULT_MAX_LIFETIME_SECONDS
-from services.notifier.signing import client_secret
 
 
 def main() -> None:
@@ -22,14 +23,13 @@ def main() -> None:
     parser.add_argument(
         "--webhook-secret",
         action="store_true",
-        help="print the client's webhook signing secret instead of a token",
+        help="print the client's current webhook signing secret instead of a token (read "
+        "from the running stack's database: `secret show` of `make webhooks`)",
     )
     args = parser.parse_args()
-    settings = StackSettings()
     if args.webhook_secret:
-        key = ensure_webhook_signing_key(settings.state_dir)
-        print(client_secret(key, args.client_id))
-        return
+        sys.exit(webhooks.main(["secret", "show", args.client_id]))
+    settings = StackSettings()
     print(mint_token(settings.state_dir, args.client_id, ttl_seconds=int(args.hours * 3600)))
 
 

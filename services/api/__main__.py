@@ -22,7 +22,7 @@ async def main() -> None:
     settings = ApiSettings()  # type: ignore[call-arg]  # filled from the environment
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
     verifier = TokenVerifier.from_file(
         settings.jwks_file, max_lifetime_seconds=settings.token_max_lifetime_seconds
     )

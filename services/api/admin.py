@@ -25,11 +25,12 @@ import re
 import sys
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from services.api import repository, tenants
 from services.common.db import make_engine, transaction
+from services.common.settings import SECRET_SAFE
 from services.common.tenancy import TenantDefaults
 
 _PHONE = re.compile(r"\+?[0-9*#]{1,31}")
@@ -41,7 +42,9 @@ _PRINTABLE = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 class AdminSettings(BaseSettings):
-    database_url: str = Field(validation_alias="DATABASE_URL")
+    model_config = SECRET_SAFE
+
+    database_url: SecretStr = Field(validation_alias="DATABASE_URL")
 
 
 class UsageError(ValueError):
@@ -95,7 +98,7 @@ async def _show(conn: Any, client_id: str, defaults: TenantDefaults) -> dict[str
 
 
 async def run(args: argparse.Namespace) -> Any:
-    engine = make_engine(AdminSettings().database_url, pool_size=1)  # type: ignore[call-arg]
+    engine = make_engine(AdminSettings().database_url.get_secret_value(), pool_size=1)  # type: ignore[call-arg]
     defaults = TenantDefaults()
     try:
         async with transaction(engine) as conn:

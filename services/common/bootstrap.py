@@ -20,7 +20,9 @@ async def start_worker(
     No pre-ping on the engine: workers retry failed transactions by themselves."""
     logs.configure(settings.log_level)
     serve_metrics(settings.metrics_address)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
+    engine = make_engine(
+        settings.database_url.get_secret_value(), pool_size=settings.db_pool_size, pre_ping=False
+    )
     nats_client, jetstream = await bus.connect(
         settings.nats_url, name, stream_replicas=settings.nats_stream_replicas
     )

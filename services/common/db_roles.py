@@ -65,6 +65,8 @@ GRANTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "notifier": {
         "webhook_deliveries": ("SELECT", "INSERT", "UPDATE"),
         "webhook_attempts": ("SELECT", "INSERT"),
+        # Signs with tenants' secrets; only the operator (the owner) makes or rotates them.
+        "webhook_secrets": ("SELECT",),
     },
 }
 

@@ -387,3 +387,22 @@ class WebhookAttempt(Base):
     # "delivered", "retry", "failed" or "dead", and why.
     outcome: Mapped[str] = mapped_column(String(10))
     error: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class WebhookSecret(Base):
+    """One version of a client's webhook signing secret (services/notifier/tenant_secrets.py).
+
+    The highest version is the current one (retires_at NULL); a rotation gives the previous
+    one a retires_at at the end of its overlap, until which both sign. Random, stored sealed
+    (AES-256-GCM under a key derived from NOTIFIER_SIGNING_KEY, bound to client and
+    version). A client without a row signs with version 1 derived from that master key.
+    """
+
+    __tablename__ = "webhook_secrets"
+    __table_args__ = (CheckConstraint("version >= 1", name="version"),)
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    retires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

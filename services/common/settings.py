@@ -1,14 +1,26 @@
 """Settings every service reads. Shared names (DATABASE_URL, NATS_*) have no prefix; the
-rest take the subclass's prefix (API_, DISPATCHER_, ...)."""
+rest take the subclass's prefix (API_, DISPATCHER_, ...).
+
+Secrets never reach a log or an error message: passwords, keys and URLs that may carry a
+password are `SecretStr` (printed as `**********`; `.get_secret_value()` where they are
+used), and a setting that fails validation is named in the error without its value
+(`hide_input_in_errors`: pydantic would otherwise print the value, or for a check of the
+whole model every setting's)."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Every settings class of the services, and the models nested in them, use this.
+SECRET_SAFE = SettingsConfigDict(hide_input_in_errors=True)
 
 
 class ServiceSettings(BaseSettings):
-    database_url: str = Field(validation_alias="DATABASE_URL")
+    model_config = SECRET_SAFE
+
+    # A URL with the role's password in it.
+    database_url: SecretStr = Field(validation_alias="DATABASE_URL")
     # gRPC server (the api's service, or only the standard health service for probes).
     grpc_address: str
     # Prometheus /metrics.

@@ -38,7 +38,10 @@ async def open_backend(settings: DialerSettings) -> TelephonyBackend:
         listen=settings.sip_listen,
         advertise=settings.sip_advertise,
         routes=tuple(routes),
-        accounts={k: Account(a.username, a.password) for k, a in settings.sip_accounts.items()},
+        accounts={
+            k: Account(a.username, a.password.get_secret_value())
+            for k, a in settings.sip_accounts.items()
+        },
         assert_identity=settings.sip_assert_identity,
         socket_buffer_bytes=settings.sip_socket_buffer_bytes,
         ring_timeout_seconds=settings.ring_timeout_seconds,

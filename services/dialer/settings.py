@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import WorkerSettings
@@ -14,7 +14,7 @@ from services.dialer.simulated import DEFAULT_RULES, Rule
 class SipRoute(BaseModel):
     """Numbers matching `pattern` (a glob; first match wins) go to `proxy` (host:port)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     pattern: str
     proxy: str
@@ -25,10 +25,10 @@ class SipRoute(BaseModel):
 class SipAccount(BaseModel):
     """Digest credentials for the trunk (answers 401/407 challenges)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     username: str
-    password: str
+    password: SecretStr
 
 
 class DialerSettings(WorkerSettings):

@@ -30,7 +30,7 @@ async def main() -> None:
     scheduler = Scheduler(engine, settings, wakeups, publisher.ready, TenantDefaults())
     consumer = CallEventConsumer(engine, jetstream, settings.result_batch, publisher.ready)
     listener = asyncio.create_task(
-        listen_forever(settings.database_url, WAKE_CHANNEL, wakeups.notify)
+        listen_forever(settings.database_url.get_secret_value(), WAKE_CHANNEL, wakeups.notify)
     )
     stats = asyncio.create_task(refresh_forever(engine, jetstream, settings.stats_interval_seconds))
     housekeeping = asyncio.create_task(

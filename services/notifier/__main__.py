@@ -9,7 +9,6 @@ from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
 from services.common.supervision import exit_when_failed
 from services.common.wakeup import listen_forever
-from services.notifier.addresses import parse_networks
 from services.notifier.consumer import EventConsumer
 from services.notifier.repository import WAKE_CHANNEL
 from services.notifier.sender import Sender
@@ -20,9 +19,8 @@ from services.notifier.transport import make_client
 async def main() -> None:
     settings = NotifierSettings()  # type: ignore[call-arg]  # filled from the environment
     engine, nats_client, jetstream = await start_worker(settings, "notifier")
-    allowed = parse_networks([n for n in settings.allowed_networks.split(",") if n.strip()])
     client = make_client(
-        allowed,
+        settings.address_policy,
         connect_timeout=settings.connect_timeout_seconds,
         read_timeout=settings.read_timeout_seconds,
         max_connections=settings.max_in_flight,
@@ -31,7 +29,7 @@ async def main() -> None:
     consumer = EventConsumer(engine, jetstream)
     sender = Sender(engine, client, settings, wake)
     listener = asyncio.create_task(
-        listen_forever(settings.database_url, WAKE_CHANNEL, lambda _: wake.set())
+        listen_forever(settings.database_url.get_secret_value(), WAKE_CHANNEL, lambda _: wake.set())
     )
     workers = [asyncio.create_task(consumer.run()), asyncio.create_task(sender.run())]
 

@@ -154,3 +154,77 @@ async def replay(conn: AsyncConnection, delivery_ids: Sequence[int]) -> int:
     count = (await conn.execute(stmt)).rowcount
     await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
     return int(count)
+
+
+# -- tenants' webhook secrets (services/notifier/tenant_secrets.py) ----------------------
+
+_SIGNING_SECRETS = text("""
+    SELECT version, sealed FROM webhook_secrets s
+    WHERE client_id = :client_id
+      AND (retires_at IS NULL OR retires_at > now()
+           OR version = (SELECT max(version) FROM webhook_secrets WHERE client_id = :client_id))
+    ORDER BY version DESC
+""")
+
+
+async def signing_secrets(conn: AsyncConnection, client_id: str) -> Sequence[Row[Any]]:
+    """A client's secrets that sign now, newest first: the current one and any still in its
+    overlap (none: the client has no secret of its own)."""
+    rows: Sequence[Row[Any]] = (
+        await conn.execute(_SIGNING_SECRETS, {"client_id": client_id})
+    ).all()
+    return rows
+
+
+async def list_secrets(
+    conn: AsyncConnection, client_id: str, *, for_update: bool = False
+) -> Sequence[Row[Any]]:
+    """Every version of a client's secret, newest first, with whether it still signs."""
+    stmt = text(f"""
+        SELECT version, sealed, created_at, retires_at,
+               retires_at IS NULL OR retires_at > now() AS live
+        FROM webhook_secrets WHERE client_id = :client_id
+        ORDER BY version DESC {"FOR UPDATE" if for_update else ""}
+    """)  # noqa: S608 - constant SQL
+    rows: Sequence[Row[Any]] = (await conn.execute(stmt, {"client_id": client_id})).all()
+    return rows
+
+
+async def add_secret(
+    conn: AsyncConnection,
+    client_id: str,
+    version: int,
+    sealed: bytes,
+    retires_in_seconds: float | None,
+) -> None:
+    """Store a version of a client's secret (retiring after that long, or current: None)."""
+    stmt = text("""
+        INSERT INTO webhook_secrets (client_id, version, sealed, retires_at)
+        VALUES (:client_id, :version, :sealed,
+                now() + make_interval(secs => CAST(:retires_in AS double precision)))
+    """)
+    await conn.execute(
+        stmt,
+        {
+            "client_id": client_id,
+            "version": version,
+            "sealed": sealed,
+            "retires_in": retires_in_seconds,
+        },
+    )
+
+
+async def retire_secrets(
+    conn: AsyncConnection, client_id: str, below_version: int, in_seconds: float
+) -> None:
+    """Versions below `below_version` stop signing within `in_seconds` (never later than
+    they were to)."""
+    stmt = text("""
+        UPDATE webhook_secrets
+        SET retires_at = least(coalesce(retires_at, 'infinity'),
+                               now() + make_interval(secs => :in_seconds))
+        WHERE client_id = :client_id AND version < :below_version
+    """)
+    await conn.execute(
+        stmt, {"client_id": client_id, "below_version": below_version, "in_seconds": in_seconds}
+    )

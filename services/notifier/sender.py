@@ -17,9 +17,11 @@ from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.notifier import repository
+from services.notifier.keyring import SecretUnreadable
 from services.notifier.policy import DELIVERED, RETRY, RetryPolicy, Verdict, judge
 from services.notifier.settings import NotifierSettings
-from services.notifier.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, client_secret, sign
+from services.notifier.signing import TIMESTAMP_HEADER, signature_headers
+from services.notifier.tenant_secrets import TenantSecrets
 from services.notifier.transport import AddressRefused
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class Sender:
             cap_seconds=settings.backoff_cap_seconds,
         )
         self._wake = wake
+        self._secrets = TenantSecrets(
+            engine, settings.signing_key.get_secret_value(), settings.secret_cache_seconds
+        )
         self._in_flight: set[asyncio.Task[None]] = set()
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._stopping = False
@@ -126,13 +131,16 @@ class Sender:
         """One POST; (status code, error, whether an error is worth retrying)."""
         body = row.body.encode()
         timestamp = int(time.time())
-        secret = client_secret(self._settings.signing_key, row.client_id)
+        try:
+            secrets = await self._secrets.signing(row.client_id)
+        except (StorageUnavailable, SecretUnreadable) as err:
+            return None, f"cannot sign: {err}", True
         headers = {
             "Content-Type": "application/json",
             "X-Callback-Event": row.event,
             "X-Callback-Event-Id": row.event_id,
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
+            **signature_headers(secrets, timestamp, body),
         }
         deadline = self._settings.connect_timeout_seconds + self._settings.read_timeout_seconds
         try:

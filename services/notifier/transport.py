@@ -1,19 +1,22 @@
 """An httpx client whose connections are checked against the SSRF rules *after* DNS
 resolution and at connect time, so a hostname that resolves to a private address (or is
-re-pointed there later) is refused, not just a literal IP in the URL."""
+re-pointed there later) is refused, not just a literal IP in the URL.
+
+httpcore tells a network backend the host and port, not the scheme: http and https URLs go
+through two connection pools, each with a backend that knows its scheme."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import certifi
 import httpcore
 import httpx
 
-from services.notifier.addresses import Network, refusal
+from services.notifier.addresses import Policy, port_refusal, refusal, scheme_refusal
 
 
 class AddressRefused(Exception):
@@ -21,12 +24,14 @@ class AddressRefused(Exception):
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves the host itself, refuses if any address is off-limits, then connects to a
-    checked address (TLS still verifies the original host name)."""
+    """Refuses a port off-limits, resolves the host itself, refuses if any address is
+    off-limits (for this scheme), then connects to a checked address (TLS still verifies the
+    original host name)."""
 
-    def __init__(self, allowed: Sequence[Network]) -> None:
+    def __init__(self, policy: Policy, scheme: str = "https") -> None:
         self._inner = httpcore.AnyIOBackend()
-        self._allowed = tuple(allowed)
+        self._policy = policy
+        self._scheme = scheme
 
     async def connect_tcp(
         self,
@@ -36,6 +41,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        reason = port_refusal(port, self._policy)
+        if reason is not None:
+            raise AddressRefused(reason)
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(
@@ -45,7 +53,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"cannot resolve {host}: {err}") from err
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for address in addresses:
-            reason = refusal(address, self._allowed)
+            reason = refusal(address, self._policy.allowed_networks) or scheme_refusal(
+                self._scheme, address, self._policy
+            )
             if reason is not None:
                 raise AddressRefused(reason)
         error: Exception | None = None
@@ -71,12 +81,25 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 def make_client(
-    allowed: Sequence[Network],
+    policy: Policy,
     *,
     connect_timeout: float,
     read_timeout: float,
     max_connections: int,
 ) -> httpx.AsyncClient:
+    """The notifier's client: https through one guarded pool, http through another (its
+    backend refuses addresses outside the policy's http networks); other schemes fail."""
+    return httpx.AsyncClient(
+        transport=_guarded_transport(GuardedBackend(policy, "https"), max_connections),
+        mounts={"http://": _guarded_transport(GuardedBackend(policy, "http"), max_connections)},
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"User-Agent": "callback-scheduler-webhooks/1"},
+    )
+
+
+def _guarded_transport(backend: GuardedBackend, max_connections: int) -> httpx.AsyncHTTPTransport:
     transport = httpx.AsyncHTTPTransport()
     # httpx has no public way to pass httpcore a network backend; replace the pool it built
     # with one that uses ours (same settings as httpx's defaults otherwise).
@@ -85,12 +108,6 @@ def make_client(
         max_connections=max_connections,
         max_keepalive_connections=max_connections // 4,
         keepalive_expiry=5.0,
-        network_backend=GuardedBackend(allowed),
+        network_backend=backend,
     )
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": "callback-scheduler-webhooks/1"},
-    )
+    return transport

@@ -33,6 +33,17 @@ def test_every_service_runs_as_its_own_role_not_the_owner(stack: Stack) -> None:
         ("notifier", "SELECT * FROM calls LIMIT 1"),
         ("notifier", "SELECT password FROM tenant_sip_accounts LIMIT 1"),
         ("notifier", "INSERT INTO outbox (subject, msg_id, payload) VALUES ('x', 'x', '')"),
+        # It signs with the tenants' webhook secrets; only the operator makes or rotates them.
+        (
+            "notifier",
+            "INSERT INTO webhook_secrets (client_id, version, sealed) VALUES ('x', 1, '')",
+        ),
+        ("notifier", "UPDATE webhook_secrets SET retires_at = now() WHERE client_id = 'x'"),
+        ("notifier", "DELETE FROM webhook_secrets WHERE client_id = 'x'"),
+        # Nobody else reads them.
+        ("api", "SELECT sealed FROM webhook_secrets LIMIT 1"),
+        ("dispatcher", "SELECT sealed FROM webhook_secrets LIMIT 1"),
+        ("dialer", "SELECT sealed FROM webhook_secrets LIMIT 1"),
         # The dialer places calls: it may not decide a task's fate or publish messages.
         ("dialer", "UPDATE tasks SET status = 'finished' WHERE id = -1"),
         ("dialer", "DELETE FROM tasks WHERE id = -1"),
@@ -66,3 +77,9 @@ def test_the_owner_is_not_refused_those_reads(stack: Stack) -> None:
         conn.execute("SELECT a_number FROM tasks LIMIT 1")
         conn.execute("SELECT password FROM tenant_sip_accounts LIMIT 1")
         conn.execute("SELECT * FROM webhook_deliveries LIMIT 1")
+        conn.execute("SELECT sealed FROM webhook_secrets LIMIT 1")
+
+
+def test_the_notifier_reads_webhook_secrets(stack: Stack) -> None:
+    with psycopg.connect(stack.service_database_url("notifier")) as conn:
+        conn.execute("SELECT version, sealed FROM webhook_secrets LIMIT 1")

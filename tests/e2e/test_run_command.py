@@ -3,6 +3,7 @@ SIGTERM, and keeps the data for the next start."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -44,7 +45,15 @@ def test_data_survives_a_restart_and_every_process_stops(
     base = f"http://127.0.0.1:{rest_port}"
     with running_stack(state_dir, rest_port, tmp_path / "first.log", signal.SIGINT):
         # The token printed for `demo` is in the log; any token from the same key works too.
-        assert "token (demo):" in (tmp_path / "first.log").read_text()
+        printed = (tmp_path / "first.log").read_text()
+        assert "token (demo):" in printed
+        # The console link: the page, and the demo token in its fragment.
+        link = re.search(r"console: +(\S+)#token=(\S+) \(signs in as demo\)", printed)
+        assert link is not None, printed
+        assert link.group(1) == f"{base}/console/"
+        assert "text/html" in httpx.get(link.group(1)).headers["content-type"]
+        demo = {"Authorization": f"Bearer {link.group(2)}"}
+        assert httpx.get(f"{base}/client/demo/task_scheduler/", headers=demo).status_code == 200
         headers = {"Authorization": f"Bearer {mint_token(state_dir, 'keeper')}"}
         queue = httpx.post(
             f"{base}/client/keeper/task_scheduler/", json={"name": "kept"}, headers=headers

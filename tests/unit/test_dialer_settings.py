@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 
 import pytest
 from pydantic import ValidationError
@@ -30,7 +31,8 @@ def test_sip_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         DIALER_SIP_TRANSPORT="tcp",
     )
     assert loaded.sip_routes[0].proxy == "uk-trunk:5080"
-    assert loaded.sip_accounts[0].password == "p0"
+    assert loaded.sip_accounts[0].password.get_secret_value() == "p0"
+    assert "p0" not in repr(loaded) and "p0" not in str(loaded.sip_accounts)
     assert loaded.sip_transport == "tcp" and loaded.sip_calls_per_second == 100
 
 
@@ -74,3 +76,44 @@ def test_random_simulated_phones_and_their_seed(monkeypatch: pytest.MonkeyPatch)
     assert loaded.simulated_seed == 42
     assert loaded.simulated_rules[0].behaviours == {"answer": 3, "busy": 1}
     assert loaded.simulated_rules[0].talk_seconds_max == 5
+
+
+PASSWORD = "hunter2-not-for-logs"
+DB_PASSWORD = "db-pw-not-for-logs"
+
+# Malformed DIALER_SIP_ACCOUNTS as an operator might write them: none may print the password.
+MALFORMED_ACCOUNTS = [
+    '{"0": {"username": "main", "password": "PW"}',  # not JSON: a brace missing
+    '{"0": {"username": "main", "password": "PW", "realm": "x"}}',
+    '{"0": {"username": "main", "pass": "PW"}}',
+    '{"0": ["main", "PW"]}',
+    '{"0": {"username": 7, "password": "PW"}}',
+    '{"x": {"username": "main", "password": "PW"}}',
+    # A whole-model check (only account "0"): pydantic printed every setting's value.
+    '{"7": {"username": "main", "password": "PW"}}',
+]
+
+
+@pytest.mark.parametrize("accounts", MALFORMED_ACCOUNTS)
+def test_a_malformed_account_is_refused_without_printing_its_password(
+    monkeypatch: pytest.MonkeyPatch, accounts: str
+) -> None:
+    with pytest.raises(Exception) as refused:  # ValidationError or SettingsError
+        settings(
+            monkeypatch,
+            DATABASE_URL=f"postgresql://dialer:{DB_PASSWORD}@db/app",
+            DIALER_BACKEND="sip",
+            DIALER_SIP_PROXY="pbx.example:5060",
+            DIALER_SIP_ACCOUNTS=accounts.replace("PW", PASSWORD),
+        )
+    # All the text a crash would log: the message, its causes, the whole traceback.
+    text = "".join(traceback.format_exception(refused.value))
+    assert "sip_accounts" in text.lower()  # it still says which setting is wrong
+    assert PASSWORD not in text
+    assert DB_PASSWORD not in text
+
+
+def test_database_url_is_kept_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = settings(monkeypatch, DATABASE_URL=f"postgresql://dialer:{DB_PASSWORD}@db/app")
+    assert DB_PASSWORD not in repr(loaded)
+    assert DB_PASSWORD in loaded.database_url.get_secret_value()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from deploy.envoy.config import EnvoySettings, render
+from deploy.envoy.config import (
+    CONSOLE_CSP,
+    CONSOLE_PREFIX,
+    CONSOLE_TYPES,
+    EnvoySettings,
+    console_files,
+    render,
+)
 from deploy.k8s import envoy_config
 
 SETTINGS = EnvoySettings(
@@ -76,3 +84,57 @@ def test_the_kubernetes_heap_limit_is_below_the_containers_memory_limit() -> Non
     limit = container["resources"]["limits"]["memory"]
     assert limit.endswith("Mi")
     assert envoy_config.SETTINGS.max_heap_bytes < int(limit[:-2]) * 1024 * 1024
+
+
+def routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    route_list: list[dict[str, Any]] = manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    return route_list
+
+
+def test_the_console_routes_are_envoys_own_answers_and_the_only_ones_without_a_token() -> None:
+    all_routes = routes(render(SETTINGS))
+    console = [r for r in all_routes if r is not all_routes[-1]]
+    # The REST API is the last route, as before: everything else goes to the api, token first.
+    assert all_routes[-1] == {
+        "match": {"prefix": "/"},
+        "route": {"cluster": "api_grpc", "timeout": "60s"},
+    }
+    assert console, "the console is served"
+    for route in console:
+        match = route["match"].get("path") or route["match"]["prefix"]
+        assert match.startswith(CONSOLE_PREFIX.rstrip("/")), match
+        # Never forwarded: a direct response or a redirect, so skipping the token check
+        # cannot open a way to the api.
+        assert "route" not in route and ("direct_response" in route or "redirect" in route)
+        skipped = route["typed_per_filter_config"]
+        assert skipped["envoy.filters.http.jwt_authn"]["disabled"] is True
+    # Anything else under /console is Envoy's 404, not the api's.
+    assert console[-1]["match"] == {"prefix": CONSOLE_PREFIX}
+    assert console[-1]["direct_response"]["status"] == 404
+
+
+def test_every_console_file_is_served_with_its_type_and_a_strict_policy() -> None:
+    by_path = {r["match"].get("path"): r for r in routes(render(SETTINGS))}
+    files = console_files()
+    assert {"/console/index.html", "/console/app.js", "/console/api.js"} <= set(files)
+    for url, path in files.items():
+        route = by_path[url]
+        assert route["direct_response"]["body"]["inline_string"] == path.read_text()
+        headers = {
+            h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]
+        }
+        assert headers["content-security-policy"] == CONSOLE_CSP
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-type"] == CONSOLE_TYPES[path.suffix]
+    assert "'unsafe-inline'" not in CONSOLE_CSP and "'unsafe-eval'" not in CONSOLE_CSP
+    assert (
+        by_path[CONSOLE_PREFIX]["direct_response"]
+        == by_path["/console/index.html"]["direct_response"]
+    )
+
+
+def test_without_the_console_the_routes_are_the_api_alone() -> None:
+    config = render(replace(SETTINGS, console=False))
+    assert routes(config) == [
+        {"match": {"prefix": "/"}, "route": {"cluster": "api_grpc", "timeout": "60s"}}
+    ]

@@ -99,7 +99,9 @@ EXPECTED_EGRESS = {
     "api": DNS | {"postgres tcp/5432"},
     "dispatcher": DNS | {"postgres tcp/5432", "nats tcp/4222"},
     "dialer": DNS | {"postgres tcp/5432", "nats tcp/4222"},
-    "notifier": DNS | {"postgres tcp/5432", "nats tcp/4222", "public-internet tcp/any"},
+    # Webhooks: public addresses on 80 and 443 only, as the notifier's own check.
+    "notifier": DNS
+    | {"postgres tcp/5432", "nats tcp/4222", "public-internet tcp/80", "public-internet tcp/443"},
     "migrate": DNS | {"postgres tcp/5432"},
     "nats": DNS | {"nats tcp/6222"},
     # The CloudNativePG instance manager calls the Kubernetes API (and the backup store).
