@@ -154,6 +154,13 @@ def due_times(stack: Stack, queue: int) -> dict[str, datetime]:
     return {str(uuid): due for uuid, due in rows}
 
 
+def retransmitted(folder: Path) -> int:
+    """A legs whose INVITE the A phone received more than once: the dialer read the phone's
+    answers later than T1 (0.5 s), the sign of a dialer that fell behind."""
+    legs, _ = legs_seen({"a": sorted((folder / "a").glob("*_messages.log"))})
+    return sum(1 for leg in legs.values() if leg.invite_copies > len(leg.invites))
+
+
 def at_the_phone(
     folder: Path, dues: dict[str, datetime]
 ) -> tuple[list[float], int, dict[datetime, list[float]]]:
@@ -219,6 +226,7 @@ def measure(lookahead: float, rate: int, seconds: int, future: int, cps: int) ->
         "at_the_phone": len(late),
         "never_at_the_phone": unrung,
         "early": sum(1 for ms in late if ms < 0),
+        "invites_retransmitted": retransmitted(folder),
         "load_before": [round(x, 2) for x in load_before],
         "load_at_end_of_due_seconds": [round(x, 2) for x in load_during],
         "traces": str(folder),
@@ -277,6 +285,8 @@ def report(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
         if "due_seconds" in row:
             lines.append(
                 f"- lookahead {row['lookahead_s']} s: {row['early']} calls early (min above); "
+                f"{row.get('invites_retransmitted', '?')} calls whose INVITE the phone received "
+                "again (the dialer behind by more than T1); "
                 f"by due second: first call p50 {row['first_call_p50_ms']} ms, "
                 f"{row['seconds_first_call_over_100_ms']} of {row['due_seconds']} seconds whose "
                 f"first call was over 100 ms late; spread within a second p50 "
