@@ -122,6 +122,7 @@ $(VENV)/.bench-installed: pyproject.toml | $(STAMP)
 bench: gen system-deps $(VENV)/.bench-installed
 	$(PY) -m bench.run
 	$(PY) -m bench.fairness
+	$(PY) -m bench.webhooks
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.fuzz_api
 	$(PY) -m bench.sip_bench

@@ -56,7 +56,7 @@ from bench import chaos_sip
 from bench.chaos_sip import CallRow, ChaosPhones
 from deploy.local.debian_postgres import DebianPostgres, create_debian_postgres
 from deploy.local.stack import Stack
-from tests.conftest import free_port, service_env, stack_settings
+from tests.conftest import free_port, permission_violations, service_env, stack_settings
 from tests.e2e.dispatch_helpers import max_overlap
 
 log = logging.getLogger("chaos")
@@ -434,6 +434,10 @@ def check_invariants(
     figures.check(doubled == 0, f"tasks added twice: {doubled}")
     stuck = len(tasks) - by_status["finished"]
     figures.check(stuck == 0, f"tasks not finished (stuck): {stuck}")
+    # Every service ran as its own NATS user: none was ever refused a subject it needs.
+    violations = permission_violations(stack)
+    figures.say(f"NATS users: {stack.settings.nats_users}")
+    figures.check(not violations, f"NATS permission violations logged: {len(violations)}")
 
     if phones is not None:
         # 2. The phones' witness: no attempt INVITEd twice, every try rang a phone, no more

@@ -163,6 +163,20 @@ def stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
     running.start()
     yield running
     running.stop()
+    assert permission_violations(running) == []
+
+
+def permission_violations(stack: Stack) -> list[str]:
+    """Every NATS permission violation a service of `stack` logged (nats-server reports them
+    only to the client, asynchronously: the refused request itself just times out). A
+    service refused what it needs would otherwise fail slowly and silently."""
+    assert stack.log_dir is not None
+    return [
+        f"{path.name}: {line}"
+        for path in sorted(stack.log_dir.glob("*.log"))
+        for line in path.read_text(errors="replace").splitlines()
+        if "permissions violation" in line.lower()
+    ]
 
 
 ClientFactory = Callable[..., httpx.Client]

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -21,6 +22,7 @@ JWKS = "jwks.json"
 
 
 DB_ROLE_PASSWORDS = "db-role-passwords.json"
+NATS_PASSWORDS = "nats-passwords.json"
 
 
 def ensure_keys(state_dir: Path) -> Path:
@@ -76,10 +78,25 @@ def ensure_webhook_signing_key(state_dir: Path) -> str:
 
 def ensure_db_role_passwords(state_dir: Path, services: tuple[str, ...]) -> dict[str, str]:
     """A random password per service's PostgreSQL role, generated once (never in git)."""
-    path = state_dir / DB_ROLE_PASSWORDS
+    return _ensure_passwords(state_dir / DB_ROLE_PASSWORDS, services, secrets.token_hex)
+
+
+def ensure_nats_passwords(state_dir: Path, users: tuple[str, ...]) -> dict[str, str]:
+    """A random password per NATS user, generated once (never in git). Delete the file to
+    rotate them (the next start uses new ones). They start with a letter: nats-server reads
+    a password from its environment, and one that looks like a number would become one."""
+    return _ensure_passwords(
+        state_dir / NATS_PASSWORDS, users, lambda size: "n" + secrets.token_hex(size)
+    )
+
+
+def _ensure_passwords(
+    path: Path, names: tuple[str, ...], generate: Callable[[int], str]
+) -> dict[str, str]:
+    state_dir = path.parent
     known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    if not all(service in known for service in services):
-        known = {service: known.get(service) or secrets.token_hex(24) for service in services}
+    if not all(name in known for name in names):
+        known = {name: known.get(name) or generate(24) for name in names}
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -32,14 +32,16 @@ import grpc
 import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deploy import nats_users
 from deploy.envoy.config import EnvoySettings, render
 from deploy.local import embedded_postgres
 from deploy.local.keys import (
     ensure_db_role_passwords,
     ensure_keys,
+    ensure_nats_passwords,
     ensure_webhook_signing_key,
     mint_token,
 )
@@ -47,6 +49,7 @@ from deploy.local.ledger import Ledger, ProcessRecord, StateFolderBusy, stop_all
 from deploy.local.lifeline import with_lifeline
 from deploy.local.ports import PortClaim, PortInUse, check_free, describe, taken
 from services.common import db_roles
+from services.common.bus import NatsLogin
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -100,6 +103,9 @@ class StackSettings(BaseSettings):
     # (services/common/db_roles.py). "auto": when DATABASE_URL's user may create roles (the
     # embedded server's does), else every service uses DATABASE_URL; "on": required.
     db_roles: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="DB_ROLES")
+    # Each service logs in to NATS as its own user, allowed only its subjects
+    # (deploy/nats_users.py); "off": NATS without users (anyone reaching it may do anything).
+    nats_users: Literal["on", "off"] = Field(default="on", validation_alias="NATS_USERS")
     start_timeout: float = Field(default=60.0, validation_alias="STACK_START_TIMEOUT")
     # Envoy's per-client rate limit (the token's client_id): refill per second and burst.
     client_rate_limit: int = Field(default=1000, ge=1, validation_alias="CLIENT_RATE_LIMIT")
@@ -218,19 +224,50 @@ class Stack:
         self._wait("envoy", lambda: _http_ok(f"http://127.0.0.1:{envoy_settings.admin_port}/ready"))
 
     def start_nats(self) -> None:
-        """Start NATS with JetStream (file storage in the state dir) and wait for it."""
-        nats_dir = self.settings.state_dir / "nats"
+        """Start NATS with JetStream (file storage in the state dir) and its users, and wait
+        for it (also to restart it)."""
+        state = self.settings.state_dir
+        nats_dir = state / "nats"
         nats_dir.mkdir(exist_ok=True)
-        self._spawn(
-            "nats",
-            [
-                str(BIN / "nats-server"),
-                *("-js", "-sd", str(nats_dir)),
-                *("-a", "127.0.0.1", "-p", str(self.settings.nats_port)),
-            ],
-            ports=self._claims("nats"),
-        )
+        argv = [
+            str(BIN / "nats-server"),
+            *("-js", "-sd", str(nats_dir)),
+            *("-a", "127.0.0.1", "-p", str(self.settings.nats_port)),
+        ]
+        env = {}
+        if self.settings.nats_users == "on":
+            # The users' table as the manifests have it (plus the local admin); each password
+            # reaches the server through its environment, as from a Secret in Kubernetes.
+            config = state / "nats-auth.conf"
+            config.write_text(nats_users.auth_config(local=True))
+            argv[1:1] = ["-c", str(config)]
+            env = {
+                nats_users.user(name).password_variable: password
+                for name, password in self._nats_passwords().items()
+            }
+        self._spawn("nats", argv, env, ports=self._claims("nats"))
         self._wait("nats", lambda: _tcp_open(self.settings.nats_port))
+
+    def _nats_passwords(self) -> dict[str, str]:
+        names = tuple(u.name for u in nats_users.users_for(local=True))
+        return ensure_nats_passwords(self.settings.state_dir, names)
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.settings.nats_port}"
+
+    def nats_login(self, user: str) -> NatsLogin:
+        """How `user` (a service's, "monitor" or "admin") logs in to this stack's NATS;
+        anonymous when NATS_USERS is off."""
+        if self.settings.nats_users == "off":
+            return NatsLogin()
+        return NatsLogin(user, SecretStr(self._nats_passwords()[user]))
+
+    def _nats_env(self, kind: str) -> dict[str, str]:
+        login = self.nats_login(kind)
+        if login.user is None or login.password is None:
+            return {}
+        return {"NATS_USER": login.user, "NATS_PASSWORD": login.password.get_secret_value()}
 
     def start_api(self, index: int = 0) -> None:
         """Start api process `index` ("api", then "api-1", ...) and wait until it reports
@@ -321,7 +358,8 @@ class Stack:
                 **LOCAL_WEBHOOK_TARGETS,
                 **self.service_env,
                 "DATABASE_URL": self.service_database_url(kind),
-                "NATS_URL": f"nats://127.0.0.1:{self.settings.nats_port}",
+                "NATS_URL": self.nats_url,
+                **self._nats_env(kind),
                 f"{prefix}_GRPC_ADDRESS": target,
                 f"{prefix}_METRICS_ADDRESS": self._metrics_address(kind, index),
                 "NOTIFIER_SIGNING_KEY": ensure_webhook_signing_key(self.settings.state_dir),
@@ -596,7 +634,7 @@ def main() -> int:
         "\ncallback-scheduler is ready in %.1fs (database: %s)\n"
         "  REST API:      %s\n"
         "  api gRPC:      %s (%d process(es), on consecutive ports)\n"
-        "  NATS:          nats://127.0.0.1:%d\n"
+        "  NATS:          nats://127.0.0.1:%d (users: %s)\n"
         "  dispatchers:   %d (gRPC health from port %d), dialers: %d (from port %d)\n"
         "  notifiers:     %d (from port %d); webhook secret: make webhook-secret CLIENT=<id>\n"
         "  metrics:       %s (api), dispatchers from :%d, dialers :%d, notifiers :%d\n"
@@ -612,6 +650,9 @@ def main() -> int:
         stack.api_grpc_target,
         settings.apis,
         settings.nats_port,
+        "off"
+        if settings.nats_users == "off"
+        else f"passwords in {settings.state_dir / 'nats-passwords.json'}",
         settings.dispatchers,
         settings.dispatcher_grpc_port,
         settings.dialers,

@@ -13,9 +13,10 @@ from services.common.settings import WorkerSettings
 
 
 async def start_worker(
-    settings: WorkerSettings, name: str
+    settings: WorkerSettings, name: str, *, create_streams: bool = False
 ) -> tuple[AsyncEngine, NATS, JetStreamContext]:
-    """Logs, /metrics, a database engine and a NATS connection with the streams in place.
+    """Logs, /metrics, a database engine and a NATS connection as the service's NATS user
+    (with the streams in place if `create_streams`: the dispatcher's job).
 
     No pre-ping on the engine: workers retry failed transactions by themselves."""
     logs.configure(settings.log_level)
@@ -24,6 +25,10 @@ async def start_worker(
         settings.database_url.get_secret_value(), pool_size=settings.db_pool_size, pre_ping=False
     )
     nats_client, jetstream = await bus.connect(
-        settings.nats_url, name, stream_replicas=settings.nats_stream_replicas
+        settings.nats_url,
+        name,
+        settings.nats_login(),
+        create_streams=create_streams,
+        stream_replicas=settings.nats_stream_replicas,
     )
     return engine, nats_client, jetstream

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -18,11 +21,14 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
 SUBJECT_DIAL = "callbacks.dial"
 SUBJECT_CALLS = "callbacks.calls"  # .connected | .ended
+# What the dialers publish on: a batch of call events (CallEvents).
+SUBJECT_CALL_BATCH = f"{SUBJECT_CALLS}.batch"
 SUBJECT_EVENTS = "callbacks.events"  # .before | .before_again | .success | .after
 
 # Long enough to absorb any re-publish after a crash of a publisher (outbox, dialer).
@@ -45,11 +51,48 @@ STREAM_EVENTS = Stream(
 STREAMS = (STREAM_DIAL, STREAM_CALLS, STREAM_EVENTS)
 
 
+@dataclass(frozen=True)
+class Consumer:
+    """A service's durable pull consumer on one stream."""
+
+    stream: Stream
+    durable: str
+
+
+CONSUMER_DIALER = Consumer(STREAM_DIAL, "dialer")
+CONSUMER_DISPATCHER = Consumer(STREAM_CALLS, "dispatcher-calls")
+CONSUMER_NOTIFIER = Consumer(STREAM_EVENTS, "notifier")
+CONSUMERS = (CONSUMER_DIALER, CONSUMER_DISPATCHER, CONSUMER_NOTIFIER)
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """Who a service is on NATS (deploy/nats_users.py lists what each user may do), and the
+    CA that the server's certificate must be signed by (TLS); all None: anonymous, plain."""
+
+    user: str | None = None
+    password: SecretStr | None = None
+    tls_ca_file: Path | None = None
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Replies to this user's requests come under its own prefix, the only inboxes its
+        permissions let it subscribe to: no service can read another's replies."""
+        return f"_INBOX.{self.user}" if self.user else "_INBOX"
+
+
 async def connect(
-    url: str, name: str, *, stream_replicas: int = 1
+    url: str,
+    name: str,
+    login: NatsLogin | None = None,
+    *,
+    create_streams: bool = False,
+    stream_replicas: int = 1,
 ) -> tuple[NATS, JetStreamContext]:
-    """Connect (retrying until NATS is up, reconnecting forever) and make sure streams exist
-    with `stream_replicas` copies (3 on a NATS cluster)."""
+    """Connect as `login` (reconnecting forever). With `create_streams` (the dispatcher, the
+    only user allowed to), make sure the streams exist with `stream_replicas` copies (3 on a
+    NATS cluster); the others' consumers wait for them (pull_consumer_when_ready)."""
+    login = login or NatsLogin()
 
     async def reconnected() -> None:
         log.info("nats reconnected", extra={"action": "nats_reconnected"})
@@ -57,6 +100,21 @@ async def connect(
     async def disconnected() -> None:
         log.warning("nats disconnected", extra={"action": "nats_disconnected"})
 
+    async def error(err: Exception) -> None:
+        # A permissions violation comes only here (the request it refused just times out).
+        log.warning(
+            "nats error", extra={"action": "nats_error", "user": login.user, "error": str(err)}
+        )
+
+    options: dict[str, object] = {}
+    if login.user is not None:
+        options["user"] = login.user
+        options["password"] = login.password.get_secret_value() if login.password else ""
+    if login.tls_ca_file is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(login.tls_ca_file))
+        # The name the certificate is checked against, also when the client reconnects to
+        # a cluster member it learnt of by its IP address.
+        options["tls_hostname"] = urlsplit(url).hostname
     client = await nats.connect(
         url,
         name=name,
@@ -66,9 +124,13 @@ async def connect(
         connect_timeout=2,
         reconnected_cb=reconnected,
         disconnected_cb=disconnected,
+        error_cb=error,
+        inbox_prefix=login.inbox_prefix,
+        **options,
     )
     jetstream = client.jetstream(timeout=5)
-    await ensure_streams(jetstream, replicas=stream_replicas)
+    if create_streams:
+        await ensure_streams(jetstream, replicas=stream_replicas)
     return client, jetstream
 
 
@@ -118,12 +180,12 @@ async def publish_until_stored(
 
 async def pull_consumer(
     jetstream: JetStreamContext,
-    stream: Stream,
-    durable: str,
+    consumer: Consumer,
     *,
     ack_wait_seconds: float,
     max_ack_pending: int = 10_000,
 ) -> JetStreamContext.PullSubscription:
+    stream, durable = consumer.stream, consumer.durable
     config = ConsumerConfig(
         durable_name=durable,
         ack_wait=ack_wait_seconds,
@@ -165,15 +227,14 @@ async def _fetch(
 
 
 async def pull_consumer_when_ready(
-    jetstream: JetStreamContext, stream: Stream, durable: str, *, ack_wait_seconds: float
+    jetstream: JetStreamContext, consumer: Consumer, *, ack_wait_seconds: float
 ) -> JetStreamContext.PullSubscription:
-    """pull_consumer, retried while NATS is unreachable."""
+    """pull_consumer, retried while NATS is unreachable or the stream does not exist yet
+    (the dispatcher creates it)."""
     delay = 0.2
     while True:
         try:
-            return await pull_consumer(
-                jetstream, stream, durable, ack_wait_seconds=ack_wait_seconds
-            )
+            return await pull_consumer(jetstream, consumer, ack_wait_seconds=ack_wait_seconds)
         except (NatsError, TimeoutError) as err:
             log.warning(
                 "consumer not ready", extra={"action": "consumer_retry", "error": repr(err)}

@@ -9,8 +9,12 @@ whole model every setting's)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.bus import NatsLogin
 
 # Every settings class of the services, and the models nested in them, use this.
 SECRET_SAFE = SettingsConfigDict(hide_input_in_errors=True)
@@ -37,3 +41,12 @@ class WorkerSettings(ServiceSettings):
     nats_stream_replicas: int = Field(
         default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
     )
+    # This service's NATS user (deploy/nats_users.py: what each may publish and subscribe to).
+    # Unset: anonymous, for a NATS without users.
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    nats_password: SecretStr | None = Field(default=None, validation_alias="NATS_PASSWORD")
+    # TLS to NATS (a tls:// NATS_URL): the CA that signed the server's certificate.
+    nats_tls_ca_file: Path | None = Field(default=None, validation_alias="NATS_TLS_CA_FILE")
+
+    def nats_login(self) -> NatsLogin:
+        return NatsLogin(self.nats_user, self.nats_password, self.nats_tls_ca_file)

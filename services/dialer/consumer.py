@@ -43,7 +43,6 @@ from services.dialer.settings import DialerSettings
 
 log = logging.getLogger(__name__)
 
-DURABLE = "dialer"
 # The operator's default account: every tenant may call on it (DIALER_SIP_ACCOUNTS "0").
 DEFAULT_EXTENSION = 0
 # A request is never held longer than this, whatever its due time says: the dispatcher
@@ -181,7 +180,7 @@ class Dialer:
         for writer in self._writers:
             writer.add_done_callback(exit_when_failed)
         subscription = await bus.pull_consumer_when_ready(
-            self._jetstream, bus.STREAM_DIAL, DURABLE, ack_wait_seconds=30
+            self._jetstream, bus.CONSUMER_DIALER, ack_wait_seconds=30
         )
         while not self._stopping:
             room = self._settings.max_concurrent_calls - len(self._calls) - self._held_count

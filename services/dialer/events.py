@@ -12,7 +12,7 @@ from scheduler.v1 import events_pb2
 from services.common import bus
 from services.common.batching import Coalescer
 
-SUBJECT = f"{bus.SUBJECT_CALLS}.batch"
+SUBJECT = bus.SUBJECT_CALL_BATCH
 
 
 class CallEventPublisher:

@@ -23,7 +23,7 @@ from services.dispatcher.wakeups import Wakeups
 
 async def main() -> None:
     settings = DispatcherSettings()  # type: ignore[call-arg]  # filled from the environment
-    engine, nats_client, jetstream = await start_worker(settings, "dispatcher")
+    engine, nats_client, jetstream = await start_worker(settings, "dispatcher", create_streams=True)
 
     wakeups = Wakeups(settings.lookahead_seconds)
     publisher = OutboxPublisher(engine, jetstream, settings.outbox_batch)

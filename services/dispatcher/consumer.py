@@ -39,7 +39,6 @@ OUTCOMES = {
     events_pb2.CALL_OUTCOME_ERROR: "error",
 }
 KINDS = (events_pb2.CallEvent.KIND_CONNECTED, events_pb2.CallEvent.KIND_ENDED)
-DURABLE = "dispatcher-calls"
 
 
 def _complete(event: events_pb2.CallEvent) -> bool:
@@ -163,7 +162,7 @@ class CallEventConsumer:
 
     async def run(self) -> None:
         subscription = await bus.pull_consumer_when_ready(
-            self._jetstream, bus.STREAM_CALLS, DURABLE, ack_wait_seconds=30
+            self._jetstream, bus.CONSUMER_DISPATCHER, ack_wait_seconds=30
         )
         while not self._stopping:
             messages = await bus.fetch(subscription, self._batch)

@@ -15,13 +15,6 @@ from services.dispatcher import repository
 
 log = logging.getLogger(__name__)
 
-# (stream, durable consumer) of every service, for the lag gauge.
-CONSUMERS = (
-    (bus.STREAM_DIAL.name, "dialer"),
-    (bus.STREAM_CALLS.name, "dispatcher-calls"),
-    (bus.STREAM_EVENTS.name, "notifier"),
-)
-
 
 async def refresh_forever(
     engine: AsyncEngine, jetstream: JetStreamContext, interval_seconds: float
@@ -32,9 +25,10 @@ async def refresh_forever(
                 counts = await repository.count_tasks_by_status(conn)
             for status in TASK_STATUSES:
                 metrics.TASKS.labels(status).set(counts.get(status, 0))
-            for stream, durable in CONSUMERS:
-                info = await jetstream.consumer_info(stream, durable)
-                metrics.CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
+            # Every service's consumer, for the lag gauge.
+            for consumer in bus.CONSUMERS:
+                info = await jetstream.consumer_info(consumer.stream.name, consumer.durable)
+                metrics.CONSUMER_PENDING.labels(consumer.durable).set(info.num_pending or 0)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # a consumer not created yet, NATS or PostgreSQL down

@@ -26,8 +26,6 @@ from services.notifier.policy import EVENT_RANK, predecessors, sequence
 
 log = logging.getLogger(__name__)
 
-DURABLE = "notifier"
-
 
 def body_of(event: events_pb2.TaskEvent) -> str:
     """The JSON a receiver gets: the event, and the task exactly as the API returns it."""
@@ -83,7 +81,7 @@ class EventConsumer:
 
     async def run(self) -> None:
         subscription = await bus.pull_consumer_when_ready(
-            self._jetstream, bus.STREAM_EVENTS, DURABLE, ack_wait_seconds=30
+            self._jetstream, bus.CONSUMER_NOTIFIER, ack_wait_seconds=30
         )
         while not self._stopping:
             messages = await bus.fetch(subscription, 200)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, select, text, update
@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.models import WebhookAttempt, WebhookDelivery
+from services.notifier.limits import Room
 
 WAKE_CHANNEL = "callback_scheduler_webhooks"
 
@@ -42,36 +43,114 @@ _PREDECESSORS_QUEUED = """
 # outbox, so this takes a bug or lost data): the later ones go out without it.
 _STOP_WAITING_AT = "d.created_at + make_interval(secs => :missing_event_wait_seconds)"
 
+# The receiving host of a delivery's URL: its authority (between "://" and the first "/", "?"
+# or "#"), after the last "@" (user info), without the port, in lower case; "[…]" for IPv6.
+# The key of the per-host cap: the claim computes it, the sender counts by what the claim
+# returned. String functions, no regular expression: a claim computes it for every due
+# delivery it reads past (a slow host's backlog), and a regex made that 10 times dearer.
+_AUTHORITY = (
+    "split_part(split_part(split_part(split_part(d.url, '://', 2), '/', 1), '?', 1), '#', 1)"
+)
+_HOST_AND_PORT = f"reverse(split_part(reverse({_AUTHORITY}), '@', 1))"
+_HOST = f"""
+    lower(CASE WHEN left({_HOST_AND_PORT}, 1) = '['
+               THEN split_part({_HOST_AND_PORT}, ']', 1) || ']'
+               ELSE split_part({_HOST_AND_PORT}, ':', 1) END)"""
+# A host or tenant at its in-flight cap in this sender is not claimed from at all: a delivery
+# is claimed only when it can start at once, never to wait for a slot while its lease runs.
+_NOT_FULL = f"""
+    d.client_id <> ALL(CAST(:full_tenants AS text[]))
+    AND {_HOST} <> ALL(CAST(:full_hosts AS text[]))"""
+
+# Locking: the due deliveries, oldest first, are locked FOR UPDATE SKIP LOCKED (another
+# notifier's claim skips them; theirs are skipped here). Of those, each host and each tenant
+# gets at most its cap less what this sender has in flight for it (`busy_*`: parallel arrays
+# of names and counts); the locks on the rest are let go at commit, untouched. The claimed
+# ones get a lease (next_attempt_at in the future), which the sender extends while they are
+# in flight.
 _CLAIM_DUE = text(f"""
-    WITH due AS (
-        SELECT d.id FROM webhook_deliveries d
+    WITH candidates AS (
+        SELECT d.id, d.client_id, d.next_attempt_at, {_HOST} AS host
+        FROM webhook_deliveries d
         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+          AND {_NOT_FULL}
           AND {_FIRST_PENDING_OF_ITS_TASK}
           AND ({_PREDECESSORS_QUEUED} OR {_STOP_WAITING_AT} <= now())
         ORDER BY d.next_attempt_at, d.id
         LIMIT :how_many
         FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT c.id, c.host, c.client_id,
+               row_number() OVER (PARTITION BY c.host
+                                  ORDER BY c.next_attempt_at, c.id) AS nth_of_host,
+               row_number() OVER (PARTITION BY c.client_id
+                                  ORDER BY c.next_attempt_at, c.id) AS nth_of_tenant
+        FROM candidates c
+    ), due AS (
+        SELECT r.id, r.host FROM ranked r
+        LEFT JOIN unnest(CAST(:busy_hosts AS text[]), CAST(:busy_host_counts AS int[]))
+            AS h(host, in_flight) ON h.host = r.host
+        LEFT JOIN unnest(CAST(:busy_tenants AS text[]), CAST(:busy_tenant_counts AS int[]))
+            AS t(client_id, in_flight) ON t.client_id = r.client_id
+        WHERE r.nth_of_host + coalesce(h.in_flight, 0) <= :per_host
+          AND r.nth_of_tenant + coalesce(t.in_flight, 0) <= :per_tenant
     )
     UPDATE webhook_deliveries w
     SET attempts = w.attempts + 1,
         next_attempt_at = now() + make_interval(secs => :lease_seconds)
     FROM due
     WHERE w.id = due.id
-    RETURNING w.*, EXTRACT(EPOCH FROM now() - w.created_at) AS age_seconds
+    RETURNING w.*, due.host, EXTRACT(EPOCH FROM now() - w.created_at) AS age_seconds
 """)  # noqa: S608 - constant SQL
 
 
 async def claim_due(
-    conn: AsyncConnection, how_many: int, lease_seconds: float, missing_event_wait_seconds: float
+    conn: AsyncConnection,
+    room: Room,
+    lease_seconds: float,
+    missing_event_wait_seconds: float,
 ) -> Sequence[Row[Any]]:
-    """Take due deliveries for one attempt each; the lease keeps other notifiers off them."""
+    """Take due deliveries for one attempt each, as many as `room` leaves each host and
+    tenant; the lease keeps other notifiers off them."""
     params = {
-        "how_many": how_many,
+        "how_many": room.total,
         "lease_seconds": lease_seconds,
         "missing_event_wait_seconds": missing_event_wait_seconds,
+        "per_host": room.caps.per_host,
+        "per_tenant": room.caps.per_tenant,
+        **_full(room),
+        "busy_hosts": list(room.busy_hosts),
+        "busy_host_counts": list(room.busy_hosts.values()),
+        "busy_tenants": list(room.busy_tenants),
+        "busy_tenant_counts": list(room.busy_tenants.values()),
     }
     rows: Sequence[Row[Any]] = (await conn.execute(_CLAIM_DUE, params)).all()
     return rows
+
+
+def _full(room: Room) -> dict[str, list[str]]:
+    return {"full_hosts": list(room.full_hosts), "full_tenants": list(room.full_tenants)}
+
+
+_EXTEND_LEASES = text("""
+    UPDATE webhook_deliveries w
+    SET next_attempt_at = now() + make_interval(secs => :lease_seconds)
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS int[])) AS mine(id, attempt)
+    WHERE w.id = mine.id AND w.attempts = mine.attempt AND w.status = 'pending'
+""")
+
+
+async def extend_leases(
+    conn: AsyncConnection, leases: Mapping[int, int], lease_seconds: float
+) -> None:
+    """Renew the leases of deliveries still in flight ({id: attempt}); one that another
+    notifier has taken since (a later attempt) is left alone."""
+    params = {
+        "ids": list(leases),
+        "attempts": list(leases.values()),
+        "lease_seconds": lease_seconds,
+    }
+    await conn.execute(_EXTEND_LEASES, params)
 
 
 # Only the first pending delivery of each task can become due by itself; a later one waits
@@ -82,7 +161,7 @@ _SECONDS_UNTIL_NEXT_DUE = text(f"""
         SELECT CASE WHEN {_PREDECESSORS_QUEUED} THEN d.next_attempt_at
                     ELSE greatest(d.next_attempt_at, {_STOP_WAITING_AT}) END AS claimable_at
         FROM webhook_deliveries d
-        WHERE d.status = 'pending' AND {_FIRST_PENDING_OF_ITS_TASK}
+        WHERE d.status = 'pending' AND {_NOT_FULL} AND {_FIRST_PENDING_OF_ITS_TASK}
         ORDER BY d.next_attempt_at
         LIMIT 100
     ) first
@@ -90,12 +169,14 @@ _SECONDS_UNTIL_NEXT_DUE = text(f"""
 
 
 async def seconds_until_next_due(
-    conn: AsyncConnection, missing_event_wait_seconds: float
+    conn: AsyncConnection, missing_event_wait_seconds: float, room: Room | None = None
 ) -> float | None:
     """Seconds until a pending delivery can be sent (None if there is none). Deliveries held
     up behind an earlier event of their task do not count: counting them made an idle
-    sender query in a loop while a task's first event waited for its retry."""
-    params = {"missing_event_wait_seconds": missing_event_wait_seconds}
+    sender query in a loop while a task's first event waited for its retry. Nor do those of
+    the hosts and tenants at their cap: a delivery of theirs that ends wakes the sender."""
+    full = _full(room) if room is not None else {"full_hosts": [], "full_tenants": []}
+    params = {"missing_event_wait_seconds": missing_event_wait_seconds, **full}
     value = (await conn.execute(_SECONDS_UNTIL_NEXT_DUE, params)).scalar_one_or_none()
     return None if value is None else float(value)
 

@@ -1,4 +1,5 @@
-"""Delivers queued webhooks: signed POSTs, bounded per host, retried by the policy."""
+"""Delivers queued webhooks: signed POSTs, bounded in all, per host and per tenant, retried
+by the policy."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +18,7 @@ from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.notifier import repository
 from services.notifier.keyring import SecretUnreadable
+from services.notifier.limits import Caps, InFlight, Room
 from services.notifier.policy import DELIVERED, RETRY, RetryPolicy, Verdict, judge
 from services.notifier.settings import NotifierSettings
 from services.notifier.signing import TIMESTAMP_HEADER, signature_headers
@@ -25,6 +26,11 @@ from services.notifier.tenant_secrets import TenantSecrets
 from services.notifier.transport import AddressRefused
 
 log = logging.getLogger(__name__)
+
+# At most this many deliveries per claim: a claim holds its row locks until it commits.
+CLAIM_BATCH = 100
+# The longest the sender sleeps without a wake-up (new deliveries and ended ones wake it).
+MAX_SLEEP_SECONDS = 30.0
 
 
 class Sender:
@@ -49,51 +55,107 @@ class Sender:
             engine, settings.signing_key.get_secret_value(), settings.secret_cache_seconds
         )
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._slots = InFlight(
+            Caps(
+                total=settings.max_in_flight,
+                per_host=settings.max_in_flight_per_host,
+                per_tenant=settings.max_in_flight_per_tenant,
+            )
+        )
+        # {delivery id: attempt} of the deliveries in flight whose lease is renewed; the lock
+        # keeps a renewal from landing after a delivery's outcome was recorded.
+        self._leases: dict[int, int] = {}
+        self._leases_lock = asyncio.Lock()
+        self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
 
+    @property
+    def slots(self) -> InFlight:
+        """What is in flight, per host and per tenant."""
+        return self._slots
+
     async def finished(self) -> None:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
 
     async def run(self) -> None:
+        self._renewer = asyncio.create_task(self._renew_leases())
         while not self._stopping:
             self._wake.clear()
-            free = self._settings.max_in_flight - len(self._in_flight)
+            room = self._slots.room(CLAIM_BATCH)
             try:
-                claimed = await self._claim(min(free, 100)) if free > 0 else 0
-                if claimed and claimed == min(free, 100):
+                if room.total == 0:
+                    delay = MAX_SLEEP_SECONDS  # full: a delivery that ends wakes the sender
+                elif self._more_may_be_due(room, await self._claim(room)):
                     continue
-                delay = await self._seconds_until_next_due()
+                else:
+                    delay = await self._seconds_until_next_due(room)
             except StorageUnavailable:
                 delay = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
-    async def _seconds_until_next_due(self) -> float:
+    def _more_may_be_due(self, room: Room, claimed: int) -> bool:
+        """Whether to claim again at once: the claim took all it could, or it filled a host or
+        tenant, and may have passed over due deliveries of theirs that the next claim skips
+        to reach others. Otherwise it took every due delivery it was allowed."""
+        after = self._slots.room(CLAIM_BATCH)
+        return claimed > 0 and (
+            claimed == room.total
+            or after.full_hosts != room.full_hosts
+            or after.full_tenants != room.full_tenants
+        )
+
+    async def _seconds_until_next_due(self, room: Room) -> float:
         async with transaction(self._engine) as conn:
             seconds = await repository.seconds_until_next_due(
-                conn, self._settings.missing_event_wait_seconds
+                conn, self._settings.missing_event_wait_seconds, room
             )
-        return 30.0 if seconds is None else min(max(seconds, 0.0), 30.0)
+        return MAX_SLEEP_SECONDS if seconds is None else min(max(seconds, 0.0), MAX_SLEEP_SECONDS)
 
-    async def _claim(self, how_many: int) -> int:
+    async def _claim(self, room: Room) -> int:
+        """Claim what can start now and start it; how many."""
         async with transaction(self._engine) as conn:
             rows = await repository.claim_due(
                 conn,
-                how_many,
+                room,
                 self._settings.lease_seconds,
                 self._settings.missing_event_wait_seconds,
             )
         for row in rows:
+            self._slots.start(row.host, row.client_id)
+            self._leases[row.id] = row.attempts
             delivery = asyncio.create_task(self._deliver(row))
             self._in_flight.add(delivery)
             delivery.add_done_callback(self._done)
         return len(rows)
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, renew the leases of the deliveries in flight: however long
+        a POST and its record take, no other notifier takes one meanwhile. (A dead notifier
+        renews nothing: its deliveries are taken again one lease after its last renewal.)"""
+        lease = self._settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            async with self._leases_lock:
+                if not self._leases:
+                    continue
+                try:
+                    async with transaction(self._engine) as conn:
+                        await repository.extend_leases(conn, dict(self._leases), lease)
+                except StorageUnavailable:
+                    log.warning(
+                        "webhook leases not renewed",
+                        extra={"action": "lease_renewal_failed", "deliveries": len(self._leases)},
+                    )
 
     def _done(self, delivery: asyncio.Task[None]) -> None:
         self._in_flight.discard(delivery)
@@ -102,30 +164,34 @@ class Sender:
         if not delivery.cancelled() and delivery.exception() is not None:
             log.error("delivery crashed", exc_info=delivery.exception(), extra={"action": "crash"})
 
-    def _host_slot(self, url: str) -> asyncio.Semaphore:
-        host = (urlsplit(url).hostname or "").lower()
-        if host not in self._hosts:
-            self._hosts[host] = asyncio.Semaphore(self._settings.max_in_flight_per_host)
-        return self._hosts[host]
-
     async def _deliver(self, row: Any) -> None:
-        async with self._host_slot(row.url):
+        """One attempt of a claimed delivery: its host and tenant slots were taken by the
+        claim, and are given back once its outcome is recorded."""
+        try:
             started = datetime.now(UTC)
             clock = time.monotonic()
             status_code, error, retryable = await self._post(row)
             duration = time.monotonic() - clock
             duration_ms = int(duration * 1000)
             metrics.WEBHOOK_SECONDS.observe(duration)
-        verdict = judge(
-            self._policy,
-            attempt=row.attempts,
-            age_seconds=float(row.age_seconds),
-            status_code=status_code,
-            error=error,
-            retryable_error=retryable,
-        )
-        metrics.WEBHOOK_DELIVERIES.labels(verdict.outcome).inc()
-        await self._record(row, verdict, started, duration_ms, status_code)
+            verdict = judge(
+                self._policy,
+                attempt=row.attempts,
+                age_seconds=float(row.age_seconds),
+                status_code=status_code,
+                error=error,
+                retryable_error=retryable,
+            )
+            metrics.WEBHOOK_DELIVERIES.labels(verdict.outcome).inc()
+            async with self._leases_lock:
+                # The record sets the next attempt time itself: no renewal may land after
+                # it. (Two thirds of a lease at least are left: the last renewal, or the
+                # claim, was at most a third of a lease ago.)
+                del self._leases[row.id]
+            await self._record(row, verdict, started, duration_ms, status_code)
+        finally:
+            self._leases.pop(row.id, None)
+            self._slots.end(row.host, row.client_id)
 
     async def _post(self, row: Any) -> tuple[int | None, str, bool]:
         """One POST; (status code, error, whether an error is worth retrying)."""

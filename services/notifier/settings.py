@@ -32,6 +32,7 @@ class NotifierSettings(WorkerSettings):
     max_response_bytes: int = 64 * 1024
     max_in_flight: int = 200
     max_in_flight_per_host: int = 8
+    max_in_flight_per_tenant: int = 50
     max_attempts: int = 10
     max_age_seconds: float = 24 * 3600
     backoff_base_seconds: float = 1.0

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
-import nats
 import psycopg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -19,6 +18,7 @@ from nats.js.api import DeliverPolicy
 from scheduler.v1 import events_pb2
 
 from deploy.local.stack import Stack
+from services.common import bus
 from services.common.bus import SUBJECT_EVENTS
 from tests.conftest import LONG_CALL_NUMBER
 
@@ -274,10 +274,6 @@ def call_intervals(calls: Iterable[CallRow]) -> list[tuple[datetime, datetime]]:
 # --- NATS ---------------------------------------------------------------------------------------
 
 
-def nats_url(stack: Stack) -> str:
-    return f"nats://127.0.0.1:{stack.settings.nats_port}"
-
-
 @dataclass(frozen=True)
 class ReceivedEvent:
     stream_seq: int
@@ -291,13 +287,16 @@ class EventListener:
     (ephemeral) consumer: the services' durable consumers are never touched."""
 
     def __init__(self, stack: Stack) -> None:
-        self._url = nats_url(stack)
+        self._stack = stack
         self._client: NATS | None = None
         self._subscription: Any = None
         self.received: list[ReceivedEvent] = []
 
     async def start(self) -> None:
-        self._client = await nats.connect(self._url, connect_timeout=10)
+        # The local admin: no service's user may read another's messages.
+        self._client, _ = await bus.connect(
+            self._stack.nats_url, "test-events", self._stack.nats_login("admin")
+        )
         jetstream = self._client.jetstream(timeout=30)
         self._subscription = await jetstream.subscribe(
             f"{SUBJECT_EVENTS}.>",

@@ -18,7 +18,13 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from deploy.local.stack import Stack
-from tests.conftest import LONG_CALL_NUMBER, StateDirFactory, service_env, stack_settings
+from tests.conftest import (
+    LONG_CALL_NUMBER,
+    StateDirFactory,
+    permission_violations,
+    service_env,
+    stack_settings,
+)
 from tests.e2e.dispatch_helpers import max_overlap
 from tests.e2e.dispatch_helpers import wait_for as wait_until
 
@@ -40,6 +46,7 @@ def fault_stack(make_state_dir: StateDirFactory) -> Iterator[Stack]:
     stack.start()
     yield stack
     stack.stop()
+    assert permission_violations(stack) == []
 
 
 def rest(stack: Stack, client_id: str) -> httpx.Client:

@@ -9,20 +9,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from scheduler.v1 import events_pb2
 
 from deploy.local.stack import Stack
+from services.common import bus
 from services.common.bus import STREAM_CALLS, STREAM_DIAL, SUBJECT_CALLS, SUBJECT_DIAL
 from tests.e2e.dispatch_helpers import (
     ANSWERING_NUMBER,
     WAIT_SECONDS,
     calls_of_task,
     create_queue,
-    nats_url,
     wait_for_async,
     wait_for_awaitable,
 )
@@ -37,7 +35,8 @@ UNKNOWN_TASK_ID = 4_000_000_000
 
 @pytest.fixture
 async def jetstream(stack: Stack) -> AsyncIterator[JetStreamContext]:
-    client: NATS = await nats.connect(nats_url(stack), connect_timeout=10)
+    # The local admin: it publishes what no service's user may (callbacks.calls.ended).
+    client, _ = await bus.connect(stack.nats_url, "test-poison", stack.nats_login("admin"))
     yield client.jetstream(timeout=30)
     await client.close()
 

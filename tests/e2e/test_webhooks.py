@@ -25,7 +25,6 @@ from deploy.local.stack import ROOT, Stack
 from services.common import bus
 from services.notifier.signing import client_secret, verify
 from tests.conftest import BUSY_NUMBER
-from tests.e2e.dispatch_helpers import nats_url
 from tests.e2e.dispatch_helpers import wait_for as wait_until
 
 Handler = Callable[[Request], Response]
@@ -299,7 +298,9 @@ def publish_task_event(stack: Stack, event: events_pb2.TaskEvent) -> None:
     """Publish a TaskEvent as the dispatcher would (same subject and Nats-Msg-Id)."""
 
     async def send() -> None:
-        client, jetstream = await bus.connect(nats_url(stack), "test-webhooks")
+        client, jetstream = await bus.connect(
+            stack.nats_url, "test-webhooks", stack.nats_login("dispatcher")
+        )
         try:
             await bus.publish(
                 jetstream,

@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.notifier import repository
+from services.notifier.limits import Caps, InFlight
 
 LEASE = 15.0
 WAIT = 600.0  # missing_event_wait_seconds
+CAPS = Caps(total=200, per_host=100, per_tenant=100)
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ async def add(engine: AsyncEngine, task_id: int, seq: int, **values: Any) -> Non
 
 async def claimable(engine: AsyncEngine) -> list[str]:
     async with transaction(engine) as conn:
-        rows = await repository.claim_due(conn, 100, LEASE, WAIT)
+        rows = await repository.claim_due(conn, InFlight(CAPS).room(100), LEASE, WAIT)
     return sorted(row.event_id for row in rows)
 
 
