@@ -51,6 +51,11 @@ SUMMARIES = {
     "ListTaskCalls": "The call records of all the task's attempts, newest first",
     "DeleteTask": "Delete one task",
     "GetCallHistory": "Read the record of one call (a task's cdr)",
+    "CreateInterval": "Create a calling window (interval)",
+    "ListIntervals": "List the client's intervals (keyset paging by id)",
+    "GetInterval": "Read one interval",
+    "UpdateInterval": "Update an interval: a partial update of name, timezone, conditions",
+    "DeleteInterval": "Delete an interval that no queue names",
 }
 
 UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
@@ -64,6 +69,18 @@ URL: Schema = {
 UINT32_MAX = 2**32 - 1
 INT32 = {"minimum": -(2**31), "maximum": 2**31 - 1}
 QUEUE_STATUS = ["on", "off"]
+TIME_OF_DAY = r"^(([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])?$"
+END_TIME_OF_DAY = r"^(([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]|24:00:00)?$"
+WALL_TIME = r"^([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?)?$"
+TIMEZONE: Schema = {"minLength": 1, "maxLength": validation.MAX_TIMEZONE_LENGTH}
+# A condition's parts, the same limits both ways (0 and "" are absent parts).
+CONDITION: dict[str, Schema] = {
+    "IntervalCondition.start_dow": {"minimum": 0, "maximum": 7},
+    "IntervalCondition.end_dow": {"minimum": 0, "maximum": 7},
+    "IntervalCondition.start_mday": {"minimum": 0, "maximum": 31},
+    "IntervalCondition.end_mday": {"minimum": 0, "maximum": 31},
+    "IntervalCondition.month": {"minimum": 0, "maximum": 12},
+}
 TASK_STATUS = ["scheduled", "executed", "delayed", "finished"]
 
 # Limits the api service enforces (services/api/validation.py), by "Message.field". Applied to
@@ -77,6 +94,7 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
         "maximum": validation.MAX_CONCURRENT_TASK_LIMIT,
         "default": 1,
     },
+    "CreateQueueRequest.interval_id": {"default": 0},
     "UpdateQueueRequest.comment": {"maxLength": 4000},
     "UpdateQueueRequest.status": {"enum": QUEUE_STATUS},
     "UpdateQueueRequest.concurrent_task_limit": {
@@ -84,6 +102,18 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
         "maximum": validation.MAX_CONCURRENT_TASK_LIMIT,
     },
     "ListQueuesRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
+    "ListIntervalsRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
+    "CreateIntervalRequest.name": {"maxLength": 255},
+    "CreateIntervalRequest.timezone": TIMEZONE,
+    "CreateIntervalRequest.conditions": {"minItems": 1, "maxItems": validation.MAX_CONDITIONS},
+    "UpdateIntervalRequest.name": {"maxLength": 255},
+    "UpdateIntervalRequest.timezone": TIMEZONE,
+    "UpdateIntervalRequest.conditions": {"maxItems": validation.MAX_CONDITIONS},
+    **CONDITION,
+    "IntervalCondition.start_time": {"pattern": TIME_OF_DAY},
+    "IntervalCondition.end_time": {"pattern": END_TIME_OF_DAY},
+    "IntervalCondition.start_datetime": {"pattern": WALL_TIME},
+    "IntervalCondition.end_datetime": {"pattern": WALL_TIME},
     "ListTasksRequest.limit": {"minimum": 0, "maximum": validation.MAX_PAGE},
     "ListTasksRequest.status": {"enum": TASK_STATUS},
     "ListTasksRequest.number": PHONE,
@@ -154,9 +184,18 @@ RESPONSE_CONSTRAINTS: dict[str, Schema] = {
     "CallLeg.ring_started_utc": {"pattern": UTC_TIME_OR_EMPTY},
     "CallLeg.answered_utc": {"pattern": UTC_TIME_OR_EMPTY},
     "CallLeg.ended_utc": {"pattern": UTC_TIME_OR_EMPTY},
+    **CONDITION,
+    "IntervalCondition.start_time": {"pattern": TIME_OF_DAY},
+    "IntervalCondition.end_time": {"pattern": END_TIME_OF_DAY},
+    "IntervalCondition.start_datetime": {"pattern": UTC_TIME_OR_EMPTY},
+    "IntervalCondition.end_datetime": {"pattern": UTC_TIME_OR_EMPTY},
 }
 # Request fields without which the api answers 400.
-REQUIRED = {"TaskInput": ["a_number", "b_number"], "CreateTasksRequest": ["tasks"]}
+REQUIRED = {
+    "TaskInput": ["a_number", "b_number"],
+    "CreateTasksRequest": ["tasks"],
+    "CreateIntervalRequest": ["timezone", "conditions"],
+}
 
 _SCALARS: dict[int, Schema] = {
     descriptor_pb2.FieldDescriptorProto.TYPE_STRING: {"type": "string"},
@@ -178,24 +217,25 @@ ERROR_CODES = {
     "400": "Bad input: a bad field (named in the message and in BadRequest.field_violations), "
     "a wrong JSON type, malformed JSON or an unknown query parameter; for new tasks also an "
     "extension, caller id or destination the client may not use (ErrorInfo.reason "
-    "EXTENSION_NOT_OWNED, CALLER_ID_NOT_ALLOWED, DESTINATION_DENIED).",
+    "EXTENSION_NOT_OWNED, CALLER_ID_NOT_ALLOWED, DESTINATION_DENIED); for a queue an "
+    "interval_id that is not one of the client's intervals (INTERVAL_NOT_OWNED).",
     "401": "No token, a bad signature, an expired or revoked token, or one valid for longer "
     "than the api accepts (exp - iat, 24 h by default); the message says which.",
     "403": "The path names a client other than the token's.",
-    "404": "Unknown queue, task or call (including another client's), or unknown path.",
+    "404": "Unknown queue, task, call or interval (including another client's), or unknown path.",
     "429": "More requests than the client's rate limit at the gateway (ErrorInfo.reason "
     "RATE_LIMITED, header Retry-After); when adding tasks also a quota of the client that "
     "would be exceeded (ErrorInfo.reason QUOTA_EXCEEDED, ErrorInfo.metadata.quota names it, "
-    "e.g. max_stored_tasks). Nothing was stored.",
+    "e.g. max_stored_tasks; max_intervals when creating an interval). Nothing was stored.",
     "503": "PostgreSQL or the api service is unreachable; retry later.",
 }
 BODY_TOO_LARGE = {"413": "The request body is over 4 MiB."}
 # Every operation lists 429 (the rate limit); the quotas share its description.
 QUOTA_EXCEEDED = {"429": ERROR_CODES["429"]}
 # The operations that count against a quota as they answer.
-QUOTA_OPERATIONS = ("CreateTasks",)
+QUOTA_OPERATIONS = ("CreateTasks", "CreateInterval")
 # The POSTs that take an Idempotency-Key (services/api/idempotency.py).
-IDEMPOTENT_OPERATIONS = ("CreateQueue", "CreateTasks")
+IDEMPOTENT_OPERATIONS = ("CreateQueue", "CreateTasks", "CreateInterval")
 IDEMPOTENCY_KEY: Schema = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -215,10 +255,17 @@ REPLAYED_HEADER: Schema = {
 }
 CONFLICT = {
     "409": "A conflict with the state of things (ErrorInfo.reason CONFLICT, the message says "
-    "why): a task that is `executed` or `finished` cannot be changed; rarely, an "
-    "Idempotency-Key that expired was being cleaned up at that moment (retry)."
+    "why): a task that is `executed` or `finished` cannot be changed; an interval that "
+    "queues name cannot be deleted (the message names them); rarely, an Idempotency-Key "
+    "that expired was being cleaned up at that moment (retry)."
 }
-CONFLICT_OPERATIONS = ("CreateQueue", "CreateTasks", "UpdateTask")
+CONFLICT_OPERATIONS = (
+    "CreateQueue",
+    "CreateTasks",
+    "UpdateTask",
+    "CreateInterval",
+    "DeleteInterval",
+)
 IDEMPOTENCY_ERRORS = {
     "422": "The Idempotency-Key was used within 24 hours for a different request "
     "(ErrorInfo.reason IDEMPOTENCY_KEY_REUSED, the message names the key); nothing was "

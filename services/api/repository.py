@@ -10,11 +10,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Row, Table, delete, insert, or_, select, text, update
+from sqlalchemy import Row, Table, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.policy import TenantPolicy
 from services.api.validation import (
+    IntervalChanges,
+    NewInterval,
     NewQueue,
     NewTask,
     Page,
@@ -22,18 +24,27 @@ from services.api.validation import (
     TaskChanges,
     TaskFilter,
 )
-from services.common.models import Call, IdempotencyKey, Queue, Task
+from services.common.models import Call, IdempotencyKey, Interval, Queue, Task
 from services.common.tenancy import DestinationRule
 
 queues = cast(Table, Queue.__table__)
 tasks = cast(Table, Task.__table__)
 calls = cast(Table, Call.__table__)
 idempotency_keys = cast(Table, IdempotencyKey.__table__)
+intervals = cast(Table, Interval.__table__)
+
+
+def _no_interval_as_null(values: dict[str, Any]) -> dict[str, Any]:
+    """interval_id 0 (the API's "none") is stored as NULL."""
+    if values.get("interval_id") == 0:
+        values["interval_id"] = None
+    return values
 
 
 async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -> Row[Any]:
     """Create a queue and return it."""
-    stmt = insert(queues).values(client_id=client_id, **queue.model_dump()).returning(queues)
+    values = _no_interval_as_null(queue.model_dump())
+    stmt = insert(queues).values(client_id=client_id, **values).returning(queues)
     row: Row[Any] = (await conn.execute(stmt)).one()
     return row
 
@@ -69,7 +80,7 @@ async def update_queue(
     conn: AsyncConnection, client_id: str, queue_id: int, changes: QueueChanges
 ) -> Row[Any] | None:
     """Apply a partial update and return the queue as it is now."""
-    values = changes.model_dump(exclude_none=True)
+    values = _no_interval_as_null(changes.model_dump(exclude_none=True))
     if not values:
         return await select_queue(conn, client_id, queue_id)
     stmt = (
@@ -106,6 +117,128 @@ async def delete_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> 
     await conn.execute(delete(queues).where(queues.c.id == queue_id))
     await conn.execute(_MARK_CALLS_OF_DELETED_QUEUE, {"queue_id": queue_id})
     return int(tasks_of_queue)
+
+
+# --- calling windows (intervals) -----------------------------------------------------------------
+
+
+def _interval_values(interval: NewInterval | IntervalChanges) -> dict[str, Any]:
+    values = interval.model_dump(exclude_none=True)
+    if "conditions" in values:
+        # Stored as the API shows them; the rules read them with window_from_fields.
+        values["conditions"] = [c.model_dump() for c in interval.conditions or ()]
+    return values
+
+
+# Transaction-scoped, on a key of the client's own: a client's interval creations run one at
+# a time, so that its count cannot pass the limit between the count and the insert (other
+# clients, and everything else of this client, do not wait).
+_LOCK_INTERVALS_OF_CLIENT = text("""
+    SELECT pg_advisory_xact_lock(hashtextextended('intervals:' || :client_id, 0))
+""")
+
+
+async def lock_intervals_of_client(conn: AsyncConnection, client_id: str) -> None:
+    """Hold the client's interval-creation lock until the transaction ends."""
+    await conn.execute(_LOCK_INTERVALS_OF_CLIENT, {"client_id": client_id})
+
+
+async def count_intervals(conn: AsyncConnection, client_id: str) -> int:
+    """How many intervals the client has."""
+    stmt = select(func.count()).select_from(intervals).where(intervals.c.client_id == client_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def insert_interval(conn: AsyncConnection, client_id: str, interval: NewInterval) -> Row[Any]:
+    """Create an interval and return it."""
+    stmt = (
+        insert(intervals)
+        .values(client_id=client_id, **_interval_values(interval))
+        .returning(intervals)
+    )
+    row: Row[Any] = (await conn.execute(stmt)).one()
+    return row
+
+
+async def select_intervals(conn: AsyncConnection, client_id: str, page: Page) -> Sequence[Row[Any]]:
+    """One page of a client's intervals, by id."""
+    stmt = (
+        select(intervals)
+        .where(intervals.c.client_id == client_id, intervals.c.id > page.after_id)
+        .order_by(intervals.c.id)
+        .limit(page.limit)
+    )
+    return (await conn.execute(stmt)).all()
+
+
+async def select_interval(
+    conn: AsyncConnection, client_id: str, interval_id: int
+) -> Row[Any] | None:
+    """One of a client's intervals."""
+    stmt = select(intervals).where(
+        intervals.c.client_id == client_id, intervals.c.id == interval_id
+    )
+    return (await conn.execute(stmt)).one_or_none()
+
+
+async def update_interval(
+    conn: AsyncConnection, client_id: str, interval_id: int, changes: IntervalChanges
+) -> Row[Any] | None:
+    """Apply a partial update and return the interval as it is now."""
+    values = _interval_values(changes)
+    if not values:
+        return await select_interval(conn, client_id, interval_id)
+    stmt = (
+        update(intervals)
+        .where(intervals.c.client_id == client_id, intervals.c.id == interval_id)
+        .values(**values)
+        .returning(intervals)
+    )
+    updated: Row[Any] | None = (await conn.execute(stmt)).one_or_none()
+    return updated
+
+
+async def lock_interval_for_queue(conn: AsyncConnection, client_id: str, interval_id: int) -> bool:
+    """Whether the client has this interval, which then stays until the transaction ends (a
+    key-share lock: a concurrent DELETE of it waits, then sees the queue that names it)."""
+    stmt = (
+        select(intervals.c.id)
+        .where(intervals.c.client_id == client_id, intervals.c.id == interval_id)
+        .with_for_update(key_share=True)
+    )
+    return (await conn.execute(stmt)).one_or_none() is not None
+
+
+async def lock_interval_for_delete(conn: AsyncConnection, client_id: str, interval_id: int) -> bool:
+    """Whether the client has this interval, locked FOR UPDATE: a queue that would name it
+    meanwhile waits for the DELETE, then finds it gone."""
+    stmt = (
+        select(intervals.c.id)
+        .where(intervals.c.client_id == client_id, intervals.c.id == interval_id)
+        .with_for_update()
+    )
+    return (await conn.execute(stmt)).one_or_none() is not None
+
+
+async def select_queues_of_interval(
+    conn: AsyncConnection, client_id: str, interval_id: int, limit: int
+) -> Sequence[int]:
+    """Ids of (at most `limit` of) the client's queues that name this interval."""
+    stmt = (
+        select(queues.c.id)
+        .where(queues.c.client_id == client_id, queues.c.interval_id == interval_id)
+        .order_by(queues.c.id)
+        .limit(limit)
+    )
+    return [int(queue_id) for queue_id in (await conn.execute(stmt)).scalars()]
+
+
+async def delete_interval(conn: AsyncConnection, client_id: str, interval_id: int) -> bool:
+    """Delete an interval that no queue names (the foreign key refuses one in use)."""
+    stmt = delete(intervals).where(
+        intervals.c.client_id == client_id, intervals.c.id == interval_id
+    )
+    return bool((await conn.execute(stmt)).rowcount)
 
 
 _ENSURE_TENANT = text("""

@@ -21,8 +21,10 @@ from services.common.auth import TokenError, TokenVerifier, check_not_revoked
 from services.common.db import transaction
 from services.common.errors import (
     Conflict,
+    FieldViolation,
     NotFound,
     PermissionDenied,
+    PolicyViolation,
     QuotaExceeded,
     Unauthenticated,
 )
@@ -35,6 +37,8 @@ _R = TypeVar("_R", bound=Message)
 
 ME = "@me"
 MAX_CLIENT_ID_LENGTH = 128  # the width of the client_id columns
+# A 409 for an interval in use names this many of its queues at most.
+QUEUES_NAMED = 20
 
 
 def _fields(message: Message, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -66,6 +70,24 @@ def queue_to_proto(row: Row[Any]) -> pb.Queue:
         status=row.status,
         concurrent_task_limit=row.concurrent_task_limit,
         create_date_utc=format_utc(row.create_date_utc),
+        interval_id=row.interval_id or 0,
+    )
+
+
+def interval_to_proto(row: Row[Any]) -> pb.Interval:
+    return pb.Interval(
+        id=row.id,
+        name=row.name,
+        timezone=row.timezone,
+        conditions=[pb.IntervalCondition(**condition) for condition in row.conditions],
+    )
+
+
+def _interval_not_owned(interval_id: int) -> PolicyViolation:
+    # The same answer for another client's interval and for none at all: nothing leaks.
+    return PolicyViolation(
+        "INTERVAL_NOT_OWNED",
+        [FieldViolation("interval_id", f"{interval_id} is not an interval of this client")],
     )
 
 
@@ -137,7 +159,7 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         self,
         rpc: str,
         client_id: str,
-        request: pb.CreateQueueRequest | pb.CreateTasksRequest,
+        request: pb.CreateQueueRequest | pb.CreateTasksRequest | pb.CreateIntervalRequest,
         reply_type: type[_R],
         context: grpc.aio.ServicerContext,
         create: Callable[[AsyncConnection], Awaitable[_R]],
@@ -188,6 +210,10 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
 
         async def create(conn: AsyncConnection) -> pb.Queue:
             await repository.ensure_tenant(conn, client_id)
+            if new.interval_id and not await repository.lock_interval_for_queue(
+                conn, client_id, new.interval_id
+            ):
+                raise _interval_not_owned(new.interval_id)
             return queue_to_proto(await repository.insert_queue(conn, client_id, new))
 
         return await self._create_once("CreateQueue", client_id, request, pb.Queue, context, create)
@@ -218,6 +244,10 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         client_id = await self._client_id(request.client_id, context)
         changes = validation.queue_changes(_fields(request, exclude=("client_id", "scheduler_id")))
         async with transaction(self._engine) as conn:
+            if changes.interval_id and not await repository.lock_interval_for_queue(
+                conn, client_id, changes.interval_id
+            ):
+                raise _interval_not_owned(changes.interval_id)
             row = await repository.update_queue(conn, client_id, request.scheduler_id, changes)
         return queue_to_proto(_found(row, "task_scheduler", request.scheduler_id))
 
@@ -360,6 +390,81 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         async with transaction(self._engine) as conn:
             row = await repository.select_call(conn, client_id, call_uuid)
         return call_to_proto(_found(row, "call", call_uuid))
+
+    @translate_errors
+    async def CreateInterval(
+        self, request: pb.CreateIntervalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Interval:
+        client_id = await self._client_id(request.client_id, context)
+        new = validation.new_interval(_fields(request, exclude=("client_id",)))
+
+        async def create(conn: AsyncConnection) -> pb.Interval:
+            await repository.lock_intervals_of_client(conn, client_id)
+            limit = validation.MAX_INTERVALS_PER_CLIENT
+            if await repository.count_intervals(conn, client_id) >= limit:
+                raise QuotaExceeded(
+                    "max_intervals",
+                    f"a client may have at most {limit} intervals; delete one it no longer "
+                    "uses, or change one instead",
+                )
+            return interval_to_proto(await repository.insert_interval(conn, client_id, new))
+
+        return await self._create_once(
+            "CreateInterval", client_id, request, pb.Interval, context, create
+        )
+
+    @translate_errors
+    async def ListIntervals(
+        self, request: pb.ListIntervalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListIntervalsResponse:
+        client_id = await self._client_id(request.client_id, context)
+        page = validation.page({"after_id": request.after_id, "limit": request.limit})
+        async with transaction(self._engine) as conn:
+            rows = await repository.select_intervals(conn, client_id, page)
+        return pb.ListIntervalsResponse(items=[interval_to_proto(r) for r in rows])
+
+    @translate_errors
+    async def GetInterval(
+        self, request: pb.GetIntervalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Interval:
+        client_id = await self._client_id(request.client_id, context)
+        async with transaction(self._engine) as conn:
+            row = await repository.select_interval(conn, client_id, request.interval_id)
+        return interval_to_proto(_found(row, "interval", request.interval_id))
+
+    @translate_errors
+    async def UpdateInterval(
+        self, request: pb.UpdateIntervalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Interval:
+        client_id = await self._client_id(request.client_id, context)
+        changes = validation.interval_changes(
+            _fields(request, exclude=("client_id", "interval_id"))
+        )
+        async with transaction(self._engine) as conn:
+            row = await repository.update_interval(conn, client_id, request.interval_id, changes)
+        return interval_to_proto(_found(row, "interval", request.interval_id))
+
+    @translate_errors
+    async def DeleteInterval(
+        self, request: pb.DeleteIntervalRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        client_id = await self._client_id(request.client_id, context)
+        interval_id = request.interval_id
+        async with transaction(self._engine) as conn:
+            found = await repository.lock_interval_for_delete(conn, client_id, interval_id)
+            _found(found or None, "interval", interval_id)
+            users = await repository.select_queues_of_interval(
+                conn, client_id, interval_id, QUEUES_NAMED + 1
+            )
+            if users:
+                named = ", ".join(str(q) for q in users[:QUEUES_NAMED])
+                more = " and more" if len(users) > QUEUES_NAMED else ""
+                raise Conflict(
+                    f"interval {interval_id} is in use by task_scheduler {named}{more}: set "
+                    "their interval_id to 0 (or another interval) first"
+                )
+            await repository.delete_interval(conn, client_id, interval_id)
+        return empty_pb2.Empty()
 
 
 _T = TypeVar("_T")

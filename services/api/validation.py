@@ -23,9 +23,11 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from services.common import calling_windows
 from services.common.errors import Conflict, FieldViolation, InvalidInput
 from services.common.timefmt import parse_utc
 
@@ -35,6 +37,11 @@ MAX_TRY_AGAIN_PAUSE = 30 * 24 * 3600
 DEFAULT_TRY_AGAIN_PAUSE = 60
 MAX_EXTENDED_A_NUMBERS = 20
 MAX_CONCURRENT_TASK_LIMIT = 10_000
+# Calling windows: bounds that keep one tenant from flooding the table or the dispatcher's
+# evaluation (each condition is checked for every claim of a queue with an interval).
+MAX_CONDITIONS = 50
+MAX_INTERVALS_PER_CLIENT = 1000
+MAX_TIMEZONE_LENGTH = 64
 
 _PHONE = re.compile(r"\+?[0-9*#]+")
 _URL = TypeAdapter(AnyHttpUrl)
@@ -162,19 +169,117 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+IntervalId = Annotated[int, Field(ge=0)]
+
+
 class NewQueue(_Strict):
     name: Name = ""
     comment: Comment = ""
     status: QueueStatus = "off"
     concurrent_task_limit: ConcurrencyLimit = 1
+    # 0: no calling window (always open).
+    interval_id: IntervalId = 0
 
 
 class QueueChanges(_Strict):
-    """A partial update: None means "keep the current value"."""
+    """A partial update: None means "keep the current value"; interval_id 0 takes the
+    queue's calling window away."""
 
     comment: Comment | None = None
     status: QueueStatus | None = None
     concurrent_task_limit: ConcurrencyLimit | None = None
+    interval_id: IntervalId | None = None
+
+
+def _time_of_day(value: str) -> str:
+    if value:
+        try:
+            calling_windows.parse_time_of_day(value)
+        except ValueError as err:
+            raise PydanticCustomError("time_of_day", str(err)) from None
+    return value
+
+
+def _end_time_of_day(value: str) -> str:
+    if value:
+        try:
+            calling_windows.parse_time_of_day(value, end=True)
+        except ValueError as err:
+            raise PydanticCustomError("time_of_day", str(err)) from None
+    return value
+
+
+def _wall_datetime(value: str) -> str:
+    """Kept in the canonical form (seconds added when omitted)."""
+    if not value:
+        return value
+    try:
+        moment = calling_windows.parse_wall_datetime(value)
+    except ValueError as err:
+        raise PydanticCustomError("wall_datetime", str(err)) from None
+    if moment.year < MIN_START_YEAR:
+        raise PydanticCustomError("wall_datetime", f"must be in {MIN_START_YEAR} or later")
+    return calling_windows.format_wall_datetime(moment)
+
+
+def _timezone(value: str) -> str:
+    if not calling_windows.is_known_timezone(value):
+        raise PydanticCustomError(
+            "timezone", "must be an IANA time zone name, such as Europe/Berlin or UTC"
+        )
+    return value
+
+
+TimeOfDay = Annotated[str, Field(max_length=8), AfterValidator(_time_of_day)]
+EndTimeOfDay = Annotated[str, Field(max_length=8), AfterValidator(_end_time_of_day)]
+WallDatetime = Annotated[str, Field(max_length=19), AfterValidator(_wall_datetime)]
+Timezone = Annotated[str, Field(max_length=MAX_TIMEZONE_LENGTH), AfterValidator(_timezone)]
+
+
+class IntervalCondition(_Strict):
+    """One condition, as the API shows it: "" and 0 are absent parts."""
+
+    start_time: TimeOfDay = ""
+    end_time: EndTimeOfDay = ""
+    start_dow: Annotated[int, Field(ge=0, le=7)] = 0
+    end_dow: Annotated[int, Field(ge=0, le=7)] = 0
+    start_mday: Annotated[int, Field(ge=0, le=31)] = 0
+    end_mday: Annotated[int, Field(ge=0, le=31)] = 0
+    month: Annotated[int, Field(ge=0, le=12)] = 0
+    start_datetime: WallDatetime = ""
+    end_datetime: WallDatetime = ""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> IntervalCondition:
+        if self.start_time and self.end_time and self.start_time == self.end_time:
+            raise PydanticCustomError(
+                "time_range",
+                "end_time must differ from start_time (leave both out for the whole day)",
+            )
+        if (
+            self.start_datetime
+            and self.end_datetime
+            and self.end_datetime <= self.start_datetime  # canonical strings sort as times
+        ):
+            raise PydanticCustomError("datetime_range", "end_datetime must be after start_datetime")
+        return self
+
+
+Conditions = Annotated[list[IntervalCondition], Field(min_length=1, max_length=MAX_CONDITIONS)]
+
+
+class NewInterval(_Strict):
+    name: Name = ""
+    timezone: Timezone
+    conditions: Conditions
+
+
+class IntervalChanges(_Strict):
+    """A partial update: None means "keep the current value"."""
+
+    name: Name | None = None
+    timezone: Timezone | None = None
+    conditions: Conditions | None = None
 
 
 class CallbackParams(_Strict):
@@ -299,6 +404,14 @@ def new_queue(data: Mapping[str, Any]) -> NewQueue:
 
 def queue_changes(data: Mapping[str, Any]) -> QueueChanges:
     return _validate(QueueChanges, data)
+
+
+def new_interval(data: Mapping[str, Any]) -> NewInterval:
+    return _validate(NewInterval, data)
+
+
+def interval_changes(data: Mapping[str, Any]) -> IntervalChanges:
+    return _validate(IntervalChanges, data)
 
 
 def task_changes(data: Mapping[str, Any]) -> TaskChanges:

@@ -40,6 +40,8 @@ GRANTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "tenant_caller_ids": ("SELECT",),
         "tenant_destination_rules": ("SELECT",),
         "idempotency_keys": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        # Calling windows: the api alone writes them.
+        "intervals": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     },
     "dispatcher": {
         # Locked FOR UPDATE when claimed, which needs UPDATE on some column: the one whose
@@ -54,6 +56,8 @@ GRANTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "outbox": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         "idempotency_keys": ("SELECT", "DELETE"),
         "webhook_deliveries": ("SELECT", "DELETE"),  # the retention purge
+        # Reads the calling windows of the queues it claims for; never changes one.
+        "intervals": ("SELECT",),
     },
     "dialer": {
         # Share-locked while its calls are recorded: FOR SHARE needs UPDATE on some column,

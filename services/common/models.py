@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -59,6 +60,11 @@ class Queue(Base):
         # Ids are 32-bit on the wire (JSON numbers, see proto): keep them in range.
         CheckConstraint("id <= 4294967295", name="id_range"),
         Index(None, "client_id", "id"),
+        # A queue names only an interval of its own client (the pair is the key), and an
+        # interval a queue names cannot be deleted.
+        ForeignKeyConstraint(["client_id", "interval_id"], ["intervals.client_id", "intervals.id"]),
+        # The queues of an interval (its DELETE is refused while there are any).
+        Index(None, "interval_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -70,6 +76,28 @@ class Queue(Base):
     create_date_utc: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # The calling window; NULL: always open.
+    interval_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Interval(Base):
+    """A calling window ("interval"), owned by one client: when the queues that name it may
+    start calls (services/common/calling_windows.py evaluates it)."""
+
+    __tablename__ = "intervals"
+    __table_args__ = (
+        CheckConstraint("id <= 4294967295", name="id_range"),
+        # Also the target of the queues' foreign key (client_id, interval_id).
+        UniqueConstraint("client_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(255))
+    # An IANA name, checked by the api against the time zone database.
+    timezone: Mapped[str] = mapped_column(String(64))
+    # The conditions as the API shows them (a list of objects, in order).
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
 
 
 class Task(Base):

@@ -50,8 +50,9 @@ CHECKS = [
     response_schema_conformance,
 ]
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
-# Queues and tasks of the fuzzing client that generated requests aim at.
+# Queues, tasks and intervals of the fuzzing client that generated requests aim at.
 QUEUES = 3
+INTERVALS = 2
 TASKS_PER_QUEUE = 5
 # An answering phone of the test stacks' simulated backend.
 PHONE = "+15550000100"
@@ -99,11 +100,13 @@ class World:
         self.queues: dict[int, list[int]] = {}
         for _ in range(QUEUES):
             self.add_queue()
+        self.intervals = [self._create_interval(self._api, own) for _ in range(INTERVALS)]
         with httpx.Client(
             base_url=rest_url, headers={"Authorization": f"Bearer {other_token}"}, timeout=30
         ) as other_api:
             self.other_queue = self._create_queue(other_api, other)
             self.other_tasks = self._create_tasks(other_api, other, self.other_queue)
+            self.other_interval = self._create_interval(other_api, other)
         self.cdrs = self._finished_calls()
 
     def close(self) -> None:
@@ -112,6 +115,13 @@ class World:
     @staticmethod
     def _create_queue(api: httpx.Client, client: str, status: str = "off") -> int:
         reply = api.post(f"/client/{client}/task_scheduler/", json={"status": status})
+        reply.raise_for_status()
+        return int(reply.json()["id"])
+
+    @staticmethod
+    def _create_interval(api: httpx.Client, client: str) -> int:
+        body = {"timezone": "Europe/Berlin", "conditions": [{"start_time": "09:00:00"}]}
+        reply = api.post(f"/client/{client}/interval/", json=body)
         reply.raise_for_status()
         return int(reply.json()["id"])
 
@@ -142,7 +152,13 @@ class World:
         return [task["cdr"] for task in tasks]
 
     def forget(self, params: dict[str, Any]) -> None:
-        """A DELETE of one of ours succeeded: stop aiming at it (and restock queues)."""
+        """A DELETE of one of ours succeeded: stop aiming at it (and restock queues and
+        intervals)."""
+        interval = params.get("interval_id")
+        if interval in self.intervals:
+            self.intervals.remove(interval)
+            self.intervals.append(self._create_interval(self._api, self.own))
+            return
         queue, task = params.get("scheduler_id"), params.get("task_id")
         if queue not in self.queues:
             return
@@ -195,6 +211,16 @@ def _aim(case: Case, aim: Aim, world: World) -> None:
         tasks = world.queues.get(queue, world.other_tasks) if isinstance(queue, int) else []
         if tasks:
             params["task_id"] = tasks[task_index % len(tasks)]
+    interval = params.get("interval_id")
+    if _is_id(interval):
+        if queue_pick < 6 and world.intervals:
+            params["interval_id"] = world.intervals[queue_index % len(world.intervals)]
+        elif queue_pick == 6:
+            params["interval_id"] = world.other_interval
+    if isinstance(case.body, dict) and _is_id(case.body.get("interval_id")) and task_pick < 5:
+        # A queue's calling window: mostly one of ours, sometimes the other client's.
+        window: int = world.intervals[task_index % len(world.intervals)] if world.intervals else 0
+        case.body["interval_id"] = world.other_interval if task_pick == 0 else window
     if isinstance(params.get("call_uuid"), str) and call_pick:
         params["call_uuid"] = world.cdrs[call_index % len(world.cdrs)]
     if isinstance(case.body, dict) and case.body.get("status") == "on":
@@ -323,6 +349,11 @@ def _send(
         report.tenancy_leaks.append(_describe(case, response, "another client's path answered"))
     if response.status_code == 200 and params.get("scheduler_id") == world.other_queue:
         report.tenancy_leaks.append(_describe(case, response, "another client's queue answered"))
+    if response.status_code == 200 and params.get("interval_id") == world.other_interval:
+        report.tenancy_leaks.append(_describe(case, response, "another client's interval answered"))
+    body = case.body if isinstance(case.body, dict) else {}
+    if response.status_code == 200 and body.get("interval_id") == world.other_interval:
+        report.tenancy_leaks.append(_describe(case, response, "another client's interval named"))
     if response.status_code == 200 and case.method == "DELETE":
         world.forget(params)
 

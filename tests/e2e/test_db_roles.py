@@ -58,6 +58,17 @@ def test_every_service_runs_as_its_own_role_not_the_owner(stack: Stack) -> None:
         ("dispatcher", "SELECT password FROM tenant_sip_accounts LIMIT 1"),
         ("dispatcher", "UPDATE queues SET status = 'off' WHERE id = -1"),
         ("dispatcher", "UPDATE queues SET concurrent_task_limit = 1 WHERE id = -1"),
+        # Calling windows: the api writes them, the dispatcher only reads them.
+        ("dispatcher", "UPDATE intervals SET name = 'x' WHERE id = -1"),
+        ("dispatcher", "DELETE FROM intervals WHERE id = -1"),
+        (
+            "dispatcher",
+            "INSERT INTO intervals (client_id, name, timezone, conditions) "
+            "VALUES ('x', '', 'UTC', '[]')",
+        ),
+        ("dispatcher", "UPDATE queues SET interval_id = NULL WHERE id = -1"),
+        ("dialer", "SELECT * FROM intervals LIMIT 1"),
+        ("notifier", "SELECT * FROM intervals LIMIT 1"),
         # Nobody but the owner changes the schema or the tenants' telephony.
         ("dispatcher", "DROP TABLE webhook_attempts"),
         ("api", "INSERT INTO tenant_caller_ids (client_id, number) VALUES ('x', '+1')"),
@@ -83,3 +94,9 @@ def test_the_owner_is_not_refused_those_reads(stack: Stack) -> None:
 def test_the_notifier_reads_webhook_secrets(stack: Stack) -> None:
     with psycopg.connect(stack.service_database_url("notifier")) as conn:
         conn.execute("SELECT version, sealed FROM webhook_secrets LIMIT 1")
+
+
+def test_the_dispatcher_reads_intervals(stack: Stack) -> None:
+    with psycopg.connect(stack.service_database_url("dispatcher")) as conn:
+        conn.execute("SELECT id, client_id, timezone, conditions FROM intervals LIMIT 1")
+        conn.execute("SELECT interval_id FROM queues LIMIT 1")

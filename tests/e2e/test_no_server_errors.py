@@ -24,7 +24,19 @@ TASK_FIELDS = [
     "start_time_utc",
     "callback_params",
 ]
-QUEUE_FIELDS = ["name", "comment", "status", "concurrent_task_limit"]
+QUEUE_FIELDS = ["name", "comment", "status", "concurrent_task_limit", "interval_id"]
+INTERVAL_FIELDS = ["name", "timezone", "conditions"]
+CONDITION_FIELDS = [
+    "start_time",
+    "end_time",
+    "start_dow",
+    "end_dow",
+    "start_mday",
+    "end_mday",
+    "month",
+    "start_datetime",
+    "end_datetime",
+]
 
 scalars = (
     st.none()
@@ -32,7 +44,18 @@ scalars = (
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40)
-    | st.sampled_from(["+79990001122", "on", "off", "2030-01-01 00:00:00", "http://x.test/"])
+    | st.sampled_from(
+        [
+            "+79990001122",
+            "on",
+            "off",
+            "2030-01-01 00:00:00",
+            "http://x.test/",
+            "Europe/Berlin",
+            "09:00:00",
+            "24:00:00",
+        ]
+    )
 )
 json_values = st.recursive(
     scalars,
@@ -58,6 +81,42 @@ def test_queue_bodies_never_5xx(api: httpx.Client, tenant: str, body: dict[str, 
     reply = api.post(f"/client/{tenant}/task_scheduler/", json=body)
     assert reply.status_code < 500, (body, reply.text)
     assert isinstance(reply.json(), dict)
+
+
+@FUZZ
+@given(
+    body=objects(INTERVAL_FIELDS),
+    conditions=st.none() | st.lists(objects(CONDITION_FIELDS), max_size=3),
+    update=st.booleans(),
+)
+def test_interval_bodies_never_5xx(
+    api: httpx.Client,
+    tenant: str,
+    body: dict[str, Any],
+    conditions: list[dict[str, Any]] | None,
+    update: bool,
+) -> None:
+    if conditions is not None:
+        body["conditions"] = conditions
+    if update:
+        interval = api.post(
+            f"/client/{tenant}/interval/", json={"timezone": "UTC", "conditions": [{}]}
+        ).json()
+        reply = api.put(f"/client/{tenant}/interval/{interval['id']}", json=body)
+        api.delete(f"/client/{tenant}/interval/{interval['id']}")
+    else:
+        reply = api.post(f"/client/{tenant}/interval/", json=body)
+        if reply.status_code == 200:
+            api.delete(f"/client/{tenant}/interval/{reply.json()['id']}")
+    assert reply.status_code < 500, (body, reply.text)
+    assert isinstance(reply.json(), dict)
+
+
+@FUZZ
+@given(path=st.text(alphabet="abc019-_@%/?=&.", max_size=30))
+def test_interval_paths_never_5xx(api: httpx.Client, tenant: str, path: str) -> None:
+    reply = api.get(f"/client/{tenant}/interval/{path}")
+    assert reply.status_code < 500, (path, reply.text)
 
 
 @FUZZ

@@ -12,7 +12,15 @@ from deploy.local.stack import Stack
 from tests.e2e.dispatch_helpers import db_now, stamped_between
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
-QUEUE_FIELDS = {"id", "name", "comment", "status", "concurrent_task_limit", "create_date_utc"}
+QUEUE_FIELDS = {
+    "id",
+    "name",
+    "comment",
+    "status",
+    "concurrent_task_limit",
+    "create_date_utc",
+    "interval_id",
+}
 TASK = {"a_number": "+79990001122", "b_number": "101"}
 
 

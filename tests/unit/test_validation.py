@@ -54,6 +54,7 @@ def test_new_queue_keeps_given_values() -> None:
         "comment": "c",
         "status": "on",
         "concurrent_task_limit": 10_000,
+        "interval_id": 0,
     }
 
 
