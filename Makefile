@@ -12,7 +12,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 .PHONY: all run stop test lint typecheck check token tenant webhooks webhook-secret gen venv \
 	system-deps \
 	clean bench \
-	k8s-envoy-config openapi fuzz bench-sip bench-scale chaos
+	k8s-envoy-config openapi fuzz bench-sip bench-scale bench-phone chaos
 
 all: lint typecheck test
 
@@ -131,6 +131,13 @@ bench: gen system-deps $(VENV)/.bench-installed
 	$(PY) -m bench.list_bench
 	$(PY) -m bench.fuzz_api
 	$(PY) -m bench.sip_bench
+	$(PY) -m bench.phone_lateness
+
+# Lateness at sipp phones over the SIP backend, by their own traces (bench/phone_lateness.py;
+# PHONE_BENCH_SECONDS, PHONE_BENCH_FUTURE_TASKS, PHONE_BENCH_LOOKAHEADS):
+# bench/results/phone_lateness.md.
+bench-phone: gen system-deps
+	$(PY) -m bench.phone_lateness
 
 # Dispatch throughput with few vs 10 M stored tasks (BENCH_SCALE_TASKS): bench/results/scale.md.
 bench-scale: gen system-deps

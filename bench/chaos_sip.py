@@ -222,6 +222,8 @@ def read_trace(path: Path, phone: str) -> Iterator[SipEvent]:
     """The messages of a `sipp -trace_msg` file, in order."""
     text = path.read_text(errors="replace")
     marks = list(_ENTRY.finditer(text))
+    if not marks:
+        return  # an empty trace (the phone saw nothing)
     for mark, following in zip(marks, [*marks[1:], None], strict=True):
         body = text[mark.end() : following.start() if following else len(text)]
         lines = body.strip("\n").splitlines()

@@ -46,13 +46,18 @@ BENCH_TENANT = (
 
 
 @contextlib.contextmanager
-def running_stack(dispatchers: int, dialers: int, apis: int = 1) -> Iterator[Stack]:
-    """The whole system as `make run` starts it, in a temporary folder, logs at WARNING."""
+def running_stack(
+    dispatchers: int, dialers: int, apis: int = 1, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """The whole system as `make run` starts it, in a temporary folder, logs at WARNING;
+    `env`: more settings for the services (another backend, another lookahead)."""
     with tempfile.TemporaryDirectory(prefix="callback-scheduler-bench-") as tmp:
         Path(tmp).chmod(0o755)  # the embedded PostgreSQL runs as another user
         settings = stack_settings(Path(tmp), dispatchers=dispatchers, dialers=dialers, apis=apis)
+        extra = env or {}
         env = {"DIALER_SIMULATED_RULES": INSTANT_PHONES, "LOG_LEVEL": "WARNING"}
         env |= {f"{kind}_LOG_LEVEL": "WARNING" for kind in ("API", "DISPATCHER", "DIALER")}
+        env |= extra
         stack = Stack(settings, log_dir=Path(tmp) / "logs", service_env=env)
         stack.start()
         try:

@@ -88,7 +88,31 @@ OnConnected = Callable[[], Awaitable[None]]
 
 
 class TelephonyBackend(Protocol):
+    """How the dialer uses a backend for one call: `prepare_call` when the call is recorded
+    (before its due time: whatever can be built ahead is), `reserve_start` for its start under
+    the backend's calls-per-second cap, then, once the call is marked dialed, `start_call`
+    (sends what the phones see first, at once, without yielding) and `place_call` (the rest
+    of the callback); `forget_call` for a prepared call that will not be dialed."""
+
     name: str
+
+    def prepare_call(self, plan: CallPlan) -> None:
+        """Build the call's first messages ahead of time (optional work: `place_call` builds
+        whatever was not prepared)."""
+        ...
+
+    def reserve_start(self, at: float) -> float:
+        """Reserve a new call's start at `at` (time.time()) or as soon after as the
+        backend's calls-per-second cap allows; the time reserved."""
+        ...
+
+    def start_call(self, call_uuid: str) -> None:
+        """Send a prepared call's first messages now; nothing for a call not prepared."""
+        ...
+
+    def forget_call(self, call_uuid: str) -> None:
+        """Drop what prepare_call built for a call that will not be dialed."""
+        ...
 
     async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
         """Place the whole callback and return how it went; never raises for call failures."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -52,6 +54,11 @@ MAX_HOLD_SECONDS = 5.0
 # a committed mark and the dial: a dialer killed there leaves a try spent without a call.
 MARK_LEAD_WEIGHT = 0.2
 MAX_MARK_LEAD_SECONDS = 0.05
+# Wakes remembered for the sleeps' own lead (see Dialer._wakes).
+WAKES_KEPT = 10
+# Calls built between two turns of the event loop while their records are written: the
+# record's statements (and every call in progress) go on between these slices.
+PREPARE_BETWEEN_TURNS = 20
 # A recorded call is dialed within its hold plus this, or never by this dialer: after that a
 # redelivery of its request (its dialer died meanwhile) may take the record over. Covers a
 # loop held up by a burst of work, not a paused process.
@@ -74,6 +81,16 @@ class _ToDial(NamedTuple):
 
     account: tuple[str, str] | None
     record: repository.Recorded
+
+
+@dataclass
+class _DialNow:
+    """Calls due already when their request came: marked dialed as they are recorded."""
+
+    calls: set[str]  # built on the operator's default account, their start reserved
+    at: float  # their start (time.time())
+    built: asyncio.Event  # set once every call of the message is built
+    started: set[str] = field(default_factory=set)  # marked and sent
 
 
 def _ids(request: events_pb2.DialRequest) -> dict[str, object]:
@@ -134,6 +151,11 @@ class Dialer:
         # started that much before the calls' due time.
         self._update_lead = 0.0
         self._commit_lead = 0.0
+        # How late the last sleeps woke (the loop busy with other calls' messages, the
+        # process waiting for a core): both waits before a mark start the least of these
+        # earlier. The least, not an average: one wake held up by a burst would otherwise
+        # send the next seconds' calls early.
+        self._wakes: deque[float] = deque([0.0], maxlen=WAKES_KEPT)
 
     def stop(self) -> None:
         """Take no new calls; the ones in progress go on until they end."""
@@ -207,54 +229,135 @@ class Dialer:
         return True
 
     async def _dial_when_due(self, msg: Msg, requests: Sequence[events_pb2.DialRequest]) -> None:
-        """Record the calls at once, start each group of them at its due time (held at most
-        MAX_HOLD_SECONDS), then acknowledge the message. Recording is the work a phone
-        would otherwise wait for: done here, it is done before the due time (the
-        dispatcher's lookahead)."""
+        """Record the calls at once and have the backend build them, start each group of
+        them at its due time (held at most MAX_HOLD_SECONDS), then acknowledge the message.
+        Recording and building are the work a phone would otherwise wait for: done here,
+        they are done before the due time (the dispatcher's lookahead)."""
         received = time.time()
         groups = _by_due_time(requests, received * 1000)
         hold = min(max(groups[-1][0] / 1000 - received, 0.0), MAX_HOLD_SECONDS)
         waiting = len(requests)
+        prepared: set[str] = set()  # built by the backend, not started yet
+        # Requests already due as they arrive (no lookahead, or late): their calls are
+        # marked dialed in the record's own transaction, one round trip fewer, if the cap
+        # lets them start now. Every start is reserved here, before any mark.
+        overdue = groups[0][1] if groups[0][0] <= received * 1000 else []
+        slots = {r.call_uuid: self._backend.reserve_start(received) for r in overdue}
+        now = _DialNow(
+            {uuid for uuid, slot in slots.items() if slot <= received}, received, asyncio.Event()
+        )
+        recorded_at = time.monotonic()
+        recording = asyncio.ensure_future(self._record_calls(requests, hold, now))
         try:
-            recorded_at = time.monotonic()
-            recorded = await self._record_calls(requests, hold)
+            # The calls are built while the database records them (the loop is turned every
+            # few calls, so that the record's statements go on meanwhile): with the account
+            # guessed as the operator's default, and built again below for a tenant's own.
+            guessed: dict[str, CallPlan] = {}
+            for index, request in enumerate(requests):
+                if index % PREPARE_BETWEEN_TURNS == 0:
+                    await asyncio.sleep(0)
+                if _may_use_account(request, None):
+                    guessed[request.call_uuid] = plan = _plan(request, None)
+                    self._backend.prepare_call(plan)
+                    prepared.add(request.call_uuid)
+            now.calls &= prepared  # only calls built as they will be sent
+            now.built.set()
+            recorded = await recording
             if recorded is None:
                 await bus.settle(msg, "nak", delay=1.0)
                 return
+            prepared -= now.started  # sent as the record was committed
+            plans: dict[str, CallPlan] = {}
+            for request in requests:
+                call_uuid = request.call_uuid
+                if call_uuid in now.started:
+                    self._dial(request, guessed[call_uuid])
+                    continue
+                if call_uuid not in recorded:
+                    if call_uuid in prepared:
+                        self._backend.forget_call(call_uuid)
+                        prepared.discard(call_uuid)
+                    continue
+                account = recorded[call_uuid].account
+                plan = plans[call_uuid] = guessed.get(call_uuid) or _plan(request, account)
+                if plan.account != account:  # the tenant's own account: built again
+                    self._backend.forget_call(call_uuid)
+                    prepared.discard(call_uuid)
+                    plan = plans[call_uuid] = _plan(request, account)
+                if call_uuid not in prepared and _may_use_account(request, account):
+                    self._backend.prepare_call(plan)
+                    prepared.add(call_uuid)
             for index, (due_ms, group) in enumerate(groups):
                 due = min(due_ms / 1000, received + MAX_HOLD_SECONDS)
-                # The mark is started its own usual duration early, so that it is
-                # committed when the calls are due, not after.
-                wait = due - self._update_lead - self._commit_lead - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await self._until_mark(due)
                 if self._stopping:  # another dialer takes them now, not after the ack wait
                     later = [r.call_uuid for _, rest in groups[index:] for r in rest]
                     await self._release(later)
                     await bus.settle(msg, "nak")
                     return
                 mine = {
-                    r.call_uuid: recorded[r.call_uuid] for r in group if r.call_uuid in recorded
+                    r.call_uuid: recorded[r.call_uuid]
+                    for r in group
+                    if r.call_uuid in recorded and r.call_uuid not in now.started
                 }
-                dialed = await self._mark_dialed(mine, recorded_at, due)
-                early = due - time.time()
-                if dialed and early > 0:
-                    await asyncio.sleep(early)
-                for request in group:
-                    if request.call_uuid in dialed:
-                        self._dial(request, mine[request.call_uuid].account)
-                    elif request.call_uuid in mine:
-                        log.warning(
-                            "not dialing: past the deadline of its record",
-                            extra={"action": "too_late", **_ids(request)},
-                        )
+                for start, calls in self._paced(mine, due, slots):
+                    if start > due:  # over the calls-per-second cap: a later start
+                        await self._until_mark(start)
+                    dialed = await self._mark_dialed(calls, recorded_at, start)
+                    # The mark is committed: from here to the INVITEs nothing may wait (a
+                    # dialer killed in between spends the try without a call). The pacing
+                    # slot was taken and the messages built before the mark.
+                    for call_uuid in calls:
+                        if call_uuid in dialed:
+                            self._backend.start_call(call_uuid)
+                            prepared.discard(call_uuid)
+                    for request in group:
+                        if request.call_uuid in dialed:
+                            self._dial(request, plans[request.call_uuid])
+                        elif request.call_uuid in calls:
+                            log.warning(
+                                "not dialing: past the deadline of its record",
+                                extra={"action": "too_late", **_ids(request)},
+                            )
                 self._held_count -= len(group)
                 waiting -= len(group)
             # The calls rows now guard the attempts: a redelivery can never dial them again.
             await bus.settle(msg, "ack")
         finally:
+            if not recording.done():  # failed while building: no mark may follow
+                recording.cancel()
+            for call_uuid in prepared:
+                self._backend.forget_call(call_uuid)
             self._held_count -= waiting
             self._slot_free.set()  # what was not started (nak) frees its room too
+
+    async def _until_mark(self, start: float) -> None:
+        """Sleep until the mark of calls starting at `start` must begin: its UPDATE and
+        COMMIT each take their usual duration, so that the commit ends at `start`."""
+        await self._sleep_until(start - self._update_lead - self._commit_lead)
+
+    async def _sleep_until(self, moment: float) -> None:
+        """Sleep until `moment` (time.time()), woken its usual lateness early."""
+        target = moment - min(self._wakes)
+        wait = target - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            late = time.time() - target  # how late the loop woke us
+            self._wakes.append(min(max(late, 0.0), MAX_MARK_LEAD_SECONDS))
+
+    def _paced(
+        self, calls: dict[str, _ToDial], due: float, slots: dict[str, float]
+    ) -> list[tuple[float, dict[str, _ToDial]]]:
+        """The calls by the start the backend's calls-per-second cap gives them (below the
+        cap: all at `due`), earliest first; their slots are taken now, before the mark
+        (unless `slots` has one reserved already)."""
+        starts: dict[float, dict[str, _ToDial]] = {}
+        for call_uuid, call in calls.items():
+            start = slots.get(call_uuid)
+            if start is None:
+                start = self._backend.reserve_start(due)
+            starts.setdefault(start, {})[call_uuid] = call
+        return sorted(starts.items())
 
     async def _mark_dialed(
         self, calls: dict[str, _ToDial], recorded_at: float, due: float
@@ -277,10 +380,11 @@ class Dialer:
                     )
                     updated = time.monotonic()
                     # Not committed before it must be: a commit that waits for the due time
-                    # would widen the window in which a killed dialer spends tries.
-                    hold = due - self._commit_lead - time.time()
-                    if marked and hold > 0:
-                        await asyncio.sleep(hold)
+                    # would widen the window in which a killed dialer spends tries. The
+                    # commit starts its usual duration early and the calls start as it
+                    # returns, without waiting for the due time (a few ms early at most).
+                    if marked:
+                        await self._sleep_until(due - self._commit_lead)
                     committing = time.monotonic()
                 committed = time.monotonic()
                 self._update_lead = _moving_average(self._update_lead, updated - began)
@@ -299,11 +403,19 @@ class Dialer:
             log.error("call handler failed", exc_info=call.exception(), extra={"action": "crash"})
 
     async def _record_calls(
-        self, requests: Sequence[events_pb2.DialRequest], hold: float
+        self,
+        requests: Sequence[events_pb2.DialRequest],
+        hold: float,
+        now: _DialNow | None = None,
     ) -> dict[str, _ToDial] | None:
         """Record the calls (due within `hold` seconds) in one transaction; the ones to
         dial, with the tenant's account for each (None: the operator's default), or None
-        if the database was unavailable (nothing recorded)."""
+        if the database was unavailable (nothing recorded).
+
+        `now`: calls due already, built on the operator's default account. Those recorded
+        on that account are also marked dialed in this transaction, once all are built,
+        and started (their INVITEs sent) as soon as it is committed, in the same turn of
+        the event loop; `now.started` tells which."""
         new_calls = [
             repository.NewCall(
                 call_uuid=request.call_uuid,
@@ -326,8 +438,27 @@ class Dialer:
                     DIAL_GRACE_SECONDS,
                 )
                 accounts = await repository.tenant_accounts(conn, pairs)
+                marked: set[str] = set()
+                if now is not None and now.calls:
+                    pair = {r.call_uuid: (r.client_id, r.extension_id) for r in requests}
+                    due_now = {
+                        uuid: started.may_dial[uuid]
+                        for uuid in now.calls
+                        if uuid in started.may_dial and accounts.get(pair[uuid]) is None
+                    }
+                    if due_now:
+                        await now.built.wait()
+                        marked = await repository.mark_calls_dialed(
+                            conn, due_now, datetime.fromtimestamp(now.at, UTC)
+                        )
         except StorageUnavailable:
             return None
+        # Committed: the marked calls' INVITEs leave now, before anything else runs.
+        if now is not None:
+            for request in requests:  # in the message's order
+                if request.call_uuid in marked:
+                    self._backend.start_call(request.call_uuid)
+            now.started = marked
         recorded: dict[str, _ToDial] = {}
         for request in requests:
             if request.call_uuid in started.too_late:
@@ -353,15 +484,16 @@ class Dialer:
         except StorageUnavailable:
             pass  # they are taken over once their deadline passes
 
-    def _dial(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
-        """Hand one call, marked dialed, to the backend."""
-        call = asyncio.create_task(self._call(request, account))
+    def _dial(self, request: events_pb2.DialRequest, plan: CallPlan) -> None:
+        """Hand one call, marked dialed (and started, if the backend prepared it), to the
+        backend."""
+        call = asyncio.create_task(self._call(request, plan))
         self._calls.add(call)
         call.add_done_callback(self._call_done)
 
-    async def _call(self, request: events_pb2.DialRequest, account: tuple[str, str] | None) -> None:
+    async def _call(self, request: events_pb2.DialRequest, plan: CallPlan) -> None:
         context = _ids(request)
-        if account is None and request.extension_id != DEFAULT_EXTENSION:
+        if not _may_use_account(request, plan.account):
             # The api refuses such tasks; one that got past it (written straight into the
             # database, or its account taken away since) is not dialed on the operator's
             # account, nor on another tenant's.
@@ -377,15 +509,6 @@ class Dialer:
         log.info("dialing", extra={"action": "dial", **context})
         if request.due_at_unix_ms:
             metrics.DISPATCH_LATENESS.observe(max(0.0, time.time() - request.due_at_unix_ms / 1000))
-        plan = CallPlan(
-            call_uuid=request.call_uuid,
-            a_numbers=(request.a_number, *request.extended_a_numbers),
-            b_number=request.b_number,
-            caller_id_name=request.caller_id_name,
-            caller_id_number=request.caller_id_number,
-            extension_id=request.extension_id,
-            account=account,
-        )
 
         async def connected() -> None:
             if request.skip_connected_event:
@@ -404,6 +527,24 @@ class Dialer:
             "call ended",
             extra={"action": "call_ended", "outcome": report.outcome, **_ids(request)},
         )
+
+
+def _plan(request: events_pb2.DialRequest, account: tuple[str, str] | None) -> CallPlan:
+    return CallPlan(
+        call_uuid=request.call_uuid,
+        a_numbers=(request.a_number, *request.extended_a_numbers),
+        b_number=request.b_number,
+        caller_id_name=request.caller_id_name,
+        caller_id_number=request.caller_id_number,
+        extension_id=request.extension_id,
+        account=account,
+    )
+
+
+def _may_use_account(request: events_pb2.DialRequest, account: tuple[str, str] | None) -> bool:
+    """Whether the call may go out: on the tenant's own account, or on the operator's
+    default for extension 0 only."""
+    return account is not None or request.extension_id == DEFAULT_EXTENSION
 
 
 def _moving_average(average: float, latest: float) -> float:

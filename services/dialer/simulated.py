@@ -125,6 +125,18 @@ class SimulatedBackend:
         seconds = self._ring_timeout if rule.behaviour == "no_answer" else rule.ring_seconds
         return _Ring(number, rule, min(seconds, self._ring_timeout))
 
+    def prepare_call(self, plan: CallPlan) -> None:
+        pass  # nothing to build ahead
+
+    def reserve_start(self, at: float) -> float:
+        return at  # no cap
+
+    def start_call(self, call_uuid: str) -> None:
+        pass  # the simulated phones are "dialed" by place_call
+
+    def forget_call(self, call_uuid: str) -> None:
+        pass
+
     async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
         started = datetime.now(UTC)
         log.info(

@@ -95,9 +95,14 @@ class FakeMsg:
 
 async def test_requests_not_started_for_want_of_the_database_free_their_room() -> None:
     settings: Any = SimpleNamespace(report_retry_seconds=1.0, max_concurrent_calls=2)
-    dialer = Dialer(cast(Any, None), cast(Any, None), cast(Any, None), settings)
+    # The calls are built while they are recorded; not recorded, they are forgotten.
+    built: set[str] = set()
+    backend = SimpleNamespace(prepare_call=lambda plan: built.add(plan.call_uuid))
+    backend.forget_call = built.discard
+    backend.reserve_start = lambda at: at
+    dialer = Dialer(cast(Any, None), cast(Any, None), cast(Any, backend), settings)
 
-    async def database_down(requests: Any, hold: float) -> None:
+    async def database_down(requests: Any, hold: float, now: Any = None) -> None:
         return None
 
     dialer._record_calls = database_down  # type: ignore[method-assign]
@@ -110,3 +115,4 @@ async def test_requests_not_started_for_want_of_the_database_free_their_room() -
     assert msg.verdicts == ["nak"]  # redelivered, to this dialer or another
     assert dialer._held_count == 0
     assert dialer._slot_free.is_set()  # the fetch loop, waiting for room, goes on
+    assert not built

@@ -43,6 +43,9 @@ class CapturingTransport:
     def send(self, data: bytes, to: Address) -> None:
         self.sent.append(data)
 
+    def reach(self, to: Address) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -61,8 +64,8 @@ def invites(plan: CallPlan, account: Account | None, assert_identity: bool) -> l
         callback = Callback(
             ua, plan, account, assert_identity=assert_identity, ring_timeout=60, max_call=60
         )
-        for leg in [*callback.a_legs, callback.b]:
-            leg.invite()
+        callback.start()  # the A legs' INVITEs, built with the callback
+        callback.b.send_invite()
 
     loop = asyncio.new_event_loop()
     try:

@@ -6,14 +6,14 @@ control (see callback.py). Settings: DIALER_SIP_* in services/dialer/settings.py
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import socket
+import time
 from datetime import UTC, datetime
 
-from aiolimiter import AsyncLimiter
-
 from services.dialer.backend import CallPlan, CallReport, OnConnected
+from services.dialer.pacing import Pacer
 from services.dialer.sip.callback import Callback
 from services.dialer.sip.leg import Account
 from services.dialer.sip.message import Address
@@ -50,12 +50,15 @@ class SipBackend:
         calls_per_second: float = 0.0,
     ) -> None:
         self.ua = ua
-        # One call per 1/rate seconds: a bucket of one, so calls never start in a burst.
-        self._pace = AsyncLimiter(1, 1 / calls_per_second) if calls_per_second else None
+        # At most `calls_per_second` new calls in any second; below that, no wait at all.
+        self._pacer = Pacer(calls_per_second)
         self._accounts = accounts
         self._assert_identity = assert_identity
         self._ring_timeout = ring_timeout_seconds
         self._max_call = max_call_seconds
+        # Calls built ahead of their due time (prepare_call), by call_uuid, until placed or
+        # forgotten; a plan that cannot be called is kept as its error report.
+        self._prepared: dict[str, Callback | CallReport] = {}
 
     @classmethod
     async def open(
@@ -101,14 +104,28 @@ class SipBackend:
     def close(self) -> None:
         self.ua.transport.close()
 
-    async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
-        async with self._pace or contextlib.nullcontext():
-            pass  # the call starts once the rate allows it
+    def reserve_start(self, at: float) -> float:
+        return self._pacer.reserve(at)
+
+    def prepare_call(self, plan: CallPlan) -> None:
+        """Build the callback and its A legs' INVITEs (encoded) before the call is due."""
+        if plan.call_uuid not in self._prepared:
+            self._prepared[plan.call_uuid] = self._callback(plan)
+
+    def start_call(self, call_uuid: str) -> None:
+        callback = self._prepared.get(call_uuid)
+        if isinstance(callback, Callback):
+            callback.start()
+
+    def forget_call(self, call_uuid: str) -> None:
+        self._prepared.pop(call_uuid, None)
+
+    def _callback(self, plan: CallPlan) -> Callback | CallReport:
         # The tenant's own account, else the operator's default: the dialer never passes
         # an extension other than 0 without the tenant's account for it.
         account = Account(*plan.account) if plan.account else self._accounts.get(0)
         try:
-            callback = Callback(
+            return Callback(
                 self.ua,
                 plan,
                 account,
@@ -119,6 +136,16 @@ class SipBackend:
         except (LookupError, ValueError) as err:  # no route for a number, or not a number
             now = datetime.now(UTC)
             return CallReport(outcome="error", comment=str(err), started=now, ended=now)
+
+    async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
+        callback = self._prepared.pop(plan.call_uuid, None)
+        if callback is None:  # not prepared (called directly): paced here
+            wait = self._pacer.reserve(time.time()) - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            callback = self._callback(plan)
+        if isinstance(callback, CallReport):
+            return callback
         try:
             return await callback.run(on_connected)
         except Exception as err:

@@ -61,6 +61,19 @@ class Callback:
         self.max_call = max_call
         self.started = _now()
         self.connected_at: datetime | None = None
+        for leg in self.a_legs:
+            leg.prepare_invite()  # the INVITEs built now, sent at start
+            ua.transport.reach(leg.destination)
+        self._sent = False
+
+    def start(self) -> None:
+        """Send every A number's INVITE now, without waiting for anything (the call was
+        built ahead of its due time): what the phones see of a callback first."""
+        if not self._sent:
+            self._sent = True
+            self.started = _now()
+            for leg in self.a_legs:
+                leg.send_invite()
 
     def legs(self) -> list[OutboundLeg]:
         legs = list(self.a_legs)
@@ -79,6 +92,7 @@ class Callback:
         )
 
     async def run(self, on_connected: OnConnected) -> CallReport:
+        self.start()
         a = await self._ring_a()
         if a is None:
             primary = self.a_legs[0]

@@ -125,10 +125,28 @@ class OutboundLeg:
         self.remote_hangup = asyncio.Event()
         self.on_remote_hangup: Callable[[], None] = lambda: None
         self._stopped_by = ""
+        self._invite_sent = False
 
     # --- ringing ---------------------------------------------------------------------------
 
+    def prepare_invite(self) -> None:
+        """Build (and encode) the first INVITE ahead of time: `ring` then only sends it."""
+        if self.transaction is None:
+            self.transaction = self.ua.new_transaction(self._invite_request(), self.destination)
+
+    def send_invite(self) -> None:
+        """Send the first INVITE now (built by prepare_invite, or here)."""
+        self.prepare_invite()
+        assert self.transaction is not None
+        if not self._invite_sent:
+            self._invite_sent = True
+            self.ua.start(self.transaction)
+
     def invite(self, authorization: tuple[str, str] | None = None) -> None:
+        request = self._invite_request(authorization)
+        self.transaction = self.ua.send_request(request, self.destination)
+
+    def _invite_request(self, authorization: tuple[str, str] | None = None) -> Message:
         self.cseq += 1
         headers = [
             ("From", f"{self.local_party};tag={self.local_tag}"),
@@ -142,19 +160,18 @@ class OutboundLeg:
             headers.append(("P-Asserted-Identity", self.local_party))
         if authorization:
             headers.append(authorization)
-        request = self.ua.new_request("INVITE", self.request_uri, headers)
-        self.transaction = self.ua.send_request(request, self.destination)
+        return self.ua.new_request("INVITE", self.request_uri, headers)
 
     def stop(self, why: str) -> None:
         """Stop ringing ("timeout" or "other"): the leg CANCELs once the phone rings."""
-        if self.transaction is not None and not self._stopped_by:
+        if self._invite_sent and self.transaction is not None and not self._stopped_by:
             self._stopped_by = why
             self.transaction.responses.put_nowait(_STOP)
 
     async def ring(self, ring_timeout: float) -> bool:
         """Ring until answered (True) or a final failure (False); CANCEL after the timeout."""
         loop = asyncio.get_running_loop()
-        self.invite()
+        self.send_invite()  # unless the callback's start sent it already
         # Timers post into the response queue rather than wrapping each wait in wait_for:
         # no task per response, which matters with a thousand calls ringing at once.
         ring_timer = loop.call_later(ring_timeout, self.stop, "timeout")

@@ -1,7 +1,9 @@
 """Client transactions (RFC 3261 17.1): retransmissions, timeouts and the ACK of non-2xx.
 
 Timers use loop.call_later handles rather than a task per transaction: a thousand calls at
-once keep several thousand transactions alive, and timer handles cost far less than tasks.
+once keep several thousand transactions alive, and timer handles cost far less than tasks. One
+handle per transaction at a time: it fires at the next retransmission or at the timeout,
+whichever comes first (a burst of INVITEs at a due second scheduled two each before).
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ class ClientTransaction:
         self._t1 = t1
         self._data = request.encode()
         self._interval = t1
-        self._retransmit_timer: asyncio.TimerHandle | None = None
-        self._timeout_timer: asyncio.TimerHandle | None = None
+        # The one timer: Timer A/E (retransmit, unreliable transports only) and Timer B/F
+        # (give up), as the earlier of the two; None once neither runs.
+        self._timer: asyncio.TimerHandle | None = None
+        self._retransmit_at = 0.0  # loop time of the next retransmission; 0: none
+        self._timeout_at = 0.0
         self._ack: bytes | None = None
         self.on_end: Callable[[ClientTransaction], None] = lambda _: None
 
@@ -60,26 +65,36 @@ class ClientTransaction:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._send(self._data, self.destination)
-        if not self._reliable:
-            self._retransmit_timer = loop.call_later(self._interval, self._retransmit)
-        # Timer B (INVITE) / Timer F (non-INVITE): 64*T1 without a final response.
-        self._timeout_timer = loop.call_later(64 * self._t1, self._time_out)
+        now = loop.time()
+        # Timer B (INVITE) / Timer F (non-INVITE): 64*T1 without a final response, on every
+        # transport; Timer A / E only where messages can be lost (RFC 3261 17.1.1.2, 17.1.2.2).
+        self._timeout_at = now + 64 * self._t1
+        self._retransmit_at = 0.0 if self._reliable else now + self._interval
+        self._arm(loop)
 
-    def _retransmit(self) -> None:
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        at = min(self._retransmit_at or self._timeout_at, self._timeout_at)
+        self._timer = loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
         if self.final is not None:
             return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._timeout_at:
+            self.fail(timeout_response(self.request))
+            return
+        if self._retransmit_at:
+            self._retransmit(loop)
+        self._arm(loop)
+
+    def _retransmit(self, loop: asyncio.AbstractEventLoop) -> None:
         self.retransmissions += 1
         metrics.SIP_RETRANSMISSIONS.inc()
         self._send(self._data, self.destination)
         # INVITE: Timer A doubles without bound; non-INVITE: Timer E is capped at T2 (17.1.2.2).
         self._interval = self._interval * 2 if self.is_invite else min(self._interval * 2, T2)
-        self._retransmit_timer = asyncio.get_running_loop().call_later(
-            self._interval, self._retransmit
-        )
-
-    def _time_out(self) -> None:
-        if self.final is None:
-            self.fail(timeout_response(self.request))
+        self._retransmit_at = loop.time() + self._interval
 
     def fail(self, response: Message) -> None:
         """End with a synthesized final response (timeout, transport error)."""
@@ -89,17 +104,19 @@ class ClientTransaction:
         self.on_end(self)
 
     def _stop_timers(self) -> None:
-        for timer in (self._retransmit_timer, self._timeout_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._retransmit_at = self._timeout_at = 0.0
 
     def receive(self, response: Message) -> None:
         if response.status < 200:
             if self.final is None:
                 self.provisional = self.provisional or response
-                if self.is_invite and self._retransmit_timer is not None:
-                    # Proceeding: an INVITE is no longer retransmitted (17.1.1.2); Timer B is
-                    # also stopped, the user's ring timeout (with CANCEL) takes over.
+                if self.is_invite:
+                    # Proceeding: an INVITE is no longer retransmitted, and Timer B, which
+                    # runs only in Calling, stops on every transport, TCP included (17.1.1.2);
+                    # the user's ring timeout (with CANCEL) takes over.
                     self._stop_timers()
                 self.responses.put_nowait(response)
             return

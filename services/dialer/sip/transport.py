@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,6 +33,11 @@ class Transport(Protocol):
         """Send without waiting; failures are reported to the transport's OnError."""
         ...
 
+    def reach(self, to: Address) -> None:
+        """Get ready to send to `to` soon (TCP: open the connection now, so that a call's
+        first INVITE does not wait for it)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -50,27 +56,30 @@ def _deliver(on_message: OnMessage, data: bytes, source: Address) -> None:
     on_message(message, source)
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, on_message: OnMessage) -> None:
-        self._on_message = on_message
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        _deliver(self._on_message, data, Address(str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors of an unconnected socket carry no address: the transaction timers
-        # (RFC 3261 17.1.1.2 Timer B, 17.1.2.2 Timer F) turn the silence into a timeout.
-        log.debug("UDP error", extra={"action": "udp_error", "error": str(exc)})
+# Datagrams read in one turn of the event loop, at most: asyncio's own datagram transport
+# reads one per turn, so a burst of a second's answers (hundreds waiting in the socket) took
+# hundreds of turns, each with its select() and every timer due; the INVITEs' retransmission
+# timers (T1) then fired before the answers waiting for them were read, and the copies sent
+# made more answers to read: at 200 callbacks a second on a loaded machine the dialer fell
+# minutes behind. The bound keeps one turn short enough for the timers.
+READS_PER_TURN = 256
 
 
 class UdpTransport:
+    """One non-blocking UDP socket: reads every waiting datagram (up to READS_PER_TURN) when
+    the socket is readable; sends at once, queueing only what the kernel refuses for now."""
+
     name = "UDP"
     reliable = False
 
-    def __init__(self, sock: socket.socket, endpoint: asyncio.DatagramTransport, local: Address):
+    def __init__(self, sock: socket.socket, on_message: OnMessage, local: Address) -> None:
         self._sock = sock
-        self._endpoint = endpoint
+        self._on_message = on_message
         self.local = local
+        self._loop = asyncio.get_running_loop()
+        self._waiting: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._closed = False
+        self._loop.add_reader(sock.fileno(), self._read)
 
     @classmethod
     async def bind(
@@ -85,19 +94,60 @@ class UdpTransport:
         _sized(sock, buffer_bytes)
         sock.bind((bind.host, bind.port))
         sock.setblocking(False)
-        endpoint, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _Datagrams(on_message), sock=sock
-        )
         port = sock.getsockname()[1]
-        return cls(sock, endpoint, Address(advertise or bind.host, port))
+        return cls(sock, on_message, Address(advertise or bind.host, port))
+
+    def _read(self) -> None:
+        for _ in range(READS_PER_TURN):
+            try:
+                data, addr = self._sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                # An ICMP error of an unconnected socket carries no address: the transaction
+                # timers (RFC 3261 17.1.1.2 Timer B, 17.1.2.2 Timer F) turn the silence into
+                # a timeout.
+                log.debug("UDP error", extra={"action": "udp_error", "error": str(err)})
+                continue
+            _deliver(self._on_message, data, Address(str(addr[0]), int(addr[1])))
 
     def send(self, data: bytes, to: Address) -> None:
-        if not self._endpoint.is_closing():
-            SENT.inc()
-            self._endpoint.sendto(data, (to.host, to.port))
+        if self._closed:
+            return
+        SENT.inc()
+        address = (to.host, to.port)
+        if self._waiting:  # keep the order of what is sent
+            self._waiting.append((data, address))
+            return
+        try:
+            self._sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            self._waiting.append((data, address))
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+        except OSError as err:
+            log.debug("UDP error", extra={"action": "udp_error", "error": str(err)})
+
+    def _flush(self) -> None:
+        while self._waiting:
+            data, address = self._waiting[0]
+            try:
+                self._sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.debug("UDP error", extra={"action": "udp_error", "error": str(err)})
+            self._waiting.popleft()
+        self._loop.remove_writer(self._sock.fileno())
+
+    def reach(self, to: Address) -> None:
+        pass  # nothing to open
 
     def close(self) -> None:
-        self._endpoint.close()
+        if not self._closed:
+            self._closed = True
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
 
 
 class _Stream(asyncio.Protocol):
@@ -169,6 +219,16 @@ class TcpTransport:
             self._connecting[to].append(data)
         else:
             self._connecting[to] = [data]
+            connecting = asyncio.ensure_future(self._connect(to))
+            connecting.add_done_callback(lambda _: None)
+
+    def reach(self, to: Address) -> None:
+        stream = self.connections.get(to)
+        if stream is not None and stream.transport is not None:
+            if not stream.transport.is_closing():
+                return
+        if to not in self._connecting:
+            self._connecting[to] = []
             connecting = asyncio.ensure_future(self._connect(to))
             connecting.add_done_callback(lambda _: None)
 

@@ -112,13 +112,21 @@ class UserAgent:
         return request
 
     def send_request(self, request: Message, destination: Address) -> ClientTransaction:
-        transaction = ClientTransaction(
+        transaction = self.new_transaction(request, destination)
+        self.start(transaction)
+        return transaction
+
+    def new_transaction(self, request: Message, destination: Address) -> ClientTransaction:
+        """A client transaction built (its request encoded) but not sent: see start."""
+        return ClientTransaction(
             request, destination, self.transport.send, self.transport.reliable, self.t1
         )
+
+    def start(self, transaction: ClientTransaction) -> None:
+        """Send a transaction's request now and match responses to it from then on."""
         self.transactions[transaction.key] = transaction
         transaction.on_end = self._forget
         transaction.start()
-        return transaction
 
     def _forget(self, transaction: ClientTransaction) -> None:
         self.retransmissions += transaction.retransmissions
