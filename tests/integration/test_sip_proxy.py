@@ -175,11 +175,8 @@ async def test_wrong_password_is_a_clear_error_without_retries(lab: ProxyLab) ->
     assert "407" in report.comment or "Proxy Authentication" in report.comment, report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22 fault 1: over TCP a provisional response does not stop Timer B, so a "
-    "ringing leg ends as 408 at 64*T1 and is never CANCELled",
-)
+# Issue 22 fault 1 (fixed): over TCP a provisional response did not stop Timer B, so a
+# ringing leg ended as 408 at 64*T1 and was never CANCELled.
 @pytest.mark.parametrize("lab", ["tcp"], indirect=True)
 async def test_tcp_leg_ringing_past_timer_b_is_cancelled_at_the_ring_timeout(
     lab: ProxyLab,
