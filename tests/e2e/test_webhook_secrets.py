@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -26,13 +25,9 @@ WAIT = 60  # generous: the machine is shared
 
 
 @pytest.fixture
-def receiver() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.expect_request("/hook", method="POST").respond_with_data("ok")
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+def receiver(hook_receiver: HTTPServer) -> HTTPServer:
+    """The shared loopback receiver (tests/e2e/conftest.py)."""
+    return hook_receiver
 
 
 def secret_admin(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

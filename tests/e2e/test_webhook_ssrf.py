@@ -8,7 +8,6 @@ tests/conftest.py `service_env`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,14 +22,9 @@ WAIT = 60  # generous: the machine is shared
 
 
 @pytest.fixture
-def receiver() -> Iterator[HTTPServer]:
+def receiver(hook_receiver: HTTPServer) -> HTTPServer:
     """A receiver the guard allows: whatever reaches it was not refused."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.expect_request("/hook", method="POST").respond_with_data("ok")
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+    return hook_receiver
 
 
 def delivery_of(stack: Stack, api: httpx.Client, tenant: str, url: str) -> dict[str, Any]:
