@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.vocabulary import CALL_IN_PROGRESS, WAITING, FinishResult, TaskStatus
+
 # Stable constraint names, so that migrations can name what they change.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -38,8 +40,9 @@ NAMING = {
 }
 
 QUEUE_STATUSES = ("on", "off")
-TASK_STATUSES = ("scheduled", "executed", "delayed", "finished")
-FINISH_RESULTS = ("", "success", "failed")
+# Values (not members): _in() writes them into CHECK constraints with repr().
+TASK_STATUSES = tuple(status.value for status in TaskStatus)
+FINISH_RESULTS = tuple(result.value for result in FinishResult)
 
 
 class Base(DeclarativeBase):
@@ -122,25 +125,25 @@ class Task(Base):
             "queue_id",
             "next_run_at",
             "id",
-            postgresql_where=text("status IN ('scheduled', 'delayed')"),
+            postgresql_where=text(_in("status", tuple(status.value for status in WAITING))),
         ),
         # The dispatcher's timer: the next lease to run out.
         Index(
             "ix_tasks_leases",
             "lease_expires_at",
-            postgresql_where=text("status = 'executed'"),
+            postgresql_where=text(f"status = '{TaskStatus.EXECUTED}'"),
         ),
         # A tenant's callbacks in progress, counted under its lock (the in-progress quota).
         Index(
             "ix_tasks_executed_by_client",
             "client_id",
-            postgresql_where=text("status = 'executed'"),
+            postgresql_where=text(f"status = '{TaskStatus.EXECUTED}'"),
         ),
         # The retention purge: finished tasks, oldest first.
         Index(
             "ix_tasks_finished",
             "finished_at",
-            postgresql_where=text("status = 'finished'"),
+            postgresql_where=text(f"status = '{TaskStatus.FINISHED}'"),
         ),
     )
 
@@ -148,7 +151,7 @@ class Task(Base):
     queue_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("queues.id", ondelete="CASCADE"))
     client_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(9), server_default="scheduled")
+    status: Mapped[str] = mapped_column(String(9), server_default=TaskStatus.SCHEDULED.value)
     a_number: Mapped[str] = mapped_column(String(32))
     b_number: Mapped[str] = mapped_column(String(32))
     extension_id: Mapped[int] = mapped_column(Integer)
@@ -220,7 +223,7 @@ class Call(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     backend: Mapped[str] = mapped_column(String(32))
     # "in_progress" until the call ends, then its result (see CallRecord.result).
-    result: Mapped[str] = mapped_column(String(16), server_default="in_progress")
+    result: Mapped[str] = mapped_column(String(16), server_default=CALL_IN_PROGRESS)
     comment: Mapped[str] = mapped_column(Text, server_default="")
     # When the call was dialed (= dialed_at); until then, when the row was recorded.
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -61,8 +61,7 @@ class Leg(NamedTuple):
 
 
 class CallReport(NamedTuple):
-    # "connected", "a_busy", "a_no_answer", "a_rejected", "b_busy", "b_no_answer",
-    # "b_rejected" or "error".
+    # A CallOutcome, never LOST (that one the dispatcher decides).
     outcome: str
     comment: str
     started: datetime

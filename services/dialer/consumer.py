@@ -35,6 +35,7 @@ from services.common.batch_messages import read_batch, read_or_term
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.common.supervision import exit_when_failed
+from services.common.vocabulary import OUTCOME_TO_PROTO, CallOutcome
 from services.dialer import repository
 from services.dialer.backend import CallPlan, CallReport, TelephonyBackend
 from services.dialer.events import CallEventPublisher
@@ -63,16 +64,6 @@ PREPARE_BETWEEN_TURNS = 20
 # redelivery of its request (its dialer died meanwhile) may take the record over. Covers a
 # loop held up by a burst of work, not a paused process.
 DIAL_GRACE_SECONDS = 2.0
-OUTCOMES = {
-    "connected": events_pb2.CALL_OUTCOME_CONNECTED,
-    "a_busy": events_pb2.CALL_OUTCOME_A_BUSY,
-    "a_no_answer": events_pb2.CALL_OUTCOME_A_NO_ANSWER,
-    "a_rejected": events_pb2.CALL_OUTCOME_A_REJECTED,
-    "b_busy": events_pb2.CALL_OUTCOME_B_BUSY,
-    "b_no_answer": events_pb2.CALL_OUTCOME_B_NO_ANSWER,
-    "b_rejected": events_pb2.CALL_OUTCOME_B_REJECTED,
-    "error": events_pb2.CALL_OUTCOME_ERROR,
-}
 
 
 class _ToDial(NamedTuple):
@@ -503,7 +494,7 @@ class Dialer:
                 f"not dialed: extension {request.extension_id} is not a SIP account of "
                 f"client {request.client_id}"
             )
-            report = CallReport(outcome="error", comment=comment, started=now, ended=now)
+            report = CallReport(CallOutcome.ERROR, comment, started=now, ended=now)
             self._end(request, report)
             return
         log.info("dialing", extra={"action": "dial", **context})
@@ -560,6 +551,6 @@ def _event(
         task_id=request.task_id,
         attempt=request.attempt,
         call_uuid=request.call_uuid,
-        outcome=OUTCOMES[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
+        outcome=OUTCOME_TO_PROTO[report.outcome] if report else events_pb2.CALL_OUTCOME_UNSPECIFIED,
         comment=report.comment if report else "",
     )

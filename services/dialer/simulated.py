@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.common.vocabulary import CallOutcome
 from services.dialer.backend import CallPlan, CallReport, Leg, OnConnected
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,16 @@ DEFAULT_RULES = (
 ANY_NUMBER_ANSWERS = Rule(pattern="*")  # where no rule matches
 
 _LEG_RESULT = {"answer": "answered", "busy": "busy", "no_answer": "no_answer", "reject": "rejected"}
-_OUTCOME = {"busy": "busy", "no_answer": "no_answer", "reject": "rejected"}
+_A_OUTCOME = {
+    "busy": CallOutcome.A_BUSY,
+    "no_answer": CallOutcome.A_NO_ANSWER,
+    "reject": CallOutcome.A_REJECTED,
+}
+_B_OUTCOME = {
+    "busy": CallOutcome.B_BUSY,
+    "no_answer": CallOutcome.B_NO_ANSWER,
+    "reject": CallOutcome.B_REJECTED,
+}
 
 
 class _Ring(NamedTuple):
@@ -152,7 +162,7 @@ class SimulatedBackend:
         if winner is None:
             primary = rings[0].rule.behaviour
             return CallReport(
-                outcome=f"a_{_OUTCOME[primary]}",
+                outcome=_A_OUTCOME[primary],
                 comment="",
                 started=started,
                 ended=datetime.now(UTC),
@@ -165,7 +175,7 @@ class SimulatedBackend:
         if b.rule.behaviour != "answer":
             b_leg = Leg("b", b.number, _LEG_RESULT[b.rule.behaviour], a_answered, None, b_end)
             return CallReport(
-                outcome=f"b_{_OUTCOME[b.rule.behaviour]}",
+                outcome=_B_OUTCOME[b.rule.behaviour],
                 comment="",
                 started=started,
                 ended=b_end,
@@ -185,7 +195,7 @@ class SimulatedBackend:
             hangup_by = "b"
         b_leg = Leg("b", b.number, "answered", a_answered, connected_at, ended, hangup_by)
         return CallReport(
-            outcome="connected",
+            outcome=CallOutcome.CONNECTED,
             comment="",
             started=started,
             ended=ended,

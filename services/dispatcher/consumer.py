@@ -21,6 +21,7 @@ from services.common import bus, metrics
 from services.common.batch_messages import read_batch, read_or_term
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
+from services.common.vocabulary import OUTCOME_FROM_PROTO, TaskStatus
 from services.dispatcher import repository
 from services.dispatcher.lifecycle import EVENT_SUCCESS, Resolution, resolve_attempt
 from services.dispatcher.messages import has_webhook, webhook_events
@@ -28,23 +29,13 @@ from services.dispatcher.results import end_attempt_params, resolved_view
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = {
-    events_pb2.CALL_OUTCOME_CONNECTED: "connected",
-    events_pb2.CALL_OUTCOME_A_BUSY: "a_busy",
-    events_pb2.CALL_OUTCOME_A_NO_ANSWER: "a_no_answer",
-    events_pb2.CALL_OUTCOME_A_REJECTED: "a_rejected",
-    events_pb2.CALL_OUTCOME_B_BUSY: "b_busy",
-    events_pb2.CALL_OUTCOME_B_NO_ANSWER: "b_no_answer",
-    events_pb2.CALL_OUTCOME_B_REJECTED: "b_rejected",
-    events_pb2.CALL_OUTCOME_ERROR: "error",
-}
 KINDS = (events_pb2.CallEvent.KIND_CONNECTED, events_pb2.CallEvent.KIND_ENDED)
 
 
 def _complete(event: events_pb2.CallEvent) -> bool:
     if event.kind not in KINDS or event.task_id == 0 or event.attempt == 0:
         return False
-    return event.kind != events_pb2.CallEvent.KIND_ENDED or event.outcome in OUTCOMES
+    return event.kind != events_pb2.CallEvent.KIND_ENDED or event.outcome in OUTCOME_FROM_PROTO
 
 
 def parse(data: bytes) -> tuple[list[events_pb2.CallEvent], int]:
@@ -78,7 +69,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
         if (
             task is None
             or task.id in resolved
-            or task.status != "executed"
+            or task.status != TaskStatus.EXECUTED
             or task.attempts != event.attempt
         ):
             log.info("stale call event", extra={"action": "ignore_stale", **context})
@@ -88,7 +79,7 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
             connected.append(event.call_uuid)
             log.info("call connected", extra={"action": "connected", **context})
             continue
-        outcome = OUTCOMES[event.outcome]
+        outcome = OUTCOME_FROM_PROTO[event.outcome]
         resolution = resolve_attempt(
             outcome=outcome,
             comment=event.comment,
@@ -112,8 +103,8 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
         )
     webhooks = await _webhooks(conn, tasks, announcements)
     await repository.add_to_outbox(conn, webhooks)
-    for outcome, count in outcomes.items():  # per batch: labels() per event cost 7 % here
-        metrics.ATTEMPTS_ENDED.labels(outcome).inc(count)
+    for word, count in outcomes.items():  # per batch: labels() per event cost 7 % here
+        metrics.ATTEMPTS_ENDED.labels(word).inc(count)
     # connected_at matters only to an attempt whose end never comes (lease expiry): one that
     # ends in this same transaction needs no such note.
     await repository.mark_calls_connected(conn, [u for u in connected if u not in ended])

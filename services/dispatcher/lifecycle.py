@@ -15,45 +15,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Outcomes of one call, as stored in calls.result and carried (as an enum) by CallEvent.
-CONNECTED = "connected"
-OUTCOME_COMMENTS = {
-    CONNECTED: "A and B were connected",
-    "a_busy": "A was busy",
-    "a_no_answer": "A did not answer",
-    "a_rejected": "A rejected the call",
-    "b_busy": "B was busy",
-    "b_no_answer": "B did not answer",
-    "b_rejected": "B rejected the call",
-    "error": "the call could not be placed",
-    "lost": "no result from the dialer before the attempt's deadline (the call was lost)",
+from services.common.vocabulary import CallOutcome, FinishResult, TaskStatus, WebhookEvent
+
+CONNECTED = CallOutcome.CONNECTED
+# What each outcome of a call says in a task's finish_comment.
+OUTCOME_COMMENTS: dict[str, str] = {
+    CallOutcome.CONNECTED: "A and B were connected",
+    CallOutcome.A_BUSY: "A was busy",
+    CallOutcome.A_NO_ANSWER: "A did not answer",
+    CallOutcome.A_REJECTED: "A rejected the call",
+    CallOutcome.B_BUSY: "B was busy",
+    CallOutcome.B_NO_ANSWER: "B did not answer",
+    CallOutcome.B_REJECTED: "B rejected the call",
+    CallOutcome.ERROR: "the call could not be placed",
+    CallOutcome.LOST: "no result from the dialer before the attempt's deadline (the call was lost)",
 }
 
 # The comment of an attempt that connected A and B and whose end was never reported.
 LOST_AFTER_CONNECTED = "A and B were connected; the end of the call was not reported"
 
-EVENT_BEFORE = "before"
-EVENT_BEFORE_AGAIN = "before_again"
-EVENT_SUCCESS = "success"
-EVENT_AFTER = "after"
-EVENT_URL_FIELDS = {
-    EVENT_BEFORE: "url_before",
-    EVENT_BEFORE_AGAIN: "url_before_again",
-    EVENT_SUCCESS: "url_success",
-    EVENT_AFTER: "url_after",
-}
+# Short names for the webhook events (the vocabulary spells them).
+EVENT_BEFORE = WebhookEvent.BEFORE
+EVENT_BEFORE_AGAIN = WebhookEvent.BEFORE_AGAIN
+EVENT_SUCCESS = WebhookEvent.SUCCESS
+EVENT_AFTER = WebhookEvent.AFTER
+EVENT_URL_FIELDS: dict[str, str] = {event: event.url_field for event in WebhookEvent}
 
 
 @dataclass(frozen=True)
 class Resolution:
     """What becomes of a task when one of its attempts ends."""
 
-    status: str
-    finish_result: str
+    status: str  # a TaskStatus
+    finish_result: str  # a FinishResult
     finish_comment: str
     # Seconds until the next attempt, when there is one.
     retry_after: int | None
-    events: tuple[str, ...]
+    events: tuple[WebhookEvent, ...]
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,10 @@ def resolve_undialed(*, attempt: int, redials: int, max_redials: int) -> Redial 
         f"request{'s' if requests != 1 else ''} (dialers unavailable or too late); "
         "the attempt spent no try"
     )
-    return Resolution("finished", "failed", comment, None, (EVENT_AFTER,))
+    return Resolution(TaskStatus.FINISHED, FinishResult.FAILED, comment, None, (EVENT_AFTER,))
 
 
-def start_event(attempt: int) -> str:
+def start_event(attempt: int) -> WebhookEvent:
     """The webhook event announcing an attempt."""
     return EVENT_BEFORE if attempt == 1 else EVENT_BEFORE_AGAIN
 
@@ -90,14 +88,18 @@ def resolve_attempt(
     """The task's next state after attempt `attempt` ended with `outcome`."""
     reason = describe(outcome, comment)
     if outcome == CONNECTED:
-        return Resolution("finished", "success", reason, None, (EVENT_SUCCESS, EVENT_AFTER))
+        return Resolution(
+            TaskStatus.FINISHED, FinishResult.SUCCESS, reason, None, (EVENT_SUCCESS, EVENT_AFTER)
+        )
     if attempt < try_count:
         comment = (
             f"{reason} (attempt {attempt} of {try_count}); next attempt in {try_again_pause} s"
         )
-        return Resolution("delayed", "", comment, try_again_pause, ())
+        return Resolution(TaskStatus.DELAYED, FinishResult.NONE, comment, try_again_pause, ())
     tries = "1 attempt" if try_count == 1 else f"{try_count} attempts"
-    return Resolution("finished", "failed", f"{reason} ({tries} made)", None, (EVENT_AFTER,))
+    return Resolution(
+        TaskStatus.FINISHED, FinishResult.FAILED, f"{reason} ({tries} made)", None, (EVENT_AFTER,)
+    )
 
 
 def event_id(task_id: int, attempt: int, event: str) -> str:

@@ -36,8 +36,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.models import Call, OutboxMessage
 from services.common.tenancy import TenantDefaults
+from services.common.vocabulary import CALL_IN_PROGRESS, WAITING, CallOutcome, TaskStatus
 
 WAKE_CHANNEL = "callback_scheduler_wake"
+
+# Statuses go into the statements below as SQL literals (spelled by the vocabulary), not as
+# bound parameters: the partial indexes of tasks (ix_tasks_waiting, ix_tasks_leases, ...)
+# are used only when a query's predicate matches theirs as written, which a parameter does
+# not once psycopg prepares the statement and PostgreSQL picks a generic plan.
+_WAITING = ", ".join(f"'{status}'" for status in WAITING)
+_EXECUTED = f"'{TaskStatus.EXECUTED}'"
+_FINISHED = f"'{TaskStatus.FINISHED}'"
+_IN_PROGRESS = f"'{CALL_IN_PROGRESS}'"
 
 calls = cast(Table, Call.__table__)
 outbox = cast(Table, OutboxMessage.__table__)
@@ -58,7 +68,7 @@ _TENANTS_WITH_DUE_WORK = text(f"""
     WHERE q.status = 'on'
       AND EXISTS (SELECT 1 FROM tasks t
                   WHERE t.queue_id = q.id
-                    AND t.status IN ('scheduled', 'delayed')
+                    AND t.status IN ({_WAITING})
                     AND t.{_DUE})
     GROUP BY q.client_id
 """)  # noqa: S608 - constant SQL
@@ -73,10 +83,10 @@ async def tenants_with_due_work(
     return {row.client_id: list(row.queue_ids) for row in rows}
 
 
-_IN_PROGRESS_BY_TENANT = text("""
+_IN_PROGRESS_BY_TENANT = text(f"""
     SELECT client_id, count(*) AS in_progress FROM tasks
-    WHERE status = 'executed' GROUP BY client_id
-""")
+    WHERE status = {_EXECUTED} GROUP BY client_id
+""")  # noqa: S608 - constant SQL
 
 
 async def in_progress_by_tenant(conn: AsyncConnection) -> dict[str, int]:
@@ -152,12 +162,12 @@ async def spend_tokens(conn: AsyncConnection, client_id: str, tokens_left: float
 
 # A tenant's callbacks in progress: its executed tasks, plus calls still going on for tasks
 # (or queues) deleted mid-call, as for a queue (_IN_FLIGHT).
-_COUNT_TENANT_IN_FLIGHT = text("""
-    SELECT (SELECT count(*) FROM tasks e WHERE e.client_id = :client_id AND e.status = 'executed')
+_COUNT_TENANT_IN_FLIGHT = text(f"""
+    SELECT (SELECT count(*) FROM tasks e WHERE e.client_id = :client_id AND e.status = {_EXECUTED})
          + (SELECT count(*) FROM calls c
-            WHERE c.client_id = :client_id AND c.task_deleted AND c.result = 'in_progress'
+            WHERE c.client_id = :client_id AND c.task_deleted AND c.result = {_IN_PROGRESS}
               AND c.started_at > now() - make_interval(secs => :lease_seconds))
-""")
+""")  # noqa: S608 - constant SQL
 
 
 async def count_tenant_in_flight(
@@ -184,11 +194,11 @@ async def lock_queue(conn: AsyncConnection, queue_id: int) -> int | None:
 # Callbacks of queue `q` in progress: its executed tasks, plus calls still going on for
 # tasks deleted mid-call (a DELETE does not hang up; the call holds its slot until it ends,
 # or at most for a lease if its dialer died). The API marks those calls as it deletes.
-_IN_FLIGHT = """(
-    (SELECT count(*) FROM tasks e WHERE e.queue_id = {q} AND e.status = 'executed')
+_IN_FLIGHT = f"""(
+    (SELECT count(*) FROM tasks e WHERE e.queue_id = {{q}} AND e.status = {_EXECUTED})
   + (SELECT count(*) FROM calls c
-     WHERE c.queue_id = {q} AND c.task_deleted AND c.result = 'in_progress'
-       AND c.started_at > now() - make_interval(secs => :lease_seconds)))"""
+     WHERE c.queue_id = {{q}} AND c.task_deleted AND c.result = {_IN_PROGRESS}
+       AND c.started_at > now() - make_interval(secs => :lease_seconds)))"""  # noqa: S608
 
 _COUNT_IN_FLIGHT = text("SELECT " + _IN_FLIGHT.format(q=":queue_id"))
 
@@ -210,14 +220,14 @@ _CLAIM_DUE_TASKS = text(f"""
     WITH due AS (
         SELECT id FROM tasks
         WHERE queue_id = :queue_id
-          AND status IN ('scheduled', 'delayed')
+          AND status IN ({_WAITING})
           AND {_DUE}
         ORDER BY next_run_at, id
         LIMIT :how_many
         FOR UPDATE SKIP LOCKED
     )
     UPDATE tasks t
-    SET status = 'executed',
+    SET status = {_EXECUTED},
         attempts = t.attempts + 1,
         redials = 0,
         cdr = gen_random_uuid()::text,
@@ -264,7 +274,7 @@ _NEXT_WAKE = text(
         FROM queues q
         CROSS JOIN LATERAL (
             SELECT t.next_run_at FROM tasks t
-            WHERE t.queue_id = q.id AND t.status IN ('scheduled', 'delayed')
+            WHERE t.queue_id = q.id AND t.status IN ({waiting})
             ORDER BY t.next_run_at LIMIT 1) w
         WHERE q.status = 'on' AND q.client_id <> ALL(CAST(:held_clients AS text[]))
     )
@@ -274,9 +284,9 @@ _NEXT_WAKE = text(
              FROM waiting q
              WHERE {in_flight} < q.concurrent_task_limit) - now()) AS due_in,
         EXTRACT(EPOCH FROM
-            (SELECT lease_expires_at FROM tasks WHERE status = 'executed'
+            (SELECT lease_expires_at FROM tasks WHERE status = {executed}
              ORDER BY lease_expires_at LIMIT 1) - now()) AS lease_in
-""".format(in_flight=_IN_FLIGHT.format(q="q.id"))  # noqa: S608 - constant SQL
+""".format(in_flight=_IN_FLIGHT.format(q="q.id"), waiting=_WAITING, executed=_EXECUTED)  # noqa: S608 - constant SQL
 )
 
 
@@ -334,13 +344,13 @@ async def tasks_by_id(conn: AsyncConnection, task_ids: Sequence[int]) -> Sequenc
     return rows
 
 
-_EXPIRED_LEASES = text("""
+_EXPIRED_LEASES = text(f"""
     SELECT * FROM tasks
-    WHERE status = 'executed' AND lease_expires_at <= now()
+    WHERE status = {_EXECUTED} AND lease_expires_at <= now()
     ORDER BY lease_expires_at
     LIMIT :how_many
     FOR UPDATE SKIP LOCKED
-""")
+""")  # noqa: S608 - constant SQL
 
 
 async def lock_expired_leases(conn: AsyncConnection, how_many: int) -> Sequence[Row[Any]]:
@@ -386,22 +396,23 @@ async def mark_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str])
     """Note that these calls connected A and B (their `success` event is being sent)."""
     if call_uuids:
         # A call that already ended needs no note: its result decides the attempt.
-        stmt = text("""
+        stmt = text(f"""
             UPDATE calls SET connected_at = now()
             WHERE call_uuid = ANY(:call_uuids) AND connected_at IS NULL
-              AND result = 'in_progress'
-        """)
+              AND result = {_IN_PROGRESS}
+        """)  # noqa: S608 - constant SQL
         await conn.execute(stmt, {"call_uuids": list(call_uuids)})
 
 
 async def mark_call_lost(conn: AsyncConnection, call_uuid: str) -> None:
     """A call that never reported its end: record it as lost."""
-    stmt = text("""
-        UPDATE calls SET result = 'lost', comment = :comment, ended_at = now()
-        WHERE call_uuid = :call_uuid AND result = 'in_progress'
-    """)
+    stmt = text(f"""
+        UPDATE calls SET result = :lost, comment = :comment, ended_at = now()
+        WHERE call_uuid = :call_uuid AND result = {_IN_PROGRESS}
+    """)  # noqa: S608 - constant SQL
     comment = "no result from the dialer before the attempt's deadline"
-    await conn.execute(stmt, {"call_uuid": call_uuid, "comment": comment})
+    params = {"call_uuid": call_uuid, "comment": comment, "lost": CallOutcome.LOST.value}
+    await conn.execute(stmt, params)
 
 
 _END_ATTEMPT = text("""
@@ -429,7 +440,7 @@ _END_ATTEMPTS = text("""
     SET status = c.status,
         finish_result = c.finish_result,
         finish_comment = c.finish_comment,
-        finished_at = CASE WHEN c.status = 'finished' THEN now() END,
+        finished_at = CASE WHEN c.status = :finished THEN now() END,
         lease_expires_at = NULL,
         next_run_at = CASE
             WHEN c.retry_after IS NULL THEN t.next_run_at
@@ -445,7 +456,8 @@ _END_ATTEMPTS = text("""
 async def end_attempts(conn: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
     """end_attempt for many tasks (each at most once) in one statement."""
     if changes:
-        await conn.execute(_END_ATTEMPTS, {"changes": orjson.dumps(changes).decode()})
+        params = {"changes": orjson.dumps(changes).decode(), "finished": TaskStatus.FINISHED.value}
+        await conn.execute(_END_ATTEMPTS, params)
 
 
 async def end_attempt(
@@ -461,7 +473,7 @@ async def end_attempt(
     params = {
         "task_id": task_id,
         "status": status,
-        "finishing": status == "finished",
+        "finishing": status == TaskStatus.FINISHED,
         "finish_result": finish_result,
         "finish_comment": finish_comment,
         "retry_after": retry_after,
@@ -544,8 +556,8 @@ async def count_tasks_by_status(
     statuses, shares = frequencies
     estimated = zip(statuses, shares, strict=True)
     counts = {str(status): round(rows * share) for status, share in estimated}
-    executed = text("SELECT count(*) FROM tasks WHERE status = 'executed'")
-    counts["executed"] = int((await conn.execute(executed)).scalar_one())
+    executed = text(f"SELECT count(*) FROM tasks WHERE status = {_EXECUTED}")  # noqa: S608
+    counts[TaskStatus.EXECUTED] = int((await conn.execute(executed)).scalar_one())
     return counts
 
 
@@ -566,12 +578,12 @@ async def delete_expired_idempotency_keys(
 
 # The retention purge, in small batches (one transaction each) so that it never holds locks
 # the claims or the API wait for long; rows another transaction holds are skipped.
-_GIVE_FINISHED_AT = text("""
+_GIVE_FINISHED_AT = text(f"""
     UPDATE tasks SET finished_at = next_run_at
     WHERE id = ANY(ARRAY(
-        SELECT id FROM tasks WHERE status = 'finished' AND finished_at IS NULL
+        SELECT id FROM tasks WHERE status = {_FINISHED} AND finished_at IS NULL
         LIMIT :batch FOR UPDATE SKIP LOCKED))
-""")
+""")  # noqa: S608 - constant SQL
 
 
 async def give_finished_at(conn: AsyncConnection, batch: int) -> int:
@@ -580,14 +592,14 @@ async def give_finished_at(conn: AsyncConnection, batch: int) -> int:
     return int((await conn.execute(_GIVE_FINISHED_AT, {"batch": batch})).rowcount)
 
 
-_PURGE_FINISHED_TASKS = text("""
+_PURGE_FINISHED_TASKS = text(f"""
     DELETE FROM tasks WHERE id = ANY(ARRAY(
         SELECT id FROM tasks
-        WHERE status = 'finished' AND finished_at < now() - :age
+        WHERE status = {_FINISHED} AND finished_at < now() - :age
         ORDER BY finished_at
         LIMIT :batch FOR UPDATE SKIP LOCKED))
     RETURNING id, client_id
-""")
+""")  # noqa: S608 - constant SQL
 
 _PURGE_CALLS_OF_TASKS = text("DELETE FROM calls WHERE task_id = ANY(:task_ids)")
 
@@ -633,12 +645,12 @@ async def purge_finished_tasks(conn: AsyncConnection, age: timedelta, batch: int
 
 # Calls outlive a deleted task (its history, and its place in the queue while it runs);
 # once ended and old, they go too.
-_PURGE_CALLS_OF_DELETED_TASKS = text("""
+_PURGE_CALLS_OF_DELETED_TASKS = text(f"""
     DELETE FROM calls WHERE call_uuid = ANY(ARRAY(
         SELECT call_uuid FROM calls
-        WHERE task_deleted AND result <> 'in_progress' AND started_at < now() - :age
+        WHERE task_deleted AND result <> {_IN_PROGRESS} AND started_at < now() - :age
         LIMIT :batch FOR UPDATE SKIP LOCKED))
-""")
+""")  # noqa: S608 - constant SQL
 
 
 async def purge_calls_of_deleted_tasks(conn: AsyncConnection, age: timedelta, batch: int) -> int:

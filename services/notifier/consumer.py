@@ -21,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import bus
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
+from services.common.vocabulary import FinishResult, WebhookEvent
 from services.notifier import repository
-from services.notifier.policy import EVENT_RANK, predecessors, sequence
+from services.notifier.policy import predecessors, sequence
 
 log = logging.getLogger(__name__)
+
+_EVENTS = frozenset(WebhookEvent)
 
 
 def body_of(event: events_pb2.TaskEvent) -> str:
@@ -51,8 +54,8 @@ def delivery_row(event: events_pb2.TaskEvent) -> dict[str, Any]:
         "predecessors": predecessors(
             event.attempt,
             event.event,
-            frozenset(name for name in EVENT_RANK if getattr(event.task, f"url_{name}")),
-            succeeded=event.task.finish_result == "success",
+            frozenset(name for name in WebhookEvent if getattr(event.task, name.url_field)),
+            succeeded=event.task.finish_result == FinishResult.SUCCESS,
         ),
         "event": event.event,
         "url": event.url,
@@ -65,7 +68,7 @@ def parse(msg: Msg) -> events_pb2.TaskEvent | None:
         event = events_pb2.TaskEvent.FromString(msg.data)
     except DecodeError:
         return None
-    if not event.event_id or event.event not in EVENT_RANK or not event.task.id:
+    if not event.event_id or event.event not in _EVENTS or not event.task.id:
         return None
     return event
 

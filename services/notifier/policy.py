@@ -5,14 +5,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from services.common.vocabulary import WebhookEvent
+
 DELIVERED, RETRY, FAILED, DEAD = "delivered", "retry", "failed", "dead"
 
-# Order of a task's events within one attempt; seq = attempt * 10 + rank.
-EVENT_RANK = {"before": 0, "before_again": 0, "success": 1, "after": 2}
+# A task's events are delivered in order: by attempt, then by the event's rank within it
+# (WebhookEvent.rank); seq = attempt * 10 + rank.
 
 
 def sequence(attempt: int, event: str) -> int:
-    return attempt * 10 + EVENT_RANK.get(event, 9)
+    """The event's place in the order of its task's events (a WebhookEvent's value)."""
+    return attempt * 10 + WebhookEvent(event).rank
 
 
 def predecessors(attempt: int, event: str, with_url: frozenset[str], succeeded: bool) -> int:
@@ -27,13 +30,14 @@ def predecessors(attempt: int, event: str, with_url: frozenset[str], succeeded: 
         """URL'd start events of attempts 1..attempts."""
         if attempts < 1:
             return 0
-        return ("before" in with_url) + (attempts - 1) * ("before_again" in with_url)
+        first = WebhookEvent.BEFORE in with_url
+        return first + (attempts - 1) * (WebhookEvent.BEFORE_AGAIN in with_url)
 
-    if event in ("before", "before_again"):
+    if event in (WebhookEvent.BEFORE, WebhookEvent.BEFORE_AGAIN):
         return starts(attempt - 1)
-    if event == "success":
+    if event == WebhookEvent.SUCCESS:
         return starts(attempt)
-    return starts(attempt) + (succeeded and "success" in with_url)
+    return starts(attempt) + (succeeded and WebhookEvent.SUCCESS in with_url)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import socket
 import time
 from datetime import UTC, datetime
 
+from services.common.vocabulary import CallOutcome
 from services.dialer.backend import CallPlan, CallReport, OnConnected
 from services.dialer.pacing import Pacer
 from services.dialer.sip.callback import Callback
@@ -135,7 +136,7 @@ class SipBackend:
             )
         except (LookupError, ValueError) as err:  # no route for a number, or not a number
             now = datetime.now(UTC)
-            return CallReport(outcome="error", comment=str(err), started=now, ended=now)
+            return CallReport(outcome=CallOutcome.ERROR, comment=str(err), started=now, ended=now)
 
     async def place_call(self, plan: CallPlan, on_connected: OnConnected) -> CallReport:
         callback = self._prepared.pop(plan.call_uuid, None)
@@ -151,4 +152,4 @@ class SipBackend:
         except Exception as err:
             # A defect here must not lose the call: it is reported as an error with its legs.
             log.exception("callback failed", extra={"action": "sip_error"})
-            return callback.report("error", f"internal error: {err}")
+            return callback.report(CallOutcome.ERROR, f"internal error: {err}")

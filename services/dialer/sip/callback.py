@@ -16,6 +16,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from services.common.vocabulary import CallOutcome
 from services.dialer.backend import CallPlan, CallReport, OnConnected
 from services.dialer.sip.leg import Account, Caller, OutboundLeg, new_call_id
 from services.dialer.sip.sdp import black_hole_answer, media_lines, with_origin
@@ -23,7 +24,17 @@ from services.dialer.sip.ua import UserAgent
 
 log = logging.getLogger(__name__)
 
-_FAILED = {"busy": "busy", "no_answer": "no_answer", "rejected": "rejected"}
+# A leg's result (see leg._result_of) as the callback's outcome; any other result is an error.
+_A_FAILED = {
+    "busy": CallOutcome.A_BUSY,
+    "no_answer": CallOutcome.A_NO_ANSWER,
+    "rejected": CallOutcome.A_REJECTED,
+}
+_B_FAILED = {
+    "busy": CallOutcome.B_BUSY,
+    "no_answer": CallOutcome.B_NO_ANSWER,
+    "rejected": CallOutcome.B_REJECTED,
+}
 
 
 def _now() -> datetime:
@@ -81,7 +92,7 @@ class Callback:
             legs.append(self.b)
         return legs
 
-    def report(self, outcome: str, comment: str) -> CallReport:
+    def report(self, outcome: CallOutcome, comment: str) -> CallReport:
         return CallReport(
             outcome=outcome,
             comment=comment,
@@ -96,13 +107,13 @@ class Callback:
         a = await self._ring_a()
         if a is None:
             primary = self.a_legs[0]
-            outcome = f"a_{_FAILED[primary.result]}" if primary.result in _FAILED else "error"
+            outcome = _A_FAILED.get(primary.result, CallOutcome.ERROR)
             return self.report(outcome, "; ".join(_describe(leg) for leg in self.a_legs))
 
         if not a.answer_sdp:
             a.ack()
             await a.hang_up("system")
-            return self.report("error", f"A {a.number} answered without an SDP offer")
+            return self.report(CallOutcome.ERROR, f"A {a.number} answered without an SDP offer")
         a.ack(black_hole_answer(a.answer_sdp, a.origin.next()))
 
         # A hanging up while B rings stops B's ringing.
@@ -114,15 +125,17 @@ class Callback:
                 await self.b.hang_up("a")
             a.hangup_by = "a"
             self.b.result = "cancelled" if not b_answered else self.b.result
-            return self.report("b_no_answer", f"A {a.number} hung up while B rang")
+            return self.report(CallOutcome.B_NO_ANSWER, f"A {a.number} hung up while B rang")
         if not b_answered:
             await a.hang_up("system")
-            outcome = f"b_{_FAILED[self.b.result]}" if self.b.result in _FAILED else "error"
+            outcome = _B_FAILED.get(self.b.result, CallOutcome.ERROR)
             return self.report(outcome, _describe(self.b))
         if not self.b.answer_sdp:
             self.b.ack()
             await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
-            return self.report("error", f"B {self.b.number} answered without an SDP offer")
+            return self.report(
+                CallOutcome.ERROR, f"B {self.b.number} answered without an SDP offer"
+            )
 
         # A gets B's offer (under our origin towards A); B gets A's answer (ours towards B).
         offer = with_origin(self.b.answer_sdp, a.origin.next(), len(media_lines(a.answer_sdp)))
@@ -131,9 +144,9 @@ class Callback:
             self.b.ack(black_hole_answer(self.b.answer_sdp, self.b.origin.next()))
             await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
             if a.remote_hangup.is_set():
-                return self.report("error", f"A {a.number} hung up as B answered")
+                return self.report(CallOutcome.ERROR, f"A {a.number} hung up as B answered")
             reason = f"{answer.status} {answer.reason}"
-            return self.report("error", f"A {a.number} refused B's media ({reason})")
+            return self.report(CallOutcome.ERROR, f"A {a.number} refused B's media ({reason})")
         self.b.ack(with_origin(answer.body, self.b.origin.next()))
         self.connected_at = _now()
         await on_connected()
@@ -178,4 +191,4 @@ class Callback:
         await asyncio.gather(a.hang_up(by), b.hang_up(by))
         confirmed = a.teardown_confirmed and b.teardown_confirmed
         comment = "" if confirmed else "teardown not confirmed by every phone"
-        return self.report("connected", comment)
+        return self.report(CallOutcome.CONNECTED, comment)
