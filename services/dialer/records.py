@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import call_records
 from services.common.batching import Coalescer
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
@@ -96,7 +97,7 @@ class RecordWriter:
         while True:
             try:
                 async with transaction(self._engine) as conn:
-                    await repository.note_calls_connected(conn, connected)
+                    await call_records.note_calls_connected(conn, connected)
                     await repository.finish_calls(conn, ended)
                 return
             except StorageUnavailable:

@@ -186,20 +186,6 @@ async def finish_calls(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) ->
         await conn.execute(_FINISH_CALLS, {"calls": orjson.dumps(calls).decode()})
 
 
-_NOTE_CALLS_CONNECTED = text(f"""
-    UPDATE calls SET connected_at = now()
-    WHERE call_uuid = ANY(:call_uuids) AND connected_at IS NULL
-      AND result = '{CALL_IN_PROGRESS}'
-""")  # noqa: S608 - constant SQL
-
-
-async def note_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
-    """Note that calls connected A and B (of tasks without a `success` webhook: the
-    dispatcher notes the others, when it announces `success`)."""
-    if call_uuids:
-        await conn.execute(_NOTE_CALLS_CONNECTED, {"call_uuids": list(call_uuids)})
-
-
 _TENANT_ACCOUNTS = text("""
     SELECT a.client_id, a.extension_id, a.username, a.password
     FROM tenant_sip_accounts a

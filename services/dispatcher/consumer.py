@@ -21,11 +21,9 @@ from services.common import bus, metrics
 from services.common.batch_messages import read_batch, read_or_term
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
-from services.common.vocabulary import OUTCOME_FROM_PROTO, TaskStatus
-from services.dispatcher import repository
-from services.dispatcher.lifecycle import EVENT_SUCCESS, Resolution, resolve_attempt
-from services.dispatcher.messages import has_webhook, webhook_events
-from services.dispatcher.results import end_attempt_params, resolved_view
+from services.common.vocabulary import OUTCOME_FROM_PROTO
+from services.dispatcher import repository, transitions
+from services.dispatcher.results import write_plan
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,11 @@ def parse(data: bytes) -> tuple[list[events_pb2.CallEvent], int]:
     return read_batch(data, events_pb2.CallEvents, "events", events_pb2.CallEvent, _complete)
 
 
-# A task id, its resolution (None if its call only connected), the webhook events it brings.
-Announcement = tuple[int, Resolution | None, tuple[str, ...]]
+def _event(event: events_pb2.CallEvent) -> transitions.Event:
+    if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
+        return transitions.Connected(event.task_id, event.attempt, event.call_uuid)
+    outcome = OUTCOME_FROM_PROTO[event.outcome]
+    return transitions.Ended(event.task_id, event.attempt, event.call_uuid, outcome, event.comment)
 
 
 async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.CallEvent]) -> int:
@@ -57,81 +58,39 @@ async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.C
         row.id: row
         for row in await repository.lock_tasks(conn, [event.task_id for event in events])
     }
-    changes: list[dict[str, Any]] = []
-    connected: list[str] = []
-    ended: set[str] = set()
-    resolved: set[int] = set()  # a second end of one attempt in the batch is stale
+    plan = transitions.plan(tasks, [_event(event) for event in events])
+    written = await write_plan(conn, plan, tasks, whole_rows=False)
+    _log(plan)
+    return written.webhooks
+
+
+def _log(plan: transitions.Plan) -> None:
+    """Log each event's effect, and count the attempts ended by outcome."""
+    for event in plan.stale:
+        log.info("stale call event", extra={"action": "ignore_stale", **_context(event)})
     outcomes: Counter[str] = Counter()
-    announcements: list[Announcement] = []
-    for event in events:
-        task = tasks.get(event.task_id)
-        context = {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": event.call_uuid}
-        if (
-            task is None
-            or task.id in resolved
-            or task.status != TaskStatus.EXECUTED
-            or task.attempts != event.attempt
-        ):
-            log.info("stale call event", extra={"action": "ignore_stale", **context})
-            continue
-        if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
-            announcements.append((task.id, None, (EVENT_SUCCESS,)))
-            connected.append(event.call_uuid)
+    for decision in plan.decisions:
+        context = _context(decision.event)
+        if decision.resolution is None:
             log.info("call connected", extra={"action": "connected", **context})
             continue
-        outcome = OUTCOME_FROM_PROTO[event.outcome]
-        resolution = resolve_attempt(
-            outcome=outcome,
-            comment=event.comment,
-            attempt=task.attempts,
-            try_count=task.try_count,
-            try_again_pause=task.try_again_pause,
-        )
-        resolved.add(task.id)
-        ended.add(event.call_uuid)
-        changes.append(end_attempt_params(task.id, resolution))
-        announcements.append((task.id, resolution, resolution.events))
-        outcomes[outcome] += 1
+        outcomes[decision.outcome] += 1
         log.info(
             "attempt ended",
             extra={
                 "action": "attempt_ended",
-                "outcome": outcome,
-                "status": resolution.status,
+                "outcome": decision.outcome,
+                "status": decision.resolution.status,
                 **context,
             },
         )
-    webhooks = await _webhooks(conn, tasks, announcements)
-    await repository.add_to_outbox(conn, webhooks)
-    for word, count in outcomes.items():  # per batch: labels() per event cost 7 % here
-        metrics.ATTEMPTS_ENDED.labels(word).inc(count)
-    # connected_at matters only to an attempt whose end never comes (lease expiry): one that
-    # ends in this same transaction needs no such note.
-    await repository.mark_calls_connected(conn, [u for u in connected if u not in ended])
-    await repository.end_attempts(conn, changes)
-    if any(event.kind == events_pb2.CallEvent.KIND_ENDED for event in events):
-        await repository.notify_wake(conn)
-    return len(webhooks)
+    for outcome, count in outcomes.items():  # per batch: labels() per event cost 7 % here
+        metrics.ATTEMPTS_ENDED.labels(outcome).inc(count)
 
 
-async def _webhooks(
-    conn: AsyncConnection, tasks: dict[int, Any], announcements: Sequence[Announcement]
-) -> list[repository.Message]:
-    """The webhook events to publish, with the task as it is at each. Whole rows are read
-    only for the tasks that have a URL for them."""
-    wanted = [a for a in announcements if has_webhook(tasks[a[0]], a[2])]
-    if not wanted:
-        return []
-    rows = await repository.tasks_by_id(conn, [task_id for task_id, _, _ in wanted])
-    whole = {row.id: row for row in rows}
-    return [
-        message
-        for task_id, resolution, names in wanted
-        for message in webhook_events(
-            whole[task_id] if resolution is None else resolved_view(whole[task_id], resolution),
-            names,
-        )
-    ]
+def _context(event: transitions.Event) -> dict[str, Any]:
+    call_uuid = event.call_uuid if not isinstance(event, transitions.LeaseExpired) else ""
+    return {"task_id": event.task_id, "attempt": event.attempt, "call_uuid": call_uuid}
 
 
 class CallEventConsumer:

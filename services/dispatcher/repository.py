@@ -383,52 +383,24 @@ async def redial(conn: AsyncConnection, task_id: int, lease_seconds: float) -> R
     return row
 
 
-async def forget_undialed_call(conn: AsyncConnection, call_uuid: str) -> None:
-    """Delete the record of a call that was never dialed: it was no call."""
+async def forget_undialed_calls(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
+    """Delete the records of calls that were never dialed: they were no calls."""
     stmt = text("""
         DELETE FROM calls
-        WHERE call_uuid = :call_uuid AND dialed_at IS NULL AND dial_by IS NOT NULL
+        WHERE call_uuid = ANY(:call_uuids) AND dialed_at IS NULL AND dial_by IS NOT NULL
     """)
-    await conn.execute(stmt, {"call_uuid": call_uuid})
+    await conn.execute(stmt, {"call_uuids": list(call_uuids)})
 
 
-async def mark_calls_connected(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
-    """Note that these calls connected A and B (their `success` event is being sent)."""
-    if call_uuids:
-        # A call that already ended needs no note: its result decides the attempt.
-        stmt = text(f"""
-            UPDATE calls SET connected_at = now()
-            WHERE call_uuid = ANY(:call_uuids) AND connected_at IS NULL
-              AND result = {_IN_PROGRESS}
-        """)  # noqa: S608 - constant SQL
-        await conn.execute(stmt, {"call_uuids": list(call_uuids)})
-
-
-async def mark_call_lost(conn: AsyncConnection, call_uuid: str) -> None:
-    """A call that never reported its end: record it as lost."""
+async def mark_calls_lost(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
+    """Calls that never reported their end: record them as lost."""
     stmt = text(f"""
         UPDATE calls SET result = :lost, comment = :comment, ended_at = now()
-        WHERE call_uuid = :call_uuid AND result = {_IN_PROGRESS}
+        WHERE call_uuid = ANY(:call_uuids) AND result = {_IN_PROGRESS}
     """)  # noqa: S608 - constant SQL
     comment = "no result from the dialer before the attempt's deadline"
-    params = {"call_uuid": call_uuid, "comment": comment, "lost": CallOutcome.LOST.value}
+    params = {"call_uuids": list(call_uuids), "comment": comment, "lost": CallOutcome.LOST.value}
     await conn.execute(stmt, params)
-
-
-_END_ATTEMPT = text("""
-    UPDATE tasks
-    SET status = :status,
-        finish_result = :finish_result,
-        finish_comment = :finish_comment,
-        finished_at = CASE WHEN CAST(:finishing AS boolean) THEN now() END,
-        lease_expires_at = NULL,
-        next_run_at = CASE
-            WHEN CAST(:retry_after AS integer) IS NULL THEN next_run_at
-            ELSE now() + make_interval(secs => CAST(:retry_after AS integer))
-        END
-    WHERE id = :task_id
-    RETURNING *
-""")
 
 
 # Set-based statements, one per batch, their rows passed as one JSON document: executemany
@@ -454,32 +426,11 @@ _END_ATTEMPTS = text("""
 
 
 async def end_attempts(conn: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
-    """end_attempt for many tasks (each at most once) in one statement."""
+    """Apply the resolutions of attempts (each task at most once), in one statement: each
+    task is delayed until its next attempt, or finished."""
     if changes:
         params = {"changes": orjson.dumps(changes).decode(), "finished": TaskStatus.FINISHED.value}
         await conn.execute(_END_ATTEMPTS, params)
-
-
-async def end_attempt(
-    conn: AsyncConnection,
-    task_id: int,
-    *,
-    status: str,
-    finish_result: str,
-    finish_comment: str,
-    retry_after: int | None,
-) -> Row[Any]:
-    """Apply the resolution of an attempt: delayed until the next one, or finished."""
-    params = {
-        "task_id": task_id,
-        "status": status,
-        "finishing": status == TaskStatus.FINISHED,
-        "finish_result": finish_result,
-        "finish_comment": finish_comment,
-        "retry_after": retry_after,
-    }
-    row: Row[Any] = (await conn.execute(_END_ATTEMPT, params)).one()
-    return row
 
 
 async def notify_wake(conn: AsyncConnection) -> None:

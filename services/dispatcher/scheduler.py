@@ -16,17 +16,10 @@ from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.common.tenancy import TenantDefaults
-from services.dispatcher import fairness, repository
-from services.dispatcher.lifecycle import (
-    CONNECTED,
-    LOST_AFTER_CONNECTED,
-    Redial,
-    resolve_attempt,
-    resolve_undialed,
-    start_event,
-)
+from services.dispatcher import fairness, repository, transitions
+from services.dispatcher.lifecycle import start_event
 from services.dispatcher.messages import dial_requests, has_webhook, webhook_events
-from services.dispatcher.results import apply_resolution
+from services.dispatcher.results import write_plan
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
 
@@ -62,6 +55,15 @@ def _dialed(call: Any) -> bool:
     """Whether a call row was dialed. A row without a deadline was written by a dialer of a
     version before migration 0012, which recorded calls as it dialed them."""
     return call.dialed_at is not None or call.dial_by is None
+
+
+def _recorded(call: Any | None) -> transitions.RecordedCall | None:
+    """The call row of an attempt as the planner reads it."""
+    if call is None:
+        return None
+    return transitions.RecordedCall(
+        call.call_uuid, call.result, call.comment, call.connected_at is not None, _dialed(call)
+    )
 
 
 class _Pass(NamedTuple):
@@ -324,55 +326,32 @@ class Scheduler:
         ]
 
     async def _expire_leases(self) -> int:
-        """Resolve attempts whose lease ran out: with the call's result if the dialer saved
-        one, as connected if A and B were known to be connected, as lost if the call was
-        dialed; an attempt that placed no call is dialed again (see lifecycle). The task's
+        """Resolve attempts whose lease ran out (see transitions.LeaseExpired): the task's
         attempt number moves on, or its call_uuid does, so a late dial is refused."""
-        lease = self._settings.attempt_lease_seconds
-        redialed: list[Any] = []
         async with transaction(self._engine) as conn:
             expired = await repository.lock_expired_leases(conn, self._settings.claim_batch)
-            for task in expired:
-                call = await repository.call_of_attempt(conn, task.id, task.attempts)
-                if call is not None and call.result != "in_progress":
-                    outcome, comment = call.result, call.comment
-                elif call is not None and call.connected_at is not None:
-                    # A and B talked (and `success` went out, if the task has its URL),
-                    # however the call ended.
-                    outcome, comment = CONNECTED, LOST_AFTER_CONNECTED
-                    await repository.mark_call_lost(conn, call.call_uuid)
-                elif call is not None and _dialed(call):
-                    outcome, comment = "lost", ""
-                    await repository.mark_call_lost(conn, call.call_uuid)
-                else:
-                    if call is not None:
-                        await repository.forget_undialed_call(conn, call.call_uuid)
-                    step = resolve_undialed(
-                        attempt=task.attempts,
-                        redials=task.redials,
-                        max_redials=self._settings.max_redials,
-                    )
-                    if isinstance(step, Redial):
-                        redialed.append(await repository.redial(conn, task.id, lease))
-                        self._log_expiry(task, "redial")
-                        continue
-                    await apply_resolution(conn, task, step)
-                    self._log_expiry(task, "not_dialed")
-                    continue
-                resolution = resolve_attempt(
-                    outcome=outcome,
-                    comment=comment,
-                    attempt=task.attempts,
-                    try_count=task.try_count,
-                    try_again_pause=task.try_again_pause,
+            events = [
+                transitions.LeaseExpired(
+                    task.id,
+                    task.attempts,
+                    task.redials,
+                    _recorded(await repository.call_of_attempt(conn, task.id, task.attempts)),
                 )
-                await apply_resolution(conn, task, resolution)
-                self._log_expiry(task, outcome)
-            if redialed:
-                metrics.ATTEMPTS_REDIALED.inc(len(redialed))
-                await repository.add_to_outbox(conn, [dial_requests(redialed)])
-            if expired:
-                await repository.notify_wake(conn)
+                for task in expired
+            ]
+            tasks = {task.id: task for task in expired}
+            plan = transitions.plan(tasks, events, max_redials=self._settings.max_redials)
+            written = await write_plan(
+                conn,
+                plan,
+                tasks,
+                whole_rows=True,
+                lease_seconds=self._settings.attempt_lease_seconds,
+            )
+        if written.redialed:
+            metrics.ATTEMPTS_REDIALED.inc(written.redialed)
+        for decision in plan.decisions:
+            self._log_expiry(tasks[decision.event.task_id], decision.outcome)
         return len(expired)
 
     @staticmethod

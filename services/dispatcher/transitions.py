@@ -211,9 +211,7 @@ class _Planner:
             self.expire(event, task)
 
 
-def plan(
-    tasks: Mapping[int, LockedTask], events: Iterable[Event], *, max_redials: int = 0
-) -> Plan:
+def plan(tasks: Mapping[int, LockedTask], events: Iterable[Event], *, max_redials: int = 0) -> Plan:
     """The writes and announcements that apply `events`, in order, to the locked `tasks`
     (by id). An event whose task is missing, not executed, on another attempt, or already
     resolved by an earlier event of the batch is stale: it changes nothing."""

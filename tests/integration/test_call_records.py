@@ -138,7 +138,7 @@ async def test_a_redialed_attempt_refuses_its_old_request_and_dials_the_new_one(
     call = await claimed_call(engine)
     await record(engine, call)
     async with transaction(engine) as conn:
-        await dispatcher_db.forget_undialed_call(conn, call.call_uuid)
+        await dispatcher_db.forget_undialed_calls(conn, [call.call_uuid])
         redialed = await dispatcher_db.redial(conn, call.task_id, LEASE)
 
     assert (redialed.id, redialed.attempts) == (call.task_id, call.attempt)
@@ -158,6 +158,6 @@ async def test_forgetting_an_undialed_record_leaves_a_dialed_one(engine: AsyncEn
     async with transaction(engine) as conn:
         await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
     async with transaction(engine) as conn:
-        await dispatcher_db.forget_undialed_call(conn, call.call_uuid)
+        await dispatcher_db.forget_undialed_calls(conn, [call.call_uuid])
         rows = await conn.execute(text("SELECT dialed_at = started_at FROM calls"))
         assert rows.scalars().all() == [True]  # a call started when it was dialed
