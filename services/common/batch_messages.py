@@ -51,7 +51,7 @@ async def read_or_term(
         items, incomplete = read(msg.data)
     except PoisonMessage as err:
         log.error(f"poison {what}", extra={"action": "term", "error": str(err)})
-        await bus.settle(msg, "term")
+        await bus.settle(msg, bus.Verdict.TERM)
         return None
     if incomplete:
         log.error(

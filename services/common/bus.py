@@ -10,7 +10,9 @@ import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import assert_never
 from urllib.parse import urlsplit
 
 import nats
@@ -22,6 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from pydantic import SecretStr
+
+from services.common.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -161,21 +165,21 @@ async def publish_until_stored(
     jetstream: JetStreamContext, subject: str, payload: bytes, msg_id: str, *, give_up: float
 ) -> bool:
     """Publish, retrying with backoff through a NATS outage of up to `give_up` seconds."""
-    delay, waited = 0.1, 0.0
-    while True:
-        try:
-            await publish(jetstream, subject, payload, msg_id)
-            return True
-        except Exception as err:
-            if waited >= give_up:
-                log.error(
-                    "publish failed",
-                    extra={"action": "publish_failed", "msg_id": msg_id, "error": repr(err)},
-                )
-                return False
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 2.0)
+    try:
+        await retry(
+            lambda: publish(jetstream, subject, payload, msg_id),
+            on=Exception,
+            first=0.1,
+            cap=2.0,
+            give_up_after=give_up,
+        )
+    except Exception as err:
+        log.error(
+            "publish failed",
+            extra={"action": "publish_failed", "msg_id": msg_id, "error": repr(err)},
+        )
+        return False
+    return True
 
 
 async def pull_consumer(
@@ -231,16 +235,18 @@ async def pull_consumer_when_ready(
 ) -> JetStreamContext.PullSubscription:
     """pull_consumer, retried while NATS is unreachable or the stream does not exist yet
     (the dispatcher creates it)."""
-    delay = 0.2
-    while True:
-        try:
-            return await pull_consumer(jetstream, consumer, ack_wait_seconds=ack_wait_seconds)
-        except (NatsError, TimeoutError) as err:
-            log.warning(
-                "consumer not ready", extra={"action": "consumer_retry", "error": repr(err)}
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    def not_ready(err: BaseException) -> None:
+        log.warning("consumer not ready", extra={"action": "consumer_retry", "error": repr(err)})
+
+    subscription: JetStreamContext.PullSubscription = await retry(
+        lambda: pull_consumer(jetstream, consumer, ack_wait_seconds=ack_wait_seconds),
+        on=(NatsError, TimeoutError),
+        first=0.2,
+        cap=5.0,
+        on_failure=not_ready,
+    )
+    return subscription
 
 
 async def close(client: NATS) -> None:
@@ -253,15 +259,26 @@ async def close(client: NATS) -> None:
     await client.close()
 
 
-async def settle(msg: Msg, verdict: str, *, delay: float | None = None) -> None:
+class Verdict(StrEnum):
+    """What becomes of a consumed message."""
+
+    ACK = "ack"  # done with: never delivered again
+    NAK = "nak"  # not now: delivered again (after `delay`)
+    TERM = "term"  # never applicable: never delivered again (logged by the caller)
+
+
+async def settle(msg: Msg, verdict: Verdict, *, delay: float | None = None) -> None:
     """ack / nak / term a message; if NATS is unreachable the message is redelivered later,
     which every consumer here tolerates (they are idempotent)."""
     try:
-        if verdict == "ack":
-            await msg.ack()
-        elif verdict == "nak":
-            await msg.nak(delay=delay)
-        else:
-            await msg.term()
+        match verdict:
+            case Verdict.ACK:
+                await msg.ack()
+            case Verdict.NAK:
+                await msg.nak(delay=delay)
+            case Verdict.TERM:
+                await msg.term()
+            case _:  # a closed set: a new verdict must be handled here, not dropped
+                assert_never(verdict)
     except NatsError as err:
         log.warning("could not settle message", extra={"action": verdict, "error": repr(err)})

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import psycopg
 
 from services.common.db import libpq_url
+from services.common.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +25,14 @@ RECONNECTED = ""
 async def listen_forever(database_url: str, channel: str, on_notify: Callable[[str], None]) -> None:
     """Call `on_notify(payload)` on every notification; reconnect after a failure and call
     it with RECONNECTED, so that the listener re-checks everything."""
-    delay = 0.2
+    backoff = Backoff(first=0.2, cap=5.0)
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
                 libpq_url(database_url), autocommit=True
             ) as conn:
                 await conn.execute(f"LISTEN {channel}")
-                delay = 0.2
+                backoff.reset()
                 on_notify(RECONNECTED)
                 async for notification in conn.notifies():
                     on_notify(notification.payload)
@@ -43,5 +44,4 @@ async def listen_forever(database_url: str, channel: str, on_notify: Callable[[s
                 extra={"action": "listen_retry", "channel": channel, "error": str(err)},
             )
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next_delay())

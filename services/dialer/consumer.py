@@ -191,7 +191,7 @@ class Dialer:
         if len(requests) > room:
             requests, rest = requests[:room], requests[room:]
             if not await self._pass_on(rest):
-                await bus.settle(msg, "nak", delay=1.0)
+                await bus.settle(msg, bus.Verdict.NAK, delay=1.0)
                 return
         self._held_count += len(requests)
         held = asyncio.create_task(self._dial_when_due(msg, requests))
@@ -255,7 +255,7 @@ class Dialer:
             now.built.set()
             recorded = await recording
             if recorded is None:
-                await bus.settle(msg, "nak", delay=1.0)
+                await bus.settle(msg, bus.Verdict.NAK, delay=1.0)
                 return
             prepared -= now.started  # sent as the record was committed
             plans: dict[str, CallPlan] = {}
@@ -284,7 +284,7 @@ class Dialer:
                 if self._stopping:  # another dialer takes them now, not after the ack wait
                     later = [r.call_uuid for _, rest in groups[index:] for r in rest]
                     await self._release(later)
-                    await bus.settle(msg, "nak")
+                    await bus.settle(msg, bus.Verdict.NAK)
                     return
                 mine = {
                     r.call_uuid: recorded[r.call_uuid]
@@ -313,7 +313,7 @@ class Dialer:
                 self._held_count -= len(group)
                 waiting -= len(group)
             # The calls rows now guard the attempts: a redelivery can never dial them again.
-            await bus.settle(msg, "ack")
+            await bus.settle(msg, bus.Verdict.ACK)
         finally:
             if not recording.done():  # failed while building: no mark may follow
                 recording.cancel()

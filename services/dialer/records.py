@@ -8,7 +8,6 @@ soon as the call does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, NamedTuple
 
@@ -19,6 +18,7 @@ from services.common import call_records
 from services.common.batching import Coalescer
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
+from services.common.retry import retry
 from services.dialer import repository
 from services.dialer.backend import CallReport
 from services.dialer.events import CallEventPublisher
@@ -93,16 +93,15 @@ class RecordWriter:
             self._events.publish_nowait(item.event)
 
     async def _write_retrying(self, connected: list[str], ended: list[dict[str, Any]]) -> None:
-        delay, waited = 0.2, 0.0
-        while True:
-            try:
-                async with transaction(self._engine) as conn:
-                    await call_records.note_calls_connected(conn, connected)
-                    await repository.finish_calls(conn, ended)
-                return
-            except StorageUnavailable:
-                if waited >= self._retry_seconds:
-                    raise
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 5.0)
+        async def write() -> None:
+            async with transaction(self._engine) as conn:
+                await call_records.note_calls_connected(conn, connected)
+                await repository.finish_calls(conn, ended)
+
+        await retry(
+            write,
+            on=StorageUnavailable,
+            first=0.2,
+            cap=5.0,
+            give_up_after=self._retry_seconds,
+        )

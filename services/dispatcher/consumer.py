@@ -141,7 +141,7 @@ class CallEventConsumer:
                 )
         except StorageUnavailable:
             for msg, _ in parsed:
-                await bus.settle(msg, "nak", delay=1.0)
+                await bus.settle(msg, bus.Verdict.NAK, delay=1.0)
             return
         except Exception:
             log.exception("batch failed; applying one by one", extra={"action": "batch_retry"})
@@ -150,7 +150,7 @@ class CallEventConsumer:
         if queued:  # a publisher pass finding nothing was a transaction per batch
             self._outbox_ready.set()
         for msg, _ in parsed:
-            await bus.settle(msg, "ack")
+            await bus.settle(msg, bus.Verdict.ACK)
 
     async def _one_by_one(self, parsed: Sequence[tuple[Msg, list[events_pb2.CallEvent]]]) -> None:
         """After a failed batch: each message in a transaction of its own, so that one that
@@ -160,13 +160,13 @@ class CallEventConsumer:
                 async with transaction(self._engine) as conn:
                     await apply_call_events(conn, events)
             except StorageUnavailable:
-                await bus.settle(msg, "nak", delay=1.0)
+                await bus.settle(msg, bus.Verdict.NAK, delay=1.0)
             except Exception:
                 log.exception(
                     "call events cannot be applied",
                     extra={"action": "term", "task_ids": [event.task_id for event in events]},
                 )
-                await bus.settle(msg, "term")
+                await bus.settle(msg, bus.Verdict.TERM)
             else:
-                await bus.settle(msg, "ack")
+                await bus.settle(msg, bus.Verdict.ACK)
         self._outbox_ready.set()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import bus
 from services.common.db import transaction
+from services.common.retry import Backoff
 from services.dispatcher import repository
 
 log = logging.getLogger(__name__)
@@ -33,18 +34,17 @@ class OutboxPublisher:
         self.ready.set()
 
     async def run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self._stopping:
             self.ready.clear()
             try:
                 published = await self.publish_batch()
-                backoff = 0.1
+                backoff.reset()
             except Exception as err:
                 log.warning(
                     "outbox publish failed", extra={"action": "outbox_retry", "error": repr(err)}
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             if published == self._batch:
                 continue

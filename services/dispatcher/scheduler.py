@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
+from services.common.retry import Backoff
 from services.common.tenancy import TenantDefaults
 from services.dispatcher import fairness, repository, transitions
 from services.dispatcher.lifecycle import start_event
@@ -114,7 +115,7 @@ class Scheduler:
         self._wakeups.look_now()
 
     async def run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self._stopping:
             self._wakeups.clear()
             try:
@@ -142,10 +143,10 @@ class Scheduler:
                     delay = self._sleep_until(next_wake)
                     if work.retry_in is not None:
                         delay = min(delay, work.retry_in)
-                backoff = 0.1
+                backoff.reset()
             except StorageUnavailable:
                 log.warning("database unavailable", extra={"action": "claim_retry"})
-                delay, backoff = backoff, min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
             await self._wakeups.sleep(delay)
 
     async def _next_wake(

@@ -98,7 +98,7 @@ class EventConsumer:
             event = parse(msg)
             if event is None:
                 log.error("poison task event", extra={"action": "term", "subject": msg.subject})
-                await bus.settle(msg, "term")
+                await bus.settle(msg, bus.Verdict.TERM)
                 continue
             accepted.append(msg)
             if event.url:  # no URL for this event: nothing to deliver
@@ -108,7 +108,7 @@ class EventConsumer:
                 await repository.add_deliveries(conn, rows)
         except StorageUnavailable:
             for msg in accepted:
-                await bus.settle(msg, "nak", delay=1.0)
+                await bus.settle(msg, bus.Verdict.NAK, delay=1.0)
             return
         for msg in accepted:
-            await bus.settle(msg, "ack")
+            await bus.settle(msg, bus.Verdict.ACK)

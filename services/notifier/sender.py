@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import metrics
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
+from services.common.retry import retry
 from services.notifier import repository
 from services.notifier.keyring import SecretUnreadable
 from services.notifier.limits import Caps, InFlight, Room
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # At most this many deliveries per claim: a claim holds its row locks until it commits.
 CLAIM_BATCH = 100
+# An attempt's record is given up (the delivery is then tried again once its lease runs
+# out) when the database has been unavailable this long: six tries, 6.2 s of sleeps.
+RECORD_GIVE_UP = 6.0
 # The longest the sender sleeps without a wake-up (new deliveries and ended ones wake it).
 MAX_SLEEP_SECONDS = 30.0
 
@@ -238,36 +242,34 @@ class Sender:
         duration_ms: int,
         status_code: int | None,
     ) -> None:
-        delay = 0.2
-        while True:
-            try:
-                async with transaction(self._engine) as conn:
-                    await repository.record_attempt(
-                        conn,
-                        delivery_id=row.id,
-                        attempt=row.attempts,
-                        started_at=started,
-                        duration_ms=duration_ms,
-                        status_code=status_code,
-                        outcome=verdict.outcome,
-                        error=verdict.reason if verdict.outcome != DELIVERED else "",
-                    )
-                    if verdict.outcome == RETRY:
-                        assert verdict.retry_after is not None
-                        await repository.retry_later(
-                            conn, row.id, verdict.retry_after, verdict.reason
-                        )
-                    else:
-                        error = "" if verdict.outcome == DELIVERED else verdict.reason
-                        await repository.finish(conn, row.id, verdict.outcome, error)
-                break
-            except StorageUnavailable:
-                # The lease runs out meanwhile and the delivery is tried again: a duplicate
-                # with the same event id, which receivers must tolerate anyway.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                if delay >= 5.0:
-                    return
+
+        async def record() -> None:
+            async with transaction(self._engine) as conn:
+                await repository.record_attempt(
+                    conn,
+                    delivery_id=row.id,
+                    attempt=row.attempts,
+                    started_at=started,
+                    duration_ms=duration_ms,
+                    status_code=status_code,
+                    outcome=verdict.outcome,
+                    error=verdict.reason if verdict.outcome != DELIVERED else "",
+                )
+                if verdict.outcome == RETRY:
+                    assert verdict.retry_after is not None
+                    await repository.retry_later(conn, row.id, verdict.retry_after, verdict.reason)
+                else:
+                    error = "" if verdict.outcome == DELIVERED else verdict.reason
+                    await repository.finish(conn, row.id, verdict.outcome, error)
+
+        try:
+            await retry(
+                record, on=StorageUnavailable, first=0.2, cap=5.0, give_up_after=RECORD_GIVE_UP
+            )
+        except StorageUnavailable:
+            # The lease runs out meanwhile and the delivery is tried again: a duplicate
+            # with the same event id, which receivers must tolerate anyway.
+            return
         log.info(
             "webhook attempt",
             extra={
