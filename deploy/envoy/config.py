@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.auth import ISSUER
+from services.api.auth import ISSUER
 
 LUA_SCRIPT = Path(__file__).with_name("bare_arrays.lua")
 # The web console's static files (deploy/console), served by Envoy itself at CONSOLE_PREFIX.

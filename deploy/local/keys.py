@@ -13,7 +13,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.common.auth import ALGORITHM, AUDIENCE, DEFAULT_MAX_LIFETIME_SECONDS, ISSUER
+from services.api.auth import ALGORITHM, AUDIENCE, DEFAULT_MAX_LIFETIME_SECONDS, ISSUER
 
 KEY_ID = "local-1"
 WEBHOOK_SIGNING_KEY = "webhook-signing.key"

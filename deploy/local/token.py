@@ -8,7 +8,7 @@ import sys
 from deploy.local import webhooks
 from deploy.local.keys import mint_token
 from deploy.local.stack import StackSettings
-from services.common.auth import DEFAULT_MAX_LIFETIME_SECONDS
+from services.api.auth import DEFAULT_MAX_LIFETIME_SECONDS
 
 
 def main() -> None:

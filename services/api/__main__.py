@@ -8,10 +8,10 @@ from collections.abc import Iterable
 import grpc
 from scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
+from services.api.auth import TokenVerifier
 from services.api.servicer import TaskSchedulerServicer
 from services.api.settings import ApiSettings
 from services.common import logs
-from services.common.auth import TokenVerifier
 from services.common.db import make_engine
 from services.common.grpcserver import serve
 from services.common.metrics import serve_metrics

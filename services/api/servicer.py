@@ -16,8 +16,8 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api import idempotency, policy, repository, validation
+from services.api.auth import TokenError, TokenVerifier, check_not_revoked
 from services.api.revocation import RevocationTimes
-from services.common.auth import TokenError, TokenVerifier, check_not_revoked
 from services.common.db import transaction
 from services.common.errors import (
     Conflict,

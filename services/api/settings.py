@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.auth import DEFAULT_MAX_LIFETIME_SECONDS
+from services.api.auth import DEFAULT_MAX_LIFETIME_SECONDS
 from services.common.settings import ServiceSettings
 
 

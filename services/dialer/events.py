@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from scheduler.v1 import events_pb2
 
 from services.common import bus
-from services.common.batching import Coalescer
+from services.dialer.batching import Coalescer
 
 SUBJECT = bus.SUBJECT_CALL_BATCH
 

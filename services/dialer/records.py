@@ -15,12 +15,12 @@ from scheduler.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import call_records
-from services.common.batching import Coalescer
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.common.retry import retry
 from services.dialer import repository
 from services.dialer.backend import CallReport
+from services.dialer.batching import Coalescer
 from services.dialer.events import CallEventPublisher
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ import contextlib
 from services.common import bus
 from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
+from services.common.pg_listen import listen_forever
 from services.common.supervision import exit_when_failed
 from services.common.tenancy import TenantDefaults
-from services.common.wakeup import listen_forever
 from services.dispatcher.consumer import CallEventConsumer
 from services.dispatcher.housekeeping import purge_forever
 from services.dispatcher.outbox import OutboxPublisher

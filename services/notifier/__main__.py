@@ -7,8 +7,8 @@ import asyncio
 from services.common import bus
 from services.common.bootstrap import start_worker
 from services.common.grpcserver import serve
+from services.common.pg_listen import listen_forever
 from services.common.supervision import exit_when_failed
-from services.common.wakeup import listen_forever
 from services.notifier.consumer import EventConsumer
 from services.notifier.repository import WAKE_CHANNEL
 from services.notifier.sender import Sender

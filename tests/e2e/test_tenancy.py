@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deploy.local.keys import KEY_ID, PRIVATE_KEY, mint_token
 from deploy.local.stack import Stack
-from services.common.auth import ALGORITHM, AUDIENCE, ISSUER
+from services.api.auth import ALGORITHM, AUDIENCE, ISSUER
 from tests.conftest import ClientFactory
 
 TASK = {"a_number": "+79990001122", "b_number": "101"}

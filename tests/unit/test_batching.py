@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from services.common.batching import Coalescer
+from services.dialer.batching import Coalescer
 
 
 async def test_items_submitted_during_a_write_go_out_together_next() -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.keys import JWKS, mint_token, sign_claims
-from services.api.revocation import RevocationTimes
-from services.common.auth import (
+from services.api.auth import (
     AUDIENCE,
     DEFAULT_MAX_LIFETIME_SECONDS,
     ISSUER,
@@ -25,6 +24,7 @@ from services.common.auth import (
     TokenVerifier,
     check_not_revoked,
 )
+from services.api.revocation import RevocationTimes
 
 ROOT = Path(__file__).resolve().parents[2]
 
