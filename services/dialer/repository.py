@@ -26,7 +26,7 @@ class NewCall:
 
 # The status is checked on the rows found by id, not in the scan: `status = 'executed'` in
 # the WHERE let the planner scan the partial index of every executed task and filter it by
-# id (28 ms for 200 during a burst). The call_uuid must be the attempt's current one: a
+# id (tens of ms for a batch during a burst). The call_uuid must be the attempt's current one: a
 # request the dispatcher replaced (it dials an attempt again when no call was placed) is
 # stale.
 _CURRENT_ATTEMPTS = text(f"""
@@ -110,8 +110,8 @@ async def record_calls(
 # Set-based statements, one per batch, their rows passed as one JSON document: executemany
 # ran one statement per call (the per-statement cost was most of the database's share of a
 # callback), and arrays cost the dialer more than the database (psycopg escapes each
-# element of a text array with a regular expression). Encoded by orjson: a call's record
-# took 12.5 us with json.dumps, 0.9 us with orjson, and it takes datetimes as they are.
+# element of a text array with a regular expression). Encoded by orjson, an order of
+# magnitude faster than json.dumps (README, Benchmarks), and it takes datetimes as they are.
 _INSERT_CALLS = text(f"""
     INSERT INTO calls (call_uuid, client_id, queue_id, task_id, attempt, backend, dial_by)
     SELECT call_uuid, client_id, queue_id, task_id, attempt, backend,
@@ -160,12 +160,12 @@ async def mark_calls_dialed(
 
 
 # Columns named, not json_populate_recordset(NULL::calls, ...): filling every column of the
-# row type took 20 % longer. The record is read as json and cast: read as jsonb straight
-# from the recordset, 250 records took 13 ms to parse instead of 5.6. `c.result = r.open`
+# row type took longer. The record is read as json and cast: read as jsonb straight from
+# the recordset, it took twice as long to parse (README, Benchmarks). `c.result = r.open`
 # ('in_progress' in every row) is a join condition, not a filter by a constant, for the
 # planner: the statistics of a young calls table say that no call is in progress, and with
-# the constant it scanned calls in the outer loop and the JSON rows once per call (84-243 ms
-# for 300 during a burst).
+# the constant it scanned calls in the outer loop and the JSON rows once per call (README,
+# Benchmarks).
 _FINISH_CALLS = text("""
     UPDATE calls c
     SET result = r.result, comment = r.comment, ended_at = r.ended_at,

@@ -121,7 +121,7 @@ class SimulatedBackend:
         max_call_seconds: float = 3600.0,
         seed: int | None = None,
     ) -> None:
-        # Compiled once: fnmatchcase per rule and dial was a tenth of a busy dialer's time.
+        # Compiled once: fnmatchcase per rule and dial showed in a busy dialer's profile.
         self._rules = tuple((re.compile(fnmatch.translate(r.pattern)).match, r) for r in rules)
         self._rng = random.Random(seed)
         self._ring_timeout = ring_timeout_seconds

@@ -84,7 +84,7 @@ def _log(plan: transitions.Plan) -> None:
                 **context,
             },
         )
-    for outcome, count in outcomes.items():  # per batch: labels() per event cost 7 % here
+    for outcome, count in outcomes.items():  # per batch: labels() validates and locks
         metrics.ATTEMPTS_ENDED.labels(outcome).inc(count)
 
 

@@ -29,8 +29,8 @@ def dial_requests(tasks: Sequence[Any]) -> Message:
 def dial_request_fields(task: Any) -> dict[str, Any]:
     """The DialRequest of a task's current attempt, as keyword arguments (from a claimed
     row: its callback_params already taken apart, see claim_due_tasks). Fields at their
-    default are left out: setting them, an empty list above all, took 40 % of the time
-    spent on a request."""
+    default are left out: setting them, an empty list above all, was much of the time
+    spent on a request (README, Benchmarks)."""
     fields = dict(
         task_id=task.id,
         attempt=task.attempts,

@@ -246,13 +246,13 @@ async def claim_due_tasks(
 ) -> Sequence[Row[Any]]:
     """Step 3: start the next attempt of up to `how_many` tasks due within the lookahead,
     earliest due first. Returns what their dial requests and the choice of their start
-    webhooks need, not whole rows: with whole rows (callback_params parsed from JSON), the
-    client's CPU per claimed task was 10-13 us instead of 7. An empty list of extended A
-    numbers comes as NULL: parsing `[]` was a json.loads per task.
+    webhooks need, not whole rows (parsing callback_params from JSON for every claimed task
+    cost the client more than the claim); an empty list of extended A numbers comes as NULL
+    (no json.loads of `[]` per task).
 
     The claimed rows are found by id (`= ANY(ARRAY(...))`, an index scan), not joined to
-    the CTE: for a batch of 1,000 the planner hashed the CTE and scanned the whole tasks
-    table (61-63 ms a batch with 40,000 tasks stored; 25-34 ms by id)."""
+    the CTE: for a big batch the planner hashed the CTE and scanned the whole tasks table.
+    Measured: README, Benchmarks."""
     params = {
         "queue_id": queue_id,
         "how_many": how_many,
@@ -481,7 +481,7 @@ async def delete_outbox(conn: AsyncConnection, ids: Sequence[int]) -> None:
 
 # Above this many tasks (by the planner's estimate), the statuses other than `executed` are
 # estimated from PostgreSQL's statistics, not counted: a count is a scan of the whole table,
-# by every dispatcher every stats interval (with 10M tasks stored, 2.9 GB each time).
+# by every dispatcher every stats interval (gigabytes each time at the README's scale run).
 EXACT_COUNT_MAX_ROWS = 200_000
 
 _TABLE_ROWS = text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'tasks'::regclass")

@@ -27,9 +27,8 @@ from services.dispatcher.wakeups import Wakeups
 log = logging.getLogger(__name__)
 
 # Leases (an hour long) are checked when the first one runs out, and at least this often.
-# Not on every pass: while calls end, every batch of results wakes every dispatcher; over a
-# 10,000-task burst (pg_stat_statements) lease checks went from 38 to 10, and all the
-# dispatchers' transactions from 520 to 470.
+# Not on every pass: while calls end, every batch of results wakes every dispatcher, and a
+# check on each wake-up was most of the lease checks of a burst (README, Benchmarks).
 LEASE_CHECK_SECONDS = 1.0
 # Until the next look, when the only due work is in queues another dispatcher is claiming
 # (sooner if a notification comes). Below the claim lookahead (0.25 s), so no task is late
@@ -39,9 +38,9 @@ CONTENDED_PAUSE_SECONDS = 0.05
 
 def claim_share(settings: DispatcherSettings, due_queues: int) -> int:
     """Tasks each queue with due work may get in one pass: an equal share of the pass, at
-    least claim_batch. A 10,000-task burst on one queue went from 3,462-3,812 to
-    4,509-5,015 tasks/s dialed with batches of 1,000 instead of 200: one queue is claimed
-    by one dispatcher at a time, and under load a claim transaction takes tens of ms."""
+    least claim_batch. One queue is claimed by one dispatcher at a time, and under load a
+    claim transaction takes tens of ms: small claims made a burst on one queue a slow chain
+    of them (README, Benchmarks: bigger claims for a lone busy queue)."""
     return max(settings.claim_batch, settings.claim_pass_size // max(due_queues, 1))
 
 
@@ -133,8 +132,7 @@ class Scheduler:
                 if work.contended:
                     # The queues with due work are being claimed by another dispatcher,
                     # which goes on until they are done. Asking for the next due time now
-                    # would say "now" and make this one spin (four transactions a round,
-                    # about 70 rounds during a 10,000-task burst).
+                    # would say "now" and make this one spin (four transactions a round).
                     delay = CONTENDED_PAUSE_SECONDS
                 else:
                     if next_wake is None:
