@@ -1,4 +1,12 @@
-"""What to do after one delivery attempt: delivered, retry later, or give up (pure rules)."""
+"""The notifier's pure rules: the order of a task's webhook events, and what to do after one
+delivery attempt (delivered, retry later, or give up).
+
+Order: a task's events are delivered one at a time, in the order they happened (by attempt,
+then by WebhookEvent.rank). `sequence` places an event in that order and `predecessors`
+counts the events before it that have a URL; the repository's claim takes a delivery once
+that many earlier deliveries of its task are queued and none of them is still pending
+(notifier/repository.py).
+"""
 
 from __future__ import annotations
 
