@@ -79,6 +79,8 @@ async def main() -> None:
         lambda server: [],
         on_shutdown=shutdown,
         grace_seconds=1.0,
+        # Calls in progress are allowed to end before the dialer does.
+        shutdown_deadline_seconds=settings.longest_call_seconds + 30.0,
     )
 
 
