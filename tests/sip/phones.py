@@ -143,13 +143,16 @@ def scenario(
     media: Media | None = None,
     proxy: str | None = None,
     late_487_ms: int = 0,
+    answers_cancel: bool = True,
 ) -> str:
     """A phone's UAS scenario. `media`: the phone offers a test-owned media port and sends
     RTP to whatever the controller's SDP tells it once connected (see Media). `proxy`: the
     address of a SIP proxy between the controller and the phone; the phone then returns the
     proxy's Record-Route, routes its own BYE through it, answers a CANCEL with the INVITE's
     Via set, and checks that the controller's in-dialog requests came through the proxy.
-    `late_487_ms`: a phone that does not answer sends its 487 this long after the CANCEL's 200."""
+    `late_487_ms`: a phone that does not answer sends its 487 this long after the CANCEL's 200.
+    `answers_cancel` False: a phone that does not answer takes the CANCEL and sends nothing
+    more, neither the CANCEL's 200 nor the INVITE's 487 (its scenario ends there)."""
     media_port = media.port if media else None
     captures: tuple[str, ...] = ("cseq",) if behaviour == "no_answer" else ()
     if proxy and behaviour == "no_answer":
@@ -190,6 +193,12 @@ def scenario(
         )
         if proxy:  # the INVITE's Via set, not the CANCEL's (RFC 3261 9.2)
             cancelled = cancelled.replace("[last_Via:]", "[$invite_via]")
+        if not answers_cancel:
+            # sipp refuses a variable captured but never used: the INVITE's CSeq and Via
+            # would only serve the 487 this phone never sends.
+            steps[0] = _recv("INVITE", *invite_checks, route_set=proxy is not None)
+            steps.append(_recv("CANCEL"))
+            return _wrap(steps)
         steps += [
             _recv("CANCEL"),
             _response("200 OK", tagged=False),
