@@ -45,9 +45,9 @@ _SDP = """Content-Type: application/sdp
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
-      m=audio {media_port} RTP/AVP 0
+      m=audio {media_port} {profile} 0
       a=rtpmap:0 PCMU/8000
-"""
+{attributes}"""
 
 
 def _send(head: str, body: str = "Content-Length: 0\n", retrans: bool = False) -> str:
@@ -62,13 +62,30 @@ def _response(
     sdp: bool = False,
     extra: str = "",
     media_port: int | None = None,
+    stream: Stream | None = None,
 ) -> str:
     head = _RESPONSE_HEAD.format(
         status=status, to=_TAGGED_TO if tagged else "[last_To:]", cseq="[last_CSeq:]"
     )
     port = "[media_port]" if media_port is None else str(media_port)
-    body = _SDP.format(media_port=port) if sdp else "Content-Length: 0\n"
+    stream = stream or Stream()
+    attributes = "".join(f"      {line}\n" for line in stream.attributes)
+    body = (
+        _SDP.format(media_port=port, profile=stream.profile, attributes=attributes)
+        if sdp
+        else "Content-Length: 0\n"
+    )
     return _send(head + extra, body, retrans=sdp)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The audio stream a phone offers (in its 200 OK) and answers with (to a re-INVITE):
+    its transport profile and attribute lines after `a=rtpmap:0 PCMU/8000`, e.g. RTP/SAVP
+    with an `a=crypto` line (RFC 4568)."""
+
+    profile: str = "RTP/AVP"
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,9 @@ def scenario(
     proxy: str | None = None,
     late_487_ms: int = 0,
     answers_cancel: bool = True,
+    stream: Stream | None = None,
+    ack_checks: tuple[str, ...] = (),
+    sdp_checks: tuple[str, ...] = (),
 ) -> str:
     """A phone's UAS scenario. `media`: the phone offers a test-owned media port and sends
     RTP to whatever the controller's SDP tells it once connected (see Media). `proxy`: the
@@ -152,7 +172,10 @@ def scenario(
     Via set, and checks that the controller's in-dialog requests came through the proxy.
     `late_487_ms`: a phone that does not answer sends its 487 this long after the CANCEL's 200.
     `answers_cancel` False: a phone that does not answer takes the CANCEL and sends nothing
-    more, neither the CANCEL's 200 nor the INVITE's 487 (its scenario ends there)."""
+    more, neither the CANCEL's 200 nor the INVITE's 487 (its scenario ends there).
+    `stream`: the phone's own SDP stream (default RTP/AVP PCMU). `ack_checks`: regexps the
+    controller's first ACK must match (A: the black-hole answer); `sdp_checks`: regexps the
+    message carrying the other phone's SDP must match (A: the re-INVITE; B: the ACK)."""
     media_port = media.port if media else None
     captures: tuple[str, ...] = ("cseq",) if behaviour == "no_answer" else ()
     if proxy and behaviour == "no_answer":
@@ -217,6 +240,7 @@ def scenario(
             sdp=True,
             extra=(route if record_route else "") + record,
             media_port=media_port,
+            stream=stream,
         ),
     ]
     routed: tuple[str, ...] = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
@@ -224,9 +248,9 @@ def scenario(
         routed += (rf"Via: SIP/2\.0/[A-Z]+ {re.escape(proxy)}",)
     bye = _BYE + "[routes]\n" if proxy else _BYE
     if role == "b":
-        steps += [_recv("ACK", REAL_MEDIA), _stream(media)]
+        steps += [_recv("ACK", REAL_MEDIA, *sdp_checks), _stream(media)]
     else:
-        steps.append(_recv("ACK", BLACK_HOLE, *routed))
+        steps.append(_recv("ACK", BLACK_HOLE, *ack_checks, *routed))
         if role == "a_dropped":
             steps += [_recv("BYE", *routed), _response("200 OK", tagged=False)]
             return _wrap(steps)
@@ -238,8 +262,8 @@ def scenario(
             ]
             return _wrap(steps)
         steps += [
-            _recv("INVITE", REAL_MEDIA, *routed),
-            _response("200 OK", tagged=False, sdp=True, media_port=media_port),
+            _recv("INVITE", REAL_MEDIA, *sdp_checks, *routed),
+            _response("200 OK", tagged=False, sdp=True, media_port=media_port, stream=stream),
             _recv("ACK", *routed),
             _stream(media),
         ]
