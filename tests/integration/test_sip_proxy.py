@@ -213,7 +213,7 @@ async def test_a_losing_a_leg_that_never_answers_the_cancel_costs_nothing(lab: P
     # A and B; the loser's INVITE is given up 64*T1 after the CANCEL (RFC 3261 9.1) and its
     # transaction destroyed. T1 scaled to 50 ms: the give-up comes 4.2 s after the CANCEL.
     t1 = 0.05
-    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST, answers_cancel=False))
+    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST, on_cancel="silence"))
     await lab.phone(A2, scenario("answer", "a", proxy=PROXY_HOST))
     await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=PROXY_HOST))
     report = await lab.call(("1001", "1002"), expect="connected", t1=t1)
@@ -229,3 +229,20 @@ async def test_a_losing_a_leg_that_never_answers_the_cancel_costs_nothing(lab: P
     assert [t.request.method for t in backend.ua.transactions.values() if t.final is None] == []
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert lab.proxy is not None and len(lab.proxy.requests("CANCEL")) == 1
+
+
+async def test_a_losing_a_leg_whose_200_crosses_the_cancel_is_acked_and_hung_up(
+    lab: ProxyLab,
+) -> None:
+    # The loser's 200 OK to the INVITE comes after our CANCEL (it crossed it, RFC 3261 9.1:
+    # the CANCEL then has no effect): its dialog is ACKed (a black hole) and ended with our
+    # BYE, both through the proxy, checked by the loser's phone itself, while A and B talk.
+    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST, on_cancel="answer"))
+    await lab.phone(A2, scenario("answer", "a", proxy=PROXY_HOST))
+    await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=PROXY_HOST))
+    report = await lab.call(("1001", "1002"), expect="connected")
+    loser, winner, b = legs(report)["1001"], legs(report)["1002"], legs(report)["2001"]
+    assert winner.result == b.result == "answered", report
+    assert loser.result == "cancelled" and loser.final_response == "200 OK", report
+    assert loser.hangup_by == "system" and loser.teardown_confirmed, report
+    assert lab.insane() == []
