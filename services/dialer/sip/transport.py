@@ -1,4 +1,5 @@
-"""SIP over UDP and TCP (RFC 3261 18): one socket (or listener) per dialer, messages in and out.
+"""SIP over UDP, TCP and TLS (RFC 3261 18, 26.2.1): one socket (or listener) per dialer,
+messages in and out.
 
 UDP bursts overflow Linux's default socket buffers (~200 KiB): with 1,000 callbacks at once
 most datagrams were lost until the buffers were raised to a few MB, hence `buffer_bytes`.
@@ -9,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from services.common import metrics
+from services.dialer.sip import tls
 from services.dialer.sip.message import Address, Message, ParseError, parse, stream_frame
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ OnError = Callable[[Address, str], None]
 
 
 class Transport(Protocol):
-    name: str  # "UDP" or "TCP", as written in Via
+    name: str  # "UDP", "TCP" or "TLS", as written in Via
     reliable: bool  # no retransmissions needed (RFC 3261 17.1.1.2)
     local: Address  # the address we advertise in Via and Contact
 
@@ -151,7 +154,7 @@ class UdpTransport:
 
 
 class _Stream(asyncio.Protocol):
-    """One TCP connection: frames messages by Content-Length (RFC 3261 18.3)."""
+    """One TCP (or TLS) connection: frames messages by Content-Length (RFC 3261 18.3)."""
 
     def __init__(self, owner: TcpTransport) -> None:
         self._owner = owner
@@ -239,11 +242,11 @@ class TcpTransport:
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, (to.host, to.port))
-            _, stream = await loop.create_connection(lambda: _Stream(self), sock=sock)
-        except OSError as err:
+            _, stream = await self._open(sock, to)
+        except OSError as err:  # ssl.SSLError included: a refused certificate
             sock.close()
             self._connecting.pop(to, None)
-            self._on_error(to, f"TCP {to.host}:{to.port}: {err.strerror or err}")
+            self._on_error(to, f"{self.name} {to.host}:{to.port}: {tls.describe(err)}")
             return
         # Keyed by where we dialled, so responses and later requests reuse it (RFC 3261 18.1.1).
         self.connections[to] = stream
@@ -251,9 +254,77 @@ class TcpTransport:
         for data in self._connecting.pop(to, []):
             stream.transport.write(data)
 
+    async def _open(
+        self, sock: socket.socket, to: Address
+    ) -> tuple[asyncio.BaseTransport, _Stream]:
+        return await asyncio.get_running_loop().create_connection(lambda: _Stream(self), sock=sock)
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
         for stream in list(self.connections.values()):
             if stream.transport is not None:
                 stream.transport.close()
+
+
+class TlsTransport(TcpTransport):
+    """TCP with TLS on every connection (RFC 3261 26.2.1): reused per destination like TCP's.
+
+    Every connection we open checks the peer's certificate and that it names the host we
+    dialled (the proxy's host as configured, or the host of a Record-Route / Contact URI for
+    in-dialog requests); a failed check fails the connection, and with it every transaction
+    waiting for it (UserAgent.transport_failed: a 503 naming the reason). The listener runs
+    only with a certificate of our own (server_context); without one, requests towards us
+    can only come back on connections we opened.
+    """
+
+    name = "TLS"
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_error: OnError,
+        buffer_bytes: int,
+        client: ssl.SSLContext,
+    ) -> None:
+        super().__init__(on_message, on_error, buffer_bytes)
+        self._client = client
+
+    @classmethod
+    async def bind_tls(
+        cls,
+        bind: Address,
+        advertise: str,
+        on_message: OnMessage,
+        on_error: OnError,
+        buffer_bytes: int,
+        *,
+        client: ssl.SSLContext,
+        server: ssl.SSLContext | None,
+    ) -> TlsTransport:
+        transport = cls(on_message, on_error, buffer_bytes, client)
+        port = bind.port
+        if server is not None:
+            transport._server = await asyncio.get_running_loop().create_server(
+                lambda: _Stream(transport), bind.host, bind.port, reuse_address=True, ssl=server
+            )
+            port = transport._server.sockets[0].getsockname()[1]
+        # Without a listener the port is still what Via and Contact name (RFC 3261 18.2.2
+        # sends responses there if our connection is gone): it should be where a listener
+        # would be, so the default 5061 when none was given.
+        transport.local = Address(advertise or bind.host, port or 5061)
+        return transport
+
+    async def _open(
+        self, sock: socket.socket, to: Address
+    ) -> tuple[asyncio.BaseTransport, _Stream]:
+        return await asyncio.get_running_loop().create_connection(
+            lambda: _Stream(self),
+            sock=sock,
+            ssl=self._client,
+            # The name the certificate must carry: the host as we were given it.
+            server_hostname=to.host,
+            # A peer that accepts the connection but never finishes the handshake: the
+            # transaction's Timer B (64*T1) ends the call anyway; this frees the socket.
+            ssl_handshake_timeout=32.0,
+        )
