@@ -14,20 +14,22 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from services.dialer.__main__ import open_backend
 from services.dialer.backend import CallPlan, CallReport
+from services.dialer.settings import DialerSettings
 from services.dialer.sip import tls
 from services.dialer.sip.backend import SipBackend
 from services.dialer.sip.leg import Account
 from services.dialer.sip.message import Address
+from services.dialer.sip.transport import TlsTransport
 from services.dialer.sip.ua import Route
 from tests.integration.test_sip_callbacks import LONG_RING_TIMEOUT, A, B, legs
 from tests.integration.test_sip_proxy import ACCOUNT, NUMBERS
 from tests.sip.certs import Issued, TestCa
-from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
+from tests.sip.phones import Phone, bound, free_phone_port, scenario, start_phone
 from tests.sip.proxy import PROXY_HOST, REALM, Proxy, ProxyTls, start_proxy
 
 DIALER_HOST = "127.0.0.1"
@@ -90,7 +92,7 @@ class TlsLab:
         self.phones.append(phone)
         return phone
 
-    async def call(self, dial: str = "", **kw: Any) -> CallReport:
+    async def call(self, dial: str = "", handshake_timeout: float | None = None) -> CallReport:
         """Place one callback A 1001 -> B 2001 through the proxy's TLS port, dialled as `dial`
         (default: its address); then wait for every phone's own verdict."""
         proxy = Address(dial or self.proxy_host, self.tls_port)
@@ -113,8 +115,10 @@ class TlsLab:
             tls_server=tls.server_context(
                 str(self.pki.dialer.cert_file), str(self.pki.dialer.key_file)
             ),
-            **kw,
         )
+        if handshake_timeout is not None:
+            assert isinstance(backend.ua.transport, TlsTransport)
+            backend.ua.transport.handshake_timeout = handshake_timeout
         self.backends.append(backend)
 
         async def connected() -> None:
@@ -218,3 +222,51 @@ def test_verification_cannot_be_left_off() -> None:
     context = tls.client_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+async def test_tls_to_a_plain_sip_port_ends_the_call_naming_the_handshake(
+    lab: TlsLab,
+) -> None:
+    # A misconfiguration: the proxy's plain SIP port given for its TLS port. Kamailio takes
+    # our ClientHello for a broken SIP message and keeps silent; the handshake is given up
+    # (its timeout scaled from 10 s to 0.5 s here) and the call ends saying so, before the
+    # INVITE's Timer B (32 s) could turn it into a bare 408.
+    await lab.start_proxy(lab.pki.proxy)
+    lab.tls_port = lab.proxy_port
+    report = await lab.call(handshake_timeout=0.5)
+    assert report.outcome == "error", report
+    [a] = report.legs
+    assert a.final_response.startswith("503 Transport Error: TLS 127.0.0.10:"), report
+    assert "SSL handshake is taking longer than 0.5 seconds" in a.final_response, report
+
+
+async def test_the_dialer_settings_make_a_tls_backend(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DIALER_SIP_TRANSPORT=tls as `python -m services.dialer` reads it: a proxy without a
+    port is dialled on 5061; our certificate turns the listener on; a CA file that cannot
+    be read stops the start naming it."""
+    env = {
+        "DATABASE_URL": "postgresql://x@localhost/db",
+        "DIALER_BACKEND": "sip",
+        "DIALER_SIP_TRANSPORT": "tls",
+        "DIALER_SIP_PROXY": PROXY_HOST,
+        "DIALER_SIP_LISTEN": f"{DIALER_HOST}:0",
+        "DIALER_SIP_TLS_CA_FILE": str(pki.trusted.ca_file),
+        "DIALER_SIP_TLS_CERT_FILE": str(pki.dialer.cert_file),
+        "DIALER_SIP_TLS_KEY_FILE": str(pki.dialer.key_file),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    backend = await open_backend(DialerSettings())  # type: ignore[call-arg]
+    assert isinstance(backend, SipBackend)
+    try:
+        assert backend.ua.routes[0].proxy == Address(PROXY_HOST, 5061)
+        local = backend.ua.transport.local
+        assert backend.ua.transport.name == "TLS" and bound(local.host, local.port, "tcp")
+        assert backend.ua.contact() == f"<sips:callback@{local.host}:{local.port}>"
+    finally:
+        backend.close()
+    monkeypatch.setenv("DIALER_SIP_TLS_CA_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(tls.TlsFileError, match=r"CA file /nonexistent/ca\.pem: No such file"):
+        await open_backend(DialerSettings())  # type: ignore[call-arg]

@@ -15,13 +15,20 @@ from __future__ import annotations
 import ssl
 
 
+class TlsFileError(ValueError):
+    """A CA, certificate or key file that cannot be used: the start stops, naming it."""
+
+
 def client_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
     """Verification on, always: CERT_REQUIRED and check_hostname (create_default_context).
     `ca_file` replaces the system's trust store rather than adding to it, so that a trunk's
     private CA is trusted for SIP without being trusted for anything else."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    except OSError as err:  # ssl.SSLError too: not PEM, no certificate in it
+        raise TlsFileError(f"SIP TLS CA file {ca_file}: {describe(err)}") from err
     if cert_file:
-        context.load_cert_chain(cert_file, key_file or None)
+        _load_chain(context, cert_file, key_file)
     return context
 
 
@@ -29,8 +36,16 @@ def server_context(cert_file: str, key_file: str = "") -> ssl.SSLContext:
     """Our listener's context. Clients are not asked for a certificate: like UDP and TCP,
     an incoming request is trusted only as far as it names one of our dialogs."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file or None)
+    _load_chain(context, cert_file, key_file)
     return context
+
+
+def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    try:
+        context.load_cert_chain(cert_file, key_file or None)
+    except OSError as err:
+        files = f"{cert_file} / {key_file}" if key_file else cert_file
+        raise TlsFileError(f"SIP TLS certificate {files}: {describe(err)}") from err
 
 
 def describe(err: OSError) -> str:

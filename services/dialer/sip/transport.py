@@ -267,6 +267,13 @@ class TcpTransport:
                 stream.transport.close()
 
 
+# A peer that accepts the connection but never finishes the handshake (a plain SIP port given
+# for a TLS one keeps silent): the connection is given up after this long, well before the
+# INVITE's Timer B (64*T1 = 32 s), so that the call ends naming the handshake rather than as
+# a bare "408 Request Timeout". A handshake is two round trips; 10 s is generous.
+HANDSHAKE_TIMEOUT = 10.0
+
+
 class TlsTransport(TcpTransport):
     """TCP with TLS on every connection (RFC 3261 26.2.1): reused per destination like TCP's.
 
@@ -289,6 +296,7 @@ class TlsTransport(TcpTransport):
     ) -> None:
         super().__init__(on_message, on_error, buffer_bytes)
         self._client = client
+        self.handshake_timeout = HANDSHAKE_TIMEOUT
 
     @classmethod
     async def bind_tls(
@@ -324,7 +332,5 @@ class TlsTransport(TcpTransport):
             ssl=self._client,
             # The name the certificate must carry: the host as we were given it.
             server_hostname=to.host,
-            # A peer that accepts the connection but never finishes the handshake: the
-            # transaction's Timer B (64*T1) ends the call anyway; this frees the socket.
-            ssl_handshake_timeout=32.0,
+            ssl_handshake_timeout=self.handshake_timeout,
         )
