@@ -73,7 +73,9 @@ class TlsLab:
         self.phones: list[Phone] = []
         self.backends: list[SipBackend] = []
 
-    async def start_proxy(self, certificate: Issued, host: str = PROXY_HOST) -> Proxy:
+    async def start_proxy(
+        self, certificate: Issued, host: str = PROXY_HOST, *, accept_aliases: bool = False
+    ) -> Proxy:
         phones = {number: (phone, self.phone_port) for number, phone in NUMBERS.items()}
         self.proxy_host = host
         self.proxy_port, self.tls_port = free_phone_port(host), free_phone_port(host)
@@ -83,7 +85,9 @@ class TlsLab:
             transport="udp",
             account=ACCOUNT,
             host=host,
-            tls=ProxyTls(self.tls_port, certificate.cert_file, certificate.key_file),
+            tls=ProxyTls(
+                self.tls_port, certificate.cert_file, certificate.key_file, accept_aliases
+            ),
         )
         return self.proxy
 
@@ -92,7 +96,9 @@ class TlsLab:
         self.phones.append(phone)
         return phone
 
-    async def call(self, dial: str = "", handshake_timeout: float | None = None) -> CallReport:
+    async def call(
+        self, dial: str = "", handshake_timeout: float | None = None, listener: bool = True
+    ) -> CallReport:
         """Place one callback A 1001 -> B 2001 through the proxy's TLS port, dialled as `dial`
         (default: its address); then wait for every phone's own verdict."""
         proxy = Address(dial or self.proxy_host, self.tls_port)
@@ -109,12 +115,14 @@ class TlsLab:
             # What DIALER_SIP_TLS_CA_FILE / _CERT_FILE / _KEY_FILE make (services/dialer).
             tls_client=tls.client_context(
                 str(self.pki.trusted.ca_file),
-                str(self.pki.dialer.cert_file),
-                str(self.pki.dialer.key_file),
+                str(self.pki.dialer.cert_file) if listener else "",
+                str(self.pki.dialer.key_file) if listener else "",
             ),
             tls_server=tls.server_context(
                 str(self.pki.dialer.cert_file), str(self.pki.dialer.key_file)
-            ),
+            )
+            if listener
+            else None,
         )
         if handshake_timeout is not None:
             assert isinstance(backend.ua.transport, TlsTransport)
@@ -194,6 +202,22 @@ async def test_an_untrusted_certificate_is_refused_with_a_clear_reason(lab: TlsL
     assert a.final_response.startswith("503 Transport Error: TLS 127.0.0.10:"), a.final_response
     assert "certificate verify failed: unable to get local issuer certificate" in report.comment
     assert lab.requests("INVITE") == []  # the proxy never saw a request
+
+
+async def test_without_a_certificate_the_phones_bye_comes_back_on_our_connection(
+    lab: TlsLab,
+) -> None:
+    # No DIALER_SIP_TLS_CERT_FILE: no listener, so our Via carries `alias` (RFC 5923) and a
+    # proxy that honours it (Kamailio: tcp_accept_aliases) sends B's BYE on the connection
+    # we opened. Without the alias Kamailio opens a new connection to our Contact, which
+    # nobody answers: with the alias taken out of Via this test fails, B getting a 477.
+    await lab.start_proxy(lab.pki.proxy, accept_aliases=True)
+    await lab.phone(A, scenario("answer", "a", proxy=lab.proxy_host))
+    await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=lab.proxy_host))
+    report = await lab.call(listener=False)
+    assert report.outcome == "connected", report
+    assert {leg.hangup_by for leg in report.legs} == {"b"}
+    assert all(leg.teardown_confirmed for leg in report.legs), report
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,9 @@ class ProxyTls:
     port: int
     cert_file: Path
     key_file: Path
+    # Honour a Via `alias` (RFC 5923): requests towards the Via's address go back on the
+    # connection the message came on, instead of a new one.
+    accept_aliases: bool = False
 
 
 # Kamailio's TLS module (kamailio-tls-modules): a listener, the proxy's certificate, TLS 1.2
@@ -105,6 +108,7 @@ class ProxyTls:
 # the dialer's certificate: the dialer's own checks are what the tests are about.
 _TLS = """enable_tls=yes
 listen=tls:{host}:{port}
+tcp_accept_aliases={aliases}
 loadmodule "tls.so"
 modparam("tls", "certificate", "{cert}")
 modparam("tls", "private_key", "{key}")
@@ -170,7 +174,13 @@ def _command(
         username=username,
         password=password,
         routing=routing,
-        tls=_TLS.format(host=host, port=tls.port, cert=tls.cert_file, key=tls.key_file)
+        tls=_TLS.format(
+            host=host,
+            port=tls.port,
+            cert=tls.cert_file,
+            key=tls.key_file,
+            aliases="yes" if tls.accept_aliases else "no",
+        )
         if tls
         else "",
     )

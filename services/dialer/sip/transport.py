@@ -30,6 +30,9 @@ OnError = Callable[[Address, str], None]
 class Transport(Protocol):
     name: str  # "UDP", "TCP" or "TLS", as written in Via
     reliable: bool  # no retransmissions needed (RFC 3261 17.1.1.2)
+    # Ask the peer to send its requests back on our connection (RFC 5923 `alias` in Via):
+    # for a TLS dialer without a listener of its own.
+    alias: bool
     local: Address  # the address we advertise in Via and Contact
 
     def send(self, data: bytes, to: Address) -> None:
@@ -73,6 +76,7 @@ class UdpTransport:
     the socket is readable; sends at once, queueing only what the kernel refuses for now."""
 
     name = "UDP"
+    alias = False
     reliable = False
 
     def __init__(self, sock: socket.socket, on_message: OnMessage, local: Address) -> None:
@@ -183,6 +187,7 @@ class _Stream(asyncio.Protocol):
 
 class TcpTransport:
     name = "TCP"
+    alias = False
     reliable = True
 
     def __init__(self, on_message: OnMessage, on_error: OnError, buffer_bytes: int) -> None:
@@ -311,6 +316,9 @@ class TlsTransport(TcpTransport):
         server: ssl.SSLContext | None,
     ) -> TlsTransport:
         transport = cls(on_message, on_error, buffer_bytes, client)
+        # No listener: a request towards our Contact can only come on a connection we
+        # opened, so ask the proxy to reuse it (RFC 5923; Kamailio: tcp_accept_aliases).
+        transport.alias = server is None
         port = bind.port
         if server is not None:
             transport._server = await asyncio.get_running_loop().create_server(

@@ -98,7 +98,10 @@ class UserAgent:
 
     def via(self, branch: str) -> str:
         local = self.transport.local
-        return f"SIP/2.0/{self.transport.name} {local.host}:{local.port};branch={branch};rport"
+        alias = ";alias" if self.transport.alias else ""
+        return (
+            f"SIP/2.0/{self.transport.name} {local.host}:{local.port};branch={branch};rport{alias}"
+        )
 
     def contact(self) -> str:
         local = self.transport.local
