@@ -171,7 +171,7 @@ class _Stream(asyncio.Protocol):
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Address(str(host), int(port))
-        self._owner.connections.setdefault(self.peer, self)
+        self._owner.register(self)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -180,9 +180,7 @@ class _Stream(asyncio.Protocol):
             _deliver(self._owner.on_message, message, self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for key, stream in list(self._owner.connections.items()):
-            if stream is self:
-                del self._owner.connections[key]
+        self._owner.unregister(self)
 
 
 class TcpTransport:
@@ -217,9 +215,21 @@ class TcpTransport:
         transport.local = Address(advertise or bind.host, port)
         return transport
 
+    def register(self, stream: _Stream) -> None:
+        """A connection is up (ours or the peer's): reachable by the peer's address."""
+        self.connections.setdefault(stream.peer, stream)
+
+    def unregister(self, stream: _Stream) -> None:
+        for key, known in list(self.connections.items()):
+            if known is stream:
+                del self.connections[key]
+
+    def _stream_for(self, data: bytes, to: Address) -> _Stream | None:
+        return self.connections.get(to)
+
     def send(self, data: bytes, to: Address) -> None:
         SENT.inc()
-        stream = self.connections.get(to)
+        stream = self._stream_for(data, to)
         writer = stream.transport if stream is not None else None
         if writer is not None and not writer.is_closing():
             writer.write(data)
@@ -302,6 +312,10 @@ class TlsTransport(TcpTransport):
         super().__init__(on_message, on_error, buffer_bytes)
         self._client = client
         self.handshake_timeout = HANDSHAKE_TIMEOUT
+        # Connections a peer opened to our listener (and ours, until verified): its
+        # certificate was never checked, so they carry only responses to the requests that
+        # came on them; requests go only on connections we opened and verified (connections).
+        self._accepted: dict[Address, _Stream] = {}
 
     @classmethod
     async def bind_tls(
@@ -330,6 +344,26 @@ class TlsTransport(TcpTransport):
         # would be, so the default 5061 when none was given.
         transport.local = Address(advertise or bind.host, port or 5061)
         return transport
+
+    def register(self, stream: _Stream) -> None:
+        self._accepted.setdefault(stream.peer, stream)
+
+    def unregister(self, stream: _Stream) -> None:
+        super().unregister(stream)
+        if self._accepted.get(stream.peer) is stream:
+            del self._accepted[stream.peer]
+
+    def close(self) -> None:
+        super().close()
+        for stream in list(self._accepted.values()):
+            if stream.transport is not None:
+                stream.transport.close()
+
+    def _stream_for(self, data: bytes, to: Address) -> _Stream | None:
+        stream = self.connections.get(to)
+        if stream is None and data.startswith(b"SIP/2.0 "):  # a response (RFC 3261 18.2.2)
+            stream = self._accepted.get(to)
+        return stream
 
     async def _open(
         self, sock: socket.socket, to: Address
