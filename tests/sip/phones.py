@@ -113,9 +113,10 @@ def _stream(media: Media | None) -> str:
 
 
 _CAPTURES = {
-    # The Contact URI with its parameters: ;transport=tcp tells a proxy how to reach us.
+    # The Contact URI with its parameters: ;transport=tcp tells a proxy how to reach us, and
+    # a sips: URI to use TLS.
     "dialog": '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>'
-    '<ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
+    '<ereg regexp="sips?:[^>]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
     "cseq": '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq"/>',
     "rr": '<ereg regexp=".*" search_in="hdr" header="Record-Route:" assign_to="invite_rr"/>',
     # Every Via line of the request, without the last line end (sipp's [last_Via:] and a

@@ -85,6 +85,11 @@ def test_lists_addresses_and_uris() -> None:
     assert split_list('"a, b" <sip:x>, <sip:y;p=1,2>') == ['"a, b" <sip:x>', "<sip:y;p=1,2>"]
     assert address_of("sip:+1555@10.0.0.2:5080;transport=tcp") == Address("10.0.0.2", 5080)
     assert address_of("sip:pbx.example") == Address("pbx.example", 5060)
+    # TLS without a port: 5061 (RFC 3261 19.1.2), for a SIPS URI or Kamailio's transport=tls.
+    assert address_of("sips:pbx.example") == Address("pbx.example", 5061)
+    assert address_of("SIPS:+1555@10.0.0.2;lr") == Address("10.0.0.2", 5061)
+    assert address_of("sip:10.0.0.3;transport=TLS;r2=on;lr") == Address("10.0.0.3", 5061)
+    assert address_of("sips:pbx.example:5081") == Address("pbx.example", 5081)
     assert uri_of("sip:x@y;tag=1") == "sip:x@y"
 
 
