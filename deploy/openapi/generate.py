@@ -152,6 +152,19 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "CallbackParams.caller_id_number": {**PHONE, "pattern": r"^(\+?[0-9*#]+)?$", "minLength": 0},
     "CallbackParams.extended_a_numbers": {"maxItems": validation.MAX_EXTENDED_A_NUMBERS},
     "CallbackParams.extended_a_numbers[]": PHONE,
+    "CallbackParams.call_duration": {
+        "minimum": 0,
+        "maximum": validation.MAX_CALL_DURATION,
+        "default": 0,
+    },
+    # 0 (the dialer's own) or MIN..MAX seconds.
+    "CallbackParams.ring_timeout": {
+        "anyOf": [
+            {"enum": [0]},
+            {"minimum": validation.MIN_RING_TIMEOUT, "maximum": validation.MAX_RING_TIMEOUT},
+        ],
+        "default": 0,
+    },
     "GetCallHistoryRequest.call_uuid": {"format": "uuid"},
     "UpdateTaskRequest.try_count": {"minimum": 1, "maximum": 50},
     "UpdateTaskRequest.try_again_pause": {

@@ -105,6 +105,8 @@ def call_to_proto(row: Row[Any]) -> pb.CallRecord:
         ended_utc=format_utc(row.ended_at) if row.ended_at else "",
         duration_seconds=record.get("duration_seconds", 0.0),
         talk_seconds=record.get("talk_seconds", 0.0),
+        ring_timeout=record.get("ring_timeout", 0.0),
+        call_duration=record.get("call_duration", 0.0),
         legs=legs,
         backend=row.backend,
     )
