@@ -185,6 +185,7 @@ RESPONSE_CONSTRAINTS: dict[str, Schema] = {
     "Queue.status": {"enum": QUEUE_STATUS},
     "Queue.concurrent_task_limit": {"minimum": 1},
     "Queue.create_date_utc": {"pattern": UTC_TIME},
+    "Queue.last_call_date": {"pattern": UTC_TIME_OR_EMPTY},
     "Task.status": {"enum": TASK_STATUS},
     "Task.finish_result": {"enum": ["", "success", "failed"]},
     "Task.try_count": {"minimum": 1, "maximum": 50},
