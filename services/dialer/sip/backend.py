@@ -13,7 +13,7 @@ import ssl
 import time
 from datetime import UTC, datetime
 
-from services.dialer.backend import CallPlan, CallReport, OnConnected
+from services.dialer.backend import CallPlan, CallReport, OnConnected, limit
 from services.dialer.pacing import Pacer
 from services.dialer.sip import tls
 from services.dialer.sip.callback import Callback
@@ -151,8 +151,9 @@ class SipBackend:
                 plan,
                 account,
                 assert_identity=self._assert_identity,
-                ring_timeout=self._ring_timeout,
-                max_call=self._max_call,
+                # The task's limits, within the dialer's.
+                ring_timeout=limit(plan.ring_timeout, self._ring_timeout),
+                max_call=limit(plan.max_call, self._max_call),
             )
         except (LookupError, ValueError) as err:  # no route for a number, or not a number
             now = datetime.now(UTC)
