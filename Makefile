@@ -57,6 +57,11 @@ system-deps:
 		echo "installing kamailio (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio >/dev/null; \
 	fi
+	@# Kamailio's TLS module: the TLS peer of the SIP-over-TLS tests (Debian's sipp has no TLS).
+	@if ! ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1; then \
+		echo "installing kamailio-tls-modules (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio-tls-modules >/dev/null; \
+	fi
 	@# Debian's Chromium: the console's browser test drives it with Playwright (never a
 	@# browser Playwright downloads itself).
 	@if ! command -v chromium >/dev/null; then \

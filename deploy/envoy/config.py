@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.envoy import body_fields
 from services.common.auth import ISSUER
 
 LUA_SCRIPT = Path(__file__).with_name("bare_arrays.lua")
+UNKNOWN_FIELDS_SCRIPT = Path(__file__).with_name("unknown_fields.lua")
+# The Lua filter that refuses unknown JSON fields (a name of its own: two Lua filters).
+UNKNOWN_FIELDS_FILTER = "callback_scheduler.unknown_fields"
 # The web console's static files (deploy/console), served by Envoy itself at CONSOLE_PREFIX.
 CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
 CONSOLE_PREFIX = "/console/"
@@ -149,7 +153,41 @@ def _local_reply_config(settings: EnvoySettings) -> dict[str, Any]:
         )
     if settings.console:
         mappers = console_reply_mappers() + mappers
-    return {"mappers": mappers, "body_format": _status_body(2, "UNKNOWN")}
+    return {
+        "mappers": [_unknown_field_mapper(), *mappers],
+        "body_format": _status_body(2, "UNKNOWN"),
+    }
+
+
+def _unknown_field_mapper() -> dict[str, Any]:
+    """The 400 of an unknown JSON field (unknown_fields.lua): the api's error shape, with
+    the field in BadRequest.field_violations as the api names fields."""
+    body = _status_body(3, "INVALID_INPUT")
+    body["json_format"]["details"].append(
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "field_violations": [
+                {
+                    "field": f"%DYNAMIC_METADATA({body_fields.METADATA_NAMESPACE}:field)%",
+                    "description": body_fields.DESCRIPTION,
+                }
+            ],
+        }
+    )
+    return {
+        "filter": {
+            "metadata_filter": {
+                "matcher": {
+                    "filter": body_fields.METADATA_NAMESPACE,
+                    "path": [{"key": "field"}],
+                    "value": {"present_match": True},
+                },
+                # Envoy's default matches a request without the key: every other 400.
+                "match_if_key_not_found": False,
+            }
+        },
+        "body_format_override": body,
+    }
 
 
 def _path_filter(regex: str) -> dict[str, Any]:
@@ -285,6 +323,7 @@ _CONSOLE_SKIPS = (
     "envoy.filters.http.local_ratelimit",
     "envoy.filters.http.buffer",
     "envoy.filters.http.lua",
+    UNKNOWN_FIELDS_FILTER,
     "envoy.filters.http.grpc_json_transcoder",
 )
 
@@ -362,6 +401,15 @@ def _http_filters(settings: EnvoySettings) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
                 "default_source_code": {"inline_string": LUA_SCRIPT.read_text()},
+            },
+        },
+        {
+            "name": UNKNOWN_FIELDS_FILTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {
+                    "inline_string": body_fields.lua_tables() + UNKNOWN_FIELDS_SCRIPT.read_text()
+                },
             },
         },
         {

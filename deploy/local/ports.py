@@ -1,9 +1,9 @@
 """Ports the local stack listens on, checked before anything starts.
 
 A part that finds its port taken fails in its own way (nats-server logs [FTL], Python dies with
-a traceback, a gRPC server with SO_REUSEPORT even starts and shares the port with the old one),
-so the launcher checks every port first and names the port, who holds it and the setting that
-moves it, in one line.
+a traceback, our gRPC servers stop with "cannot listen": grpcserver.py turns off the SO_REUSEPORT
+with which gRPC would share the port with the old holder), so the launcher checks every port
+first and names the port, who holds it and the setting that moves it, in one line.
 """
 
 from __future__ import annotations

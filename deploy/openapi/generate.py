@@ -152,6 +152,19 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "CallbackParams.caller_id_number": {**PHONE, "pattern": r"^(\+?[0-9*#]+)?$", "minLength": 0},
     "CallbackParams.extended_a_numbers": {"maxItems": validation.MAX_EXTENDED_A_NUMBERS},
     "CallbackParams.extended_a_numbers[]": PHONE,
+    "CallbackParams.call_duration": {
+        "minimum": 0,
+        "maximum": validation.MAX_CALL_DURATION,
+        "default": 0,
+    },
+    # 0 (the dialer's own) or MIN..MAX seconds.
+    "CallbackParams.ring_timeout": {
+        "anyOf": [
+            {"enum": [0]},
+            {"minimum": validation.MIN_RING_TIMEOUT, "maximum": validation.MAX_RING_TIMEOUT},
+        ],
+        "default": 0,
+    },
     "GetCallHistoryRequest.call_uuid": {"format": "uuid"},
     "UpdateTaskRequest.try_count": {"minimum": 1, "maximum": 50},
     "UpdateTaskRequest.try_again_pause": {
@@ -172,6 +185,7 @@ RESPONSE_CONSTRAINTS: dict[str, Schema] = {
     "Queue.status": {"enum": QUEUE_STATUS},
     "Queue.concurrent_task_limit": {"minimum": 1},
     "Queue.create_date_utc": {"pattern": UTC_TIME},
+    "Queue.last_call_date": {"pattern": UTC_TIME_OR_EMPTY},
     "Task.status": {"enum": TASK_STATUS},
     "Task.finish_result": {"enum": ["", "success", "failed"]},
     "Task.try_count": {"minimum": 1, "maximum": 50},

@@ -24,7 +24,7 @@ from services.api.validation import (
     TaskChanges,
     TaskFilter,
 )
-from services.common.models import Call, IdempotencyKey, Interval, Queue, Task
+from services.common.models import Call, IdempotencyKey, Interval, Queue, QueueTaskCount, Task
 from services.common.tenancy import DestinationRule
 
 queues = cast(Table, Queue.__table__)
@@ -32,6 +32,14 @@ tasks = cast(Table, Task.__table__)
 calls = cast(Table, Call.__table__)
 idempotency_keys = cast(Table, IdempotencyKey.__table__)
 intervals = cast(Table, Interval.__table__)
+queue_counts = cast(Table, QueueTaskCount.__table__)
+
+# A queue with its counters (one primary-key lookup per queue; no row before its first task).
+_QUEUE_WITH_COUNTS = select(
+    queues,
+    func.coalesce(queue_counts.c.task_count, 0).label("task_count"),
+    func.coalesce(queue_counts.c.sched_task_count, 0).label("sched_task_count"),
+).select_from(queues.outerjoin(queue_counts, queue_counts.c.queue_id == queues.c.id))
 
 
 def _no_interval_as_null(values: dict[str, Any]) -> dict[str, Any]:
@@ -52,8 +60,7 @@ async def insert_queue(conn: AsyncConnection, client_id: str, queue: NewQueue) -
 async def select_queues(conn: AsyncConnection, client_id: str, page: Page) -> Sequence[Row[Any]]:
     """One page of a client's queues, by id."""
     stmt = (
-        select(queues)
-        .where(queues.c.client_id == client_id, queues.c.id > page.after_id)
+        _QUEUE_WITH_COUNTS.where(queues.c.client_id == client_id, queues.c.id > page.after_id)
         .order_by(queues.c.id)
         .limit(page.limit)
     )
@@ -62,7 +69,7 @@ async def select_queues(conn: AsyncConnection, client_id: str, page: Page) -> Se
 
 async def select_queue(conn: AsyncConnection, client_id: str, queue_id: int) -> Row[Any] | None:
     """One of a client's queues."""
-    stmt = select(queues).where(queues.c.client_id == client_id, queues.c.id == queue_id)
+    stmt = _QUEUE_WITH_COUNTS.where(queues.c.client_id == client_id, queues.c.id == queue_id)
     return (await conn.execute(stmt)).one_or_none()
 
 
@@ -87,10 +94,11 @@ async def update_queue(
         update(queues)
         .where(queues.c.client_id == client_id, queues.c.id == queue_id)
         .values(**values)
-        .returning(queues)
+        .returning(queues.c.id)
     )
-    updated: Row[Any] | None = (await conn.execute(stmt)).one_or_none()
-    return updated
+    if (await conn.execute(stmt)).one_or_none() is None:
+        return None
+    return await select_queue(conn, client_id, queue_id)  # with its counters
 
 
 _LOCK_QUEUE_FOR_DELETE = text("""

@@ -71,6 +71,10 @@ def queue_to_proto(row: Row[Any]) -> pb.Queue:
         concurrent_task_limit=row.concurrent_task_limit,
         create_date_utc=format_utc(row.create_date_utc),
         interval_id=row.interval_id or 0,
+        # A queue just created has no counters yet (its row comes from the INSERT).
+        sched_task_count=getattr(row, "sched_task_count", 0),
+        task_count=getattr(row, "task_count", 0),
+        last_call_date=format_utc(row.last_call_at) if row.last_call_at else "",
     )
 
 
@@ -105,6 +109,8 @@ def call_to_proto(row: Row[Any]) -> pb.CallRecord:
         ended_utc=format_utc(row.ended_at) if row.ended_at else "",
         duration_seconds=record.get("duration_seconds", 0.0),
         talk_seconds=record.get("talk_seconds", 0.0),
+        ring_timeout=record.get("ring_timeout", 0.0),
+        call_duration=record.get("call_duration", 0.0),
         legs=legs,
         backend=row.backend,
     )

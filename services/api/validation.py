@@ -42,6 +42,13 @@ MAX_CONCURRENT_TASK_LIMIT = 10_000
 MAX_CONDITIONS = 50
 MAX_INTERVALS_PER_CLIENT = 1000
 MAX_TIMEZONE_LENGTH = 64
+# Per-task call limits (callback_params), in seconds; 0 means the dialer's own. The upper
+# bounds are the dialer's defaults (DIALER_RING_TIMEOUT_SECONDS, DIALER_MAX_CALL_SECONDS):
+# the longest call must fit in the dispatcher's attempt lease, so a task may shorten a call,
+# never lengthen it. Below 5 s a ring barely reaches a phone before it is cancelled.
+MIN_RING_TIMEOUT = 5
+MAX_RING_TIMEOUT = 60
+MAX_CALL_DURATION = 3600
 
 _PHONE = re.compile(r"\+?[0-9*#]+")
 _URL = TypeAdapter(AnyHttpUrl)
@@ -282,10 +289,24 @@ class IntervalChanges(_Strict):
     conditions: Conditions | None = None
 
 
+def _ring_timeout(value: int) -> int:
+    if value and not MIN_RING_TIMEOUT <= value <= MAX_RING_TIMEOUT:
+        raise PydanticCustomError(
+            "ring_timeout",
+            "must be a whole number of seconds from {low} to {high} "
+            "(0 or absent: the dialer's ring timeout)",
+            {"low": MIN_RING_TIMEOUT, "high": MAX_RING_TIMEOUT},
+        )
+    return value
+
+
 class CallbackParams(_Strict):
     caller_id_name: Annotated[str, Field(max_length=64), AfterValidator(_display_name)] = ""
     caller_id_number: Annotated[str, AfterValidator(lambda v: v and _phone(v))] = ""
     extended_a_numbers: Annotated[list[Phone], Field(max_length=MAX_EXTENDED_A_NUMBERS)] = []
+    # Seconds; 0: the dialer's own limit.
+    call_duration: Annotated[int, Field(ge=0, le=MAX_CALL_DURATION)] = 0
+    ring_timeout: Annotated[int, AfterValidator(_ring_timeout)] = 0
 
 
 class NewTask(_Strict):

@@ -42,6 +42,8 @@ GRANTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "idempotency_keys": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         # Calling windows: the api alone writes them.
         "intervals": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        # Queue counters: shown by the api, kept by triggers (SECURITY DEFINER, 0017).
+        "queue_task_counts": ("SELECT",),
     },
     "dispatcher": {
         # Locked FOR UPDATE when claimed, which needs UPDATE on some column: the one whose

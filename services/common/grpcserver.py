@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -111,19 +113,26 @@ def translate_errors(method: Method) -> Method:
     return wrapper  # type: ignore[return-value]
 
 
-async def serve(
+class CannotListen(RuntimeError):
+    """The address is taken (or not ours to bind)."""
+
+
+async def start_server(
     address: str,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     *,
-    on_shutdown: Callable[[], Awaitable[None]] | None = None,
-    grace_seconds: float = 10.0,
     max_message_bytes: int = 32 * 1024 * 1024,
-) -> None:
-    """Run a grpc.aio server with health and reflection until SIGTERM/SIGINT."""
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A started grpc.aio server with health and reflection, every service SERVING."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second server on a taken port then starts
+            # without error and the kernel shares the connections between the two (a client
+            # of the api got "Method not found" from another stack's notifier half the time).
+            # A taken port must be an error at start.
+            ("grpc.so_reuseport", 0),
         ]
     )
     service_names = list(register(server))
@@ -132,22 +141,83 @@ async def serve(
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as err:  # grpc.aio raises where the sync server returns 0
+        raise CannotListen(f"cannot listen on {address}: address in use or not available") from err
     if bound == 0:
-        raise RuntimeError(f"cannot listen on {address}")
+        raise CannotListen(f"cannot listen on {address}: address in use or not available")
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", extra={"action": "start", "address": address})
+    return server, health_servicer
 
+
+async def serve(
+    address: str,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    *,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    grace_seconds: float = 10.0,
+    shutdown_deadline_seconds: float = 30.0,
+    max_message_bytes: int = 32 * 1024 * 1024,
+) -> None:
+    """Run a grpc.aio server with health and reflection until SIGTERM/SIGINT, then stop it
+    and run `on_shutdown`; a stop that takes longer than `shutdown_deadline_seconds` ends the
+    process (exit status 70) after logging where each task was."""
+    server, health_servicer = await start_server(
+        address, register, max_message_bytes=max_message_bytes
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Said once a stop signal is handled: whoever waits for this line may send one.
+    log.info("serving", extra={"action": "start", "address": address})
     await stop.wait()
 
     log.info("stopping", extra={"action": "stop"})
+    watchdog = threading.Timer(
+        shutdown_deadline_seconds, _give_up, (loop, shutdown_deadline_seconds)
+    )
+    watchdog.daemon = True
+    watchdog.start()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace_seconds)
     if on_shutdown is not None:
         await on_shutdown()
+    # The watchdog is left running: asyncio.run's own clean-up (cancelling what is left)
+    # comes after this and can hang too; a daemon thread ends with the process.
+
+
+def _give_up(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    """The watchdog's end of a stop that hangs. A process whose database and NATS went away
+    with its launcher once spent two hours in its stop; whatever hangs, a stopped service must
+    end (its leases and redeliveries cover the work it leaves). A thread, not a loop timer:
+    it fires even if the event loop is blocked."""
+    try:
+        # Read from another thread while the loop runs: good enough for a last report.
+        stacks = {task.get_name(): _await_chain(task) for task in asyncio.all_tasks(loop)}
+    except Exception as err:  # the report must never keep the process alive
+        stacks = {"error": repr(err)}
+    log.error(
+        "shutdown did not finish in time; exiting",
+        extra={"action": "stop_timeout", "deadline_seconds": deadline, "tasks": stacks},
+    )
+    logging.shutdown()
+    os._exit(70)
+
+
+def _await_chain(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: each coroutine it awaits, outermost first (Task.get_stack shows
+    only the outermost frame of a suspended task)."""
+    places = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            places.append(repr(awaited)[:200])
+            break
+        places.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " > ".join(places)

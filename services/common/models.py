@@ -78,6 +78,23 @@ class Queue(Base):
     )
     # The calling window; NULL: always open.
     interval_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # When the queue's latest call was dialed (set by the claim's trigger, migration 0017);
+    # NULL: none yet.
+    last_call_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class QueueTaskCount(Base):
+    """A queue's task counters, kept by triggers on tasks (migration 0017): the API shows
+    them without counting (O(1) per queue, whatever the queue holds)."""
+
+    __tablename__ = "queue_task_counts"
+
+    queue_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Every task of the queue, and those not finished (scheduled, delayed, executed).
+    task_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    sched_task_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Interval(Base):

@@ -35,5 +35,7 @@ def task_to_proto(row: Any) -> pb.Task:
             caller_id_name=params.get("caller_id_name", ""),
             caller_id_number=params.get("caller_id_number", ""),
             extended_a_numbers=params.get("extended_a_numbers", []),
+            call_duration=params.get("call_duration", 0),
+            ring_timeout=params.get("ring_timeout", 0),
         ),
     )

@@ -13,6 +13,7 @@ from services.dialer.backend import TelephonyBackend
 from services.dialer.consumer import Dialer
 from services.dialer.settings import DialerSettings
 from services.dialer.simulated import SimulatedBackend
+from services.dialer.sip import tls
 from services.dialer.sip.backend import SipBackend, parse_address
 from services.dialer.sip.leg import Account
 from services.dialer.sip.ua import Route
@@ -26,13 +27,23 @@ async def open_backend(settings: DialerSettings) -> TelephonyBackend:
             max_call_seconds=settings.max_call_seconds,
             seed=settings.simulated_seed,
         )
+    # SIP over TLS listens on 5061 unless told otherwise (RFC 3261 19.1.2).
+    port = 5061 if settings.sip_transport == "tls" else 5060
     routes = [
-        Route(r.pattern, parse_address(r.proxy), r.domain or parse_address(r.proxy).host)
+        Route(r.pattern, parse_address(r.proxy, port), r.domain or parse_address(r.proxy).host)
         for r in settings.sip_routes
     ]
     if settings.sip_proxy:
-        proxy = parse_address(settings.sip_proxy)
+        proxy = parse_address(settings.sip_proxy, port)
         routes.append(Route("*", proxy, settings.sip_domain or proxy.host))
+    tls_client = tls_server = None
+    if settings.sip_transport == "tls":
+        # Read now: a missing or unreadable file stops the start with the file's name.
+        tls_client = tls.client_context(
+            settings.sip_tls_ca_file, settings.sip_tls_cert_file, settings.sip_tls_key_file
+        )
+        if settings.sip_tls_cert_file:
+            tls_server = tls.server_context(settings.sip_tls_cert_file, settings.sip_tls_key_file)
     return await SipBackend.open(
         transport=settings.sip_transport,
         listen=settings.sip_listen,
@@ -47,6 +58,8 @@ async def open_backend(settings: DialerSettings) -> TelephonyBackend:
         ring_timeout_seconds=settings.ring_timeout_seconds,
         max_call_seconds=settings.max_call_seconds,
         calls_per_second=settings.sip_calls_per_second,
+        tls_client=tls_client,
+        tls_server=tls_server,
     )
 
 
@@ -79,6 +92,8 @@ async def main() -> None:
         lambda server: [],
         on_shutdown=shutdown,
         grace_seconds=1.0,
+        # Calls in progress are allowed to end before the dialer does.
+        shutdown_deadline_seconds=settings.longest_call_seconds + 30.0,
     )
 
 

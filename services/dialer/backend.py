@@ -25,6 +25,16 @@ class CallPlan(NamedTuple):
     # The tenant's own SIP account for the extension (username, password), read by the
     # dialer from PostgreSQL; None: the operator's default account (extension 0 only).
     account: tuple[str, str] | None = None
+    # The task's own limits, in seconds (callback_params.ring_timeout, call_duration); 0:
+    # the backend's. A backend never goes past its own (see limit()).
+    ring_timeout: float = 0.0
+    max_call: float = 0.0
+
+
+def limit(requested: float, own: float) -> float:
+    """The limit a call runs with: the task's if it set one, capped by the backend's own
+    (the longest call must fit in the dispatcher's attempt lease)."""
+    return min(requested, own) if requested > 0 else own
 
 
 class Leg(NamedTuple):
@@ -69,12 +79,17 @@ class CallReport(NamedTuple):
     ended: datetime
     legs: tuple[Leg, ...] = ()
     connected_at: datetime | None = None
+    # The limits the call ran with (set by the dialer, which knows them for every backend).
+    ring_timeout: float = 0.0
+    max_call: float = 0.0
 
     def as_record(self) -> dict[str, Any]:
         return {
             "legs": [leg.as_record() for leg in self.legs],
             "duration_seconds": _seconds(self.started, self.ended),
             "talk_seconds": _seconds(self.connected_at, self.ended),
+            "ring_timeout": self.ring_timeout,
+            "call_duration": self.max_call,
         }
 
 

@@ -36,7 +36,7 @@ from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.common.supervision import exit_when_failed
 from services.dialer import repository
-from services.dialer.backend import CallPlan, CallReport, TelephonyBackend
+from services.dialer.backend import CallPlan, CallReport, TelephonyBackend, limit
 from services.dialer.events import CallEventPublisher
 from services.dialer.records import RecordWriter
 from services.dialer.settings import DialerSettings
@@ -516,7 +516,16 @@ class Dialer:
             else:  # stored before the call goes on, so it is ahead of the end event
                 await self._events.publish(_event(request, events_pb2.CallEvent.KIND_CONNECTED))
 
-        self._end(request, await self._backend.place_call(plan, connected))
+        report = await self._backend.place_call(plan, connected)
+        # The record says which limits the call ran with (the backends apply the same).
+        settings = self._settings
+        self._end(
+            request,
+            report._replace(
+                ring_timeout=limit(plan.ring_timeout, settings.ring_timeout_seconds),
+                max_call=limit(plan.max_call, settings.max_call_seconds),
+            ),
+        )
 
     def _end(self, request: events_pb2.DialRequest, report: CallReport) -> None:
         """Hand a call's record and end event to the writers."""
@@ -538,6 +547,8 @@ def _plan(request: events_pb2.DialRequest, account: tuple[str, str] | None) -> C
         caller_id_number=request.caller_id_number,
         extension_id=request.extension_id,
         account=account,
+        ring_timeout=request.ring_timeout,
+        max_call=request.call_duration,
     )
 
 

@@ -51,7 +51,15 @@ class DialerSettings(WorkerSettings):
     report_retry_seconds: float = 600.0
 
     # --- the sip backend ---
-    sip_transport: Literal["udp", "tcp"] = "udp"
+    sip_transport: Literal["udp", "tcp", "tls"] = "udp"
+    # --- TLS (sip_transport=tls) ---
+    # PEM bundle of the CAs trusted for SIP peers, instead of the system's store; empty: the
+    # system's. Certificates are always verified, names included (services/dialer/sip/tls.py).
+    sip_tls_ca_file: str = ""
+    # Our own certificate chain and key (PEM; the key may be in the same file): turns on the
+    # TLS listener on sip_listen, and is offered to trunks that ask for a client certificate.
+    sip_tls_cert_file: str = ""
+    sip_tls_key_file: str = ""
     # Where the dialer's SIP socket listens; port 0 picks a free one.
     sip_listen: str = "0.0.0.0:5060"
     # The host put in Via and Contact (the pod's address); default: the listen address, or
@@ -90,6 +98,12 @@ class DialerSettings(WorkerSettings):
                 "give accounts to tenants with `python -m services.api.admin account add "
                 "CLIENT EXTENSION`"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_key_needs_a_certificate(self) -> DialerSettings:
+        if self.sip_tls_key_file and not self.sip_tls_cert_file:
+            raise ValueError("DIALER_SIP_TLS_KEY_FILE needs DIALER_SIP_TLS_CERT_FILE")
         return self
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.dialer.backend import CallPlan, CallReport, Leg, OnConnected
+from services.dialer.backend import CallPlan, CallReport, Leg, OnConnected, limit
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,10 @@ class SimulatedBackend:
     def _rule(self, number: str) -> Rule:
         return next((rule for matches, rule in self._rules if matches(number)), ANY_NUMBER_ANSWERS)
 
-    def _ring(self, number: str) -> _Ring:
+    def _ring(self, number: str, ring_timeout: float) -> _Ring:
         rule = self._rule(number).draw(self._rng)
-        seconds = self._ring_timeout if rule.behaviour == "no_answer" else rule.ring_seconds
-        return _Ring(number, rule, min(seconds, self._ring_timeout))
+        seconds = ring_timeout if rule.behaviour == "no_answer" else rule.ring_seconds
+        return _Ring(number, rule, min(seconds, ring_timeout))
 
     def prepare_call(self, plan: CallPlan) -> None:
         pass  # nothing to build ahead
@@ -143,7 +143,9 @@ class SimulatedBackend:
             "simulated phones dialed",
             extra={"action": "simulated_dial", "call_uuid": plan.call_uuid, "a": plan.a_numbers},
         )
-        rings = [self._ring(number) for number in plan.a_numbers]
+        ring_timeout = limit(plan.ring_timeout, self._ring_timeout)
+        max_call = limit(plan.max_call, self._max_call)
+        rings = [self._ring(number, ring_timeout) for number in plan.a_numbers]
         answering = [r for r in rings if r.rule.behaviour == "answer"]
         winner = min(answering, key=lambda r: r.seconds) if answering else None
         wait = winner.seconds if winner else max(r.seconds for r in rings)
@@ -159,7 +161,7 @@ class SimulatedBackend:
                 legs=_a_legs(rings, None, started),
             )
 
-        b = self._ring(plan.b_number)
+        b = self._ring(plan.b_number, ring_timeout)
         await _wait(b.seconds)
         b_end = datetime.now(UTC)
         if b.rule.behaviour != "answer":
@@ -174,10 +176,10 @@ class SimulatedBackend:
 
         connected_at = b_end
         await on_connected()
-        talk = min(winner.rule.talk_seconds, b.rule.talk_seconds, self._max_call)
+        talk = min(winner.rule.talk_seconds, b.rule.talk_seconds, max_call)
         await _wait(talk)
         ended = datetime.now(UTC)
-        if talk >= self._max_call:
+        if talk >= max_call:
             hangup_by = "system"
         elif winner.rule.talk_seconds <= b.rule.talk_seconds:
             hangup_by = "a"

@@ -60,7 +60,13 @@ async def main() -> None:
 
     for worker in workers:
         worker.add_done_callback(exit_when_failed)
-    await serve(settings.grpc_address, lambda server: [], on_shutdown=shutdown)
+    # The stop: the grace of the gRPC server (10 s), the workers' (10 s), then the flush.
+    await serve(
+        settings.grpc_address,
+        lambda server: [],
+        on_shutdown=shutdown,
+        shutdown_deadline_seconds=45.0,
+    )
 
 
 if __name__ == "__main__":

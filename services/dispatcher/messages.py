@@ -50,6 +50,11 @@ def dial_request_fields(task: Any) -> dict[str, Any]:
         fields["caller_id_number"] = task.caller_id_number
     if task.extension_id:
         fields["extension_id"] = task.extension_id
+    # NULL for tasks stored before these limits existed: the dialer's own limits.
+    if task.ring_timeout:
+        fields["ring_timeout"] = task.ring_timeout
+    if task.call_duration:
+        fields["call_duration"] = task.call_duration
     return fields
 
 

@@ -204,7 +204,9 @@ _DIAL_COLUMNS = """t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number,
               t.extension_id, t.next_run_at, t.url_before, t.url_before_again, t.url_success,
               NULLIF(t.callback_params->'extended_a_numbers', '[]') AS extended_a_numbers,
               t.callback_params->>'caller_id_name' AS caller_id_name,
-              t.callback_params->>'caller_id_number' AS caller_id_number"""
+              t.callback_params->>'caller_id_number' AS caller_id_number,
+              (t.callback_params->>'ring_timeout')::int AS ring_timeout,
+              (t.callback_params->>'call_duration')::int AS call_duration"""
 
 _CLAIM_DUE_TASKS = text(f"""
     WITH due AS (

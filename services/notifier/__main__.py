@@ -47,7 +47,14 @@ async def main() -> None:
         await client.aclose()
         await engine.dispose()
 
-    await serve(settings.grpc_address, lambda server: [], on_shutdown=shutdown, grace_seconds=1.0)
+    await serve(
+        settings.grpc_address,
+        lambda server: [],
+        on_shutdown=shutdown,
+        grace_seconds=1.0,
+        # The workers' 5 s, then the deliveries in flight (one lease at most), then closing.
+        shutdown_deadline_seconds=settings.lease_seconds + 15.0,
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from tests.support.wire_times import parse_wire
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 RECORD_FIELDS = {
     "call_uuid", "task_id", "scheduler_id", "attempt", "result", "comment", "started_utc",
-    "ended_utc", "duration_seconds", "talk_seconds", "legs", "backend",
+    "ended_utc", "duration_seconds", "talk_seconds", "legs", "backend", "ring_timeout",
+    "call_duration",
 }  # fmt: skip
 LEG_FIELDS = {
     "role", "number", "result", "ring_started_utc", "answered_utc", "ended_utc",
@@ -86,6 +87,32 @@ def test_connected_call_record(api: httpx.Client, tenant: str) -> None:
         assert WIRE_TIME.fullmatch(leg["answered_utc"]), leg
         assert leg["talk_seconds"] > 0
         assert leg["hangup_by"] in ("a", "b")
+
+
+def test_the_tasks_call_limits_reach_the_phones_and_the_record(
+    api: httpx.Client, tenant: str
+) -> None:
+    # The test dialer rings 0.3 s at most and lets calls talk 5 s; LONG_CALL phones talk 1.5 s.
+    queue = create_queue(api, tenant)
+    limited = queue.add_one(**LONG_CALL, callback_params={"call_duration": 1, "ring_timeout": 30})
+    plain = queue.add_one(**LONG_CALL)
+    assert (
+        limited["callback_params"]["call_duration"],
+        plain["callback_params"]["call_duration"],
+    ) == (1, 0)
+    assert limited["callback_params"]["ring_timeout"] == 30
+
+    cut = record_of(api, tenant, queue.wait_finished(limited["id"], timeout=30)["cdr"])
+    whole = record_of(api, tenant, queue.wait_finished(plain["id"], timeout=30)["cdr"])
+
+    # The task's 1 s of talk, cut by the scheduler; its 30 s of ringing capped by the
+    # dialer's 0.3 s (a task may shorten a call, never lengthen it).
+    assert (cut["call_duration"], cut["ring_timeout"]) == (1.0, 0.3)
+    assert {leg["hangup_by"] for leg in cut["legs"]} == {"system"}
+    assert cut["talk_seconds"] >= 1.0
+    # Without limits of its own, a task runs with the dialer's, and the phones hang up.
+    assert (whole["call_duration"], whole["ring_timeout"]) == (5.0, 0.3)
+    assert {leg["hangup_by"] for leg in whole["legs"]} == {"a"}
 
 
 def test_every_attempt_has_its_own_record(stack: Stack, api: httpx.Client, tenant: str) -> None:

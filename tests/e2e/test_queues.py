@@ -21,6 +21,9 @@ QUEUE_FIELDS = {
     "concurrent_task_limit",
     "create_date_utc",
     "interval_id",
+    "sched_task_count",
+    "task_count",
+    "last_call_date",
 }
 TASK = {"a_number": "+79990001122", "b_number": "101"}
 

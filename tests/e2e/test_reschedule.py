@@ -65,7 +65,11 @@ def test_a_partial_update_changes_only_what_is_sent(
     response = put(api, path, start_time_utc="2031-05-06 07:08", callback_params=params)
     assert response.status_code == 200, response.text
     assert response.json()["start_time_utc"] == "2031-05-06 07:08:00"
-    assert response.json()["callback_params"] == params | {"extended_a_numbers": []}
+    assert response.json()["callback_params"] == params | {
+        "extended_a_numbers": [],
+        "call_duration": 0,
+        "ring_timeout": 0,
+    }
     assert response.json()["try_count"] == 5
     assert api.get(path).json() == response.json()
     assert next_run_at(stack, task["id"]).year == 2031

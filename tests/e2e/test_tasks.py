@@ -38,6 +38,8 @@ FULL_TASK: dict[str, Any] = {
         "caller_id_name": "Support",
         "caller_id_number": "+74950000000",
         "extended_a_numbers": ["+79990001123", "102"],
+        "call_duration": 120,
+        "ring_timeout": 25,
     },
 }
 
@@ -123,6 +125,8 @@ def test_new_task_has_published_fields_and_defaults(api: httpx.Client, tenant: s
         "caller_id_name": "",
         "caller_id_number": "",
         "extended_a_numbers": [],
+        "call_duration": 0,
+        "ring_timeout": 0,
     }
 
 
@@ -209,6 +213,8 @@ def test_callback_params_round_trip(api: httpx.Client, owner: str) -> None:
         "caller_id_name": "Shop",
         "caller_id_number": "+1555",
         "extended_a_numbers": ["201", "+79990001124", "#7"],
+        "call_duration": 0,
+        "ring_timeout": 0,
     }
 
     task = add_one(api, new_queue(api, owner), callback_params=params)
@@ -223,6 +229,8 @@ def test_partial_callback_params_fill_the_rest(api: httpx.Client, tenant: str) -
         "caller_id_name": "Shop",
         "caller_id_number": "",
         "extended_a_numbers": [],
+        "call_duration": 0,
+        "ring_timeout": 0,
     }
 
 

@@ -220,6 +220,12 @@ TASK_CASES: list[tuple[str, dict[str, Any]]] = [
         task(callback_params={"extended_a_numbers": ["102", "abc"]}),
     ),
     ("callback_params.extended_a_numbers", task(callback_params={"extended_a_numbers": [""]})),
+    ("callback_params.call_duration", task(callback_params={"call_duration": 3601})),
+    ("callback_params.call_duration", task(callback_params={"call_duration": -1})),
+    ("callback_params.call_duration", task(callback_params={"call_duration": "long"})),
+    ("callback_params.ring_timeout", task(callback_params={"ring_timeout": 4})),
+    ("callback_params.ring_timeout", task(callback_params={"ring_timeout": 61})),
+    ("callback_params.ring_timeout", task(callback_params={"ring_timeout": 2.5})),
     ("callback_params.extended_a_numbers", task(callback_params={"extended_a_numbers": [102]})),
     (
         "callback_params.extended_a_numbers",

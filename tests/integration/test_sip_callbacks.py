@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import pytest
 
+from bench.chaos_sip import read_trace
 from services.dialer.backend import CallPlan, CallReport, Leg
 from services.dialer.sip.backend import SipBackend
 from services.dialer.sip.leg import Account
@@ -157,6 +158,30 @@ async def test_maximum_call_duration_hangs_up_both(sip: Lab) -> None:
     assert report.outcome == "connected"
     assert {leg.hangup_by for leg in report.legs} == {"system"}
     assert all(leg.teardown_confirmed for leg in report.legs)
+
+
+# The phone's trace stamps a message when sipp reads it; the INVITE and the CANCEL cross the
+# same loopback, so their gap at the phone may differ from ours by scheduling noise only.
+TRACE_NOISE = 0.05
+
+
+async def test_task_ring_timeout_cancels_a_at_that_time(sip: Lab) -> None:
+    # The dialer would let A ring 30 s; the task allows 1 s. A rings on (a no-answer phone,
+    # its own -timeout 60 s): only our CANCEL ends it.
+    phone = await start_phone(
+        A, scenario("no_answer"), transport=sip.transport, port=sip.port, extra_args=("-trace_msg",)
+    )
+    sip.phones.append(phone)
+    backend = await sip.backend(ring_timeout=LONG_RING_TIMEOUT)
+    report = await sip.call(backend=backend, ring_timeout=SHORT_RING_TIMEOUT)
+    assert report.outcome == "a_no_answer", report
+    [a] = report.legs
+    assert a.final_response == "487 Request Terminated"
+    # The phone's own log: when it got the INVITE and when it got our CANCEL.
+    [trace] = phone.workdir.glob("*_messages.log")
+    received = {e.first_line.split()[0]: e.at for e in read_trace(trace, "a") if e.direction == "R"}
+    rang = (received["CANCEL"] - received["INVITE"]).total_seconds()
+    assert SHORT_RING_TIMEOUT - TRACE_NOISE <= rang < LONG_RING_TIMEOUT, rang
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ controller that swaps or drops an SDP makes a phone send to its own port, or now
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ import pytest
 
 from services.dialer.backend import CallPlan
 from tests.integration.test_sip_callbacks import A, B, Lab, legs
-from tests.sip.phones import Media, free_phone_port, scenario
+from tests.sip.phones import Media, Phone, Stream, free_phone_port, scenario, start_phone
 from tests.support.ports import free_port_block
 
 MARKERS = {A: b"audio-from-A;", B: b"audio-from-B;"}
@@ -129,3 +130,96 @@ async def test_audio_flows_both_ways_through_the_brokered_sdp(
         # address and marker tell the directions apart, not the SSRC.)
         assert len(ssrcs) == 1, (host, ssrcs)
         assert all(MARKERS[other] in payload for _, _, payload in ears[host].heard)
+
+
+# SRTP keyed in the SDP (SDES, RFC 4568): each phone's own key, as it would send it. Letters
+# and digits only, so that they stand for themselves in the phones' regexps.
+KEYS = {
+    A: "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
+    B: "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJC",
+}
+SAVP_M_LINE = r"m=audio [0-9]+ RTP/SAVP 0"
+
+
+def crypto(host: str) -> str:
+    return f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEYS[host]}"
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One message in a phone's sipp trace (`-trace_msg`)."""
+
+    received: bool
+    start_line: str
+    sdp: list[str]  # the body's lines
+
+
+def trace(phone: Phone) -> list[Traced]:
+    """Every message the phone received or sent, from sipp's own message trace: what the
+    phone saw, not what the controller meant to send."""
+    [log] = phone.workdir.glob("*_messages.log")
+    # Bytes, not read_text: its universal newlines would hide the messages' own CRLFs.
+    entries = re.split(
+        r"^-{20,} .*\n", log.read_bytes().decode(errors="replace"), flags=re.MULTILINE
+    )
+    traced = []
+    for entry in entries:
+        direction, _, message = entry.partition("\n\n")
+        if not message:
+            continue
+        head, _, body = message.partition("\r\n\r\n")
+        lines = [line for line in body.split("\r\n") if line.strip()]
+        traced.append(Traced("received" in direction, head.split("\r\n")[0], lines))
+    return traced
+
+
+def sdp_of(messages: list[Traced], received: bool, start: str) -> list[str]:
+    """The SDP of the last message with a body, received or sent, starting with `start`."""
+    bodies = [
+        m.sdp
+        for m in messages
+        if m.received == received and m.start_line.startswith(start) and m.sdp
+    ]
+    assert bodies, f"no {start} with a body {'received' if received else 'sent'}"
+    return bodies[-1]
+
+
+def but_origin(sdp: list[str]) -> list[str]:
+    return [line for line in sdp if not line.startswith("o=")]
+
+
+async def test_srtp_offers_and_answers_are_relayed_unchanged(lab: Lab) -> None:
+    # B offers RTP/SAVP with its key (B's 200); the controller relays it to A in the
+    # re-INVITE; A answers with its own key, relayed to B in the ACK. Each phone checks the
+    # other's key itself; the test also compares what each received with the other's SDP.
+    savp = {host: Stream("RTP/SAVP", (crypto(host),)) for host in (A, B)}
+    a_xml = scenario(
+        "answer",
+        "a",
+        stream=savp[A],
+        # The black hole keys A's stream with a key of ours, never A's own.
+        ack_checks=(r"m=audio 9 RTP/SAVP 0", r"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        sdp_checks=(SAVP_M_LINE, crypto(B)),
+    )
+    b_xml = scenario(
+        "answer", "b", hangup="phone", stream=savp[B], sdp_checks=(SAVP_M_LINE, crypto(A))
+    )
+    for host, xml in ((A, a_xml), (B, b_xml)):
+        phone = await start_phone(
+            host, xml, transport=lab.transport, port=lab.port, extra_args=("-trace_msg",)
+        )
+        lab.phones.append(phone)
+    report = await lab.call()
+    assert report.outcome == "connected", report
+    a_saw, b_saw = trace(lab.phones[0]), trace(lab.phones[1])
+    # A's re-INVITE carries B's offer line for line (our origin line aside), B's ACK A's
+    # answer: the profile and the keys as each phone sent them.
+    b_offer, a_answer = sdp_of(b_saw, False, "SIP/2.0 200"), sdp_of(a_saw, False, "SIP/2.0 200")
+    assert crypto(B) in b_offer and crypto(A) in a_answer  # the phones sent what we meant
+    [reinvite] = [m for m in a_saw if m.received and m.start_line.startswith("INVITE") and m.sdp]
+    assert but_origin(reinvite.sdp) == but_origin(b_offer)
+    assert but_origin(sdp_of(b_saw, True, "ACK")) == but_origin(a_answer)
+    # A's own key never comes back to it in the black hole: the key there is ours.
+    black_hole = "".join(sdp_of(a_saw[: a_saw.index(reinvite)], True, "ACK"))
+    assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in black_hole
+    assert KEYS[A] not in black_hole and KEYS[B] not in black_hole

@@ -10,6 +10,7 @@ saw what it should.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -190,11 +191,8 @@ async def test_tcp_leg_ringing_past_timer_b_is_cancelled_at_the_ring_timeout(
     assert lab.proxy is not None and len(lab.proxy.requests("CANCEL")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22 fault 2: the winning parallel A leg is ACKed (and B dialled) only once "
-    "every losing leg has finished",
-)
+# Issue 22 fault 2 (fixed): the winning parallel A leg was ACKed (and B dialled) only once
+# every losing leg had finished.
 async def test_a_late_487_from_a_losing_a_leg_does_not_hold_up_the_winner(lab: ProxyLab) -> None:
     # The loser answers our CANCEL at once but sends its 487 only 5 s later (RFC 3261 9.2
     # allows it); the winner must be ACKed and B dialled without waiting for it.
@@ -207,3 +205,44 @@ async def test_a_late_487_from_a_losing_a_leg_does_not_hold_up_the_winner(lab: P
     assert loser.final_response == "487 Request Terminated"
     # By order, not by a clock: B was dialled and answered before the loser's late 487.
     assert b.answered and loser.ended and b.answered < loser.ended, report
+
+
+async def test_a_losing_a_leg_that_never_answers_the_cancel_costs_nothing(lab: ProxyLab) -> None:
+    # The loser takes our CANCEL and never sends anything again (the proxy answers the CANCEL
+    # hop by hop, then waits on the phone far longer than we do). The callback still connects
+    # A and B; the loser's INVITE is given up 64*T1 after the CANCEL (RFC 3261 9.1) and its
+    # transaction destroyed. T1 scaled to 50 ms: the give-up comes 4.2 s after the CANCEL.
+    t1 = 0.05
+    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST, on_cancel="silence"))
+    await lab.phone(A2, scenario("answer", "a", proxy=PROXY_HOST))
+    await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=PROXY_HOST))
+    report = await lab.call(("1001", "1002"), expect="connected", t1=t1)
+    loser, winner, b = legs(report)["1001"], legs(report)["1002"], legs(report)["2001"]
+    assert winner.result == b.result == "answered", report
+    assert winner.teardown_confirmed and b.teardown_confirmed, report
+    assert loser.result == "cancelled" and loser.final_response == "408 No Final Response"
+    # By order: B answered before the loser was given up.
+    assert b.answered and loser.ended and b.answered < loser.ended, report
+    # Nothing of the call is left running once it is reported: no transaction without a
+    # final response (the loser's INVITE would stay in Proceeding forever), no task.
+    [backend] = lab.backends
+    assert [t.request.method for t in backend.ua.transactions.values() if t.final is None] == []
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert lab.proxy is not None and len(lab.proxy.requests("CANCEL")) == 1
+
+
+async def test_a_losing_a_leg_whose_200_crosses_the_cancel_is_acked_and_hung_up(
+    lab: ProxyLab,
+) -> None:
+    # The loser's 200 OK to the INVITE comes after our CANCEL (it crossed it, RFC 3261 9.1:
+    # the CANCEL then has no effect): its dialog is ACKed (a black hole) and ended with our
+    # BYE, both through the proxy, checked by the loser's phone itself, while A and B talk.
+    await lab.phone(A, scenario("no_answer", proxy=PROXY_HOST, on_cancel="answer"))
+    await lab.phone(A2, scenario("answer", "a", proxy=PROXY_HOST))
+    await lab.phone(B, scenario("answer", "b", hangup="phone", proxy=PROXY_HOST))
+    report = await lab.call(("1001", "1002"), expect="connected")
+    loser, winner, b = legs(report)["1001"], legs(report)["1002"], legs(report)["2001"]
+    assert winner.result == b.result == "answered", report
+    assert loser.result == "cancelled" and loser.final_response == "200 OK", report
+    assert loser.hangup_by == "system" and loser.teardown_confirmed, report
+    assert lab.insane() == []

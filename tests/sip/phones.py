@@ -27,6 +27,12 @@ Behaviour = Literal["answer", "busy", "no_answer", "reject"]
 # "a_hangs_up_early": answers, is acknowledged, then hangs up itself while B still rings.
 Role = Literal["a", "b", "a_dropped", "a_hangs_up_early"]
 Hangup = Literal["phone", "controller"]
+# What a ringing phone does with a CANCEL. "487": 200 to the CANCEL, then 487 to the INVITE
+# (after `late_487_ms`). "silence": sends nothing more at all, neither the CANCEL's 200 nor the
+# INVITE's 487 (its scenario ends there). "answer": its 200 to the INVITE crosses the CANCEL
+# (after the CANCEL's 200, as the caller cannot tell); it then expects our ACK (a black
+# hole) and our BYE.
+OnCancel = Literal["487", "silence", "answer"]
 
 _RESPONSE_HEAD = """SIP/2.0 {status}
       [last_Via:]
@@ -45,9 +51,9 @@ _SDP = """Content-Type: application/sdp
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
-      m=audio {media_port} RTP/AVP 0
+      m=audio {media_port} {profile} 0
       a=rtpmap:0 PCMU/8000
-"""
+{attributes}"""
 
 
 def _send(head: str, body: str = "Content-Length: 0\n", retrans: bool = False) -> str:
@@ -62,13 +68,30 @@ def _response(
     sdp: bool = False,
     extra: str = "",
     media_port: int | None = None,
+    stream: Stream | None = None,
 ) -> str:
     head = _RESPONSE_HEAD.format(
         status=status, to=_TAGGED_TO if tagged else "[last_To:]", cseq="[last_CSeq:]"
     )
     port = "[media_port]" if media_port is None else str(media_port)
-    body = _SDP.format(media_port=port) if sdp else "Content-Length: 0\n"
+    stream = stream or Stream()
+    attributes = "".join(f"      {line}\n" for line in stream.attributes)
+    body = (
+        _SDP.format(media_port=port, profile=stream.profile, attributes=attributes)
+        if sdp
+        else "Content-Length: 0\n"
+    )
     return _send(head + extra, body, retrans=sdp)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The audio stream a phone offers (in its 200 OK) and answers with (to a re-INVITE):
+    its transport profile and attribute lines after `a=rtpmap:0 PCMU/8000`, e.g. RTP/SAVP
+    with an `a=crypto` line (RFC 4568)."""
+
+    profile: str = "RTP/AVP"
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,10 +113,12 @@ def _stream(media: Media | None) -> str:
 
 
 _CAPTURES = {
-    # The Contact URI with its parameters: ;transport=tcp tells a proxy how to reach us.
+    # The Contact URI with its parameters: ;transport=tcp tells a proxy how to reach us, and
+    # a sips: URI to use TLS.
     "dialog": '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>'
-    '<ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
+    '<ereg regexp="sips?:[^>]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>',
     "cseq": '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq"/>',
+    "rr": '<ereg regexp=".*" search_in="hdr" header="Record-Route:" assign_to="invite_rr"/>',
     # Every Via line of the request, without the last line end (sipp's [last_Via:] and a
     # header search give only the first Via; a proxy needs its own and the caller's).
     "via": '<ereg regexp="Via:[^[:cntrl:]]*([[:cntrl:]]+Via:[^[:cntrl:]]*)*" search_in="msg" '
@@ -143,17 +168,25 @@ def scenario(
     media: Media | None = None,
     proxy: str | None = None,
     late_487_ms: int = 0,
+    on_cancel: OnCancel = "487",
+    stream: Stream | None = None,
+    ack_checks: tuple[str, ...] = (),
+    sdp_checks: tuple[str, ...] = (),
 ) -> str:
     """A phone's UAS scenario. `media`: the phone offers a test-owned media port and sends
     RTP to whatever the controller's SDP tells it once connected (see Media). `proxy`: the
     address of a SIP proxy between the controller and the phone; the phone then returns the
     proxy's Record-Route, routes its own BYE through it, answers a CANCEL with the INVITE's
     Via set, and checks that the controller's in-dialog requests came through the proxy.
-    `late_487_ms`: a phone that does not answer sends its 487 this long after the CANCEL's 200."""
+    `late_487_ms`: a phone that does not answer sends its 487 this long after the CANCEL's 200.
+    `on_cancel`: what a phone that does not answer does with our CANCEL (see OnCancel).
+    `stream`: the phone's own SDP stream (default RTP/AVP PCMU). `ack_checks`: regexps the
+    controller's first ACK must match (A: the black-hole answer); `sdp_checks`: regexps the
+    message carrying the other phone's SDP must match (A: the re-INVITE; B: the ACK)."""
     media_port = media.port if media else None
     captures: tuple[str, ...] = ("cseq",) if behaviour == "no_answer" else ()
     if proxy and behaviour == "no_answer":
-        captures = ("cseq", "via")
+        captures = ("cseq", "via", "rr") if on_cancel == "answer" else ("cseq", "via")
     if behaviour == "answer" and (
         role == "a_hangs_up_early" or (hangup == "phone" and role != "a_dropped")
     ):
@@ -190,6 +223,32 @@ def scenario(
         )
         if proxy:  # the INVITE's Via set, not the CANCEL's (RFC 3261 9.2)
             cancelled = cancelled.replace("[last_Via:]", "[$invite_via]")
+        if on_cancel == "silence":
+            # sipp refuses a variable captured but never used: the INVITE's CSeq and Via
+            # would only serve the 487 this phone never sends.
+            steps[0] = _recv("INVITE", *invite_checks, route_set=proxy is not None)
+            steps.append(_recv("CANCEL"))
+            return _wrap(steps)
+        if on_cancel == "answer":
+            answered = cancelled.replace("487 Request Terminated", "200 OK")
+            # The INVITE's Record-Route set, not the CANCEL's (it has none).
+            answered += "Record-Route:[$invite_rr]\n      " if proxy else ""
+            relayed = (rf"Via: SIP/2\.0/[A-Z]+ {re.escape(proxy)}",) if proxy else ()
+            # The CANCEL's 200 before the INVITE's: sipp sends nothing after a message sent
+            # with retransmissions if our ACK of it arrives first (it aborts the call).
+            steps += [
+                _recv("CANCEL"),
+                _response("200 OK", tagged=False),
+                _send(
+                    answered,
+                    _SDP.format(media_port="[media_port]", profile="RTP/AVP", attributes=""),
+                    retrans=True,
+                ),
+                _recv("ACK", BLACK_HOLE, *relayed),
+                _recv("BYE", *relayed),
+                _response("200 OK", tagged=False),
+            ]
+            return _wrap(steps)
         steps += [
             _recv("CANCEL"),
             _response("200 OK", tagged=False),
@@ -208,6 +267,7 @@ def scenario(
             sdp=True,
             extra=(route if record_route else "") + record,
             media_port=media_port,
+            stream=stream,
         ),
     ]
     routed: tuple[str, ...] = (r"Route: <sip:127[^>]*;rr=phone>",) if record_route else ()
@@ -215,9 +275,9 @@ def scenario(
         routed += (rf"Via: SIP/2\.0/[A-Z]+ {re.escape(proxy)}",)
     bye = _BYE + "[routes]\n" if proxy else _BYE
     if role == "b":
-        steps += [_recv("ACK", REAL_MEDIA), _stream(media)]
+        steps += [_recv("ACK", REAL_MEDIA, *sdp_checks), _stream(media)]
     else:
-        steps.append(_recv("ACK", BLACK_HOLE, *routed))
+        steps.append(_recv("ACK", BLACK_HOLE, *ack_checks, *routed))
         if role == "a_dropped":
             steps += [_recv("BYE", *routed), _response("200 OK", tagged=False)]
             return _wrap(steps)
@@ -229,8 +289,8 @@ def scenario(
             ]
             return _wrap(steps)
         steps += [
-            _recv("INVITE", REAL_MEDIA, *routed),
-            _response("200 OK", tagged=False, sdp=True, media_port=media_port),
+            _recv("INVITE", REAL_MEDIA, *sdp_checks, *routed),
+            _response("200 OK", tagged=False, sdp=True, media_port=media_port, stream=stream),
             _recv("ACK", *routed),
             _stream(media),
         ]

@@ -3,7 +3,8 @@
 A minimal stateful proxy without a database: digest authentication of every new INVITE
 against one fixed account (`pv_proxy_authenticate`), Record-Route, `sanity_check` of what we
 send, and a static number -> phone table. Every request it receives is logged with the xlog
-line `REQ <method> <call-id> <cseq>`, so a test can count what reached it.
+line `REQ <method> <call-id> <cseq> <protocol>`, so a test can count what reached it and how.
+With `tls`, it also listens for SIP over TLS (Debian's `kamailio-tls-modules`) on its own port.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ tcp_source_ipv4={host}
 mpath="{mpath}"
 {modules}
 modparam("tm", "fr_inv_timer", 120000)
+{tls}
 
 request_route {{
-    xlog("L_NOTICE", "REQ $rm $ci $cs\\n");
+    xlog("L_NOTICE", "REQ $rm $ci $cs $pr\\n");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
         exit;
@@ -89,6 +91,31 @@ onreply_route {{
 """
 
 
+@dataclass(frozen=True)
+class ProxyTls:
+    """The proxy's TLS listener: its port and its certificate chain and key (PEM files)."""
+
+    port: int
+    cert_file: Path
+    key_file: Path
+    # Honour a Via `alias` (RFC 5923): requests towards the Via's address go back on the
+    # connection the message came on, instead of a new one.
+    accept_aliases: bool = False
+
+
+# Kamailio's TLS module (kamailio-tls-modules): a listener, the proxy's certificate, TLS 1.2
+# or later. Connections the proxy opens itself (towards the dialer's listener) do not check
+# the dialer's certificate: the dialer's own checks are what the tests are about.
+_TLS = """enable_tls=yes
+listen=tls:{host}:{port}
+tcp_accept_aliases={aliases}
+loadmodule "tls.so"
+modparam("tls", "certificate", "{cert}")
+modparam("tls", "private_key", "{key}")
+modparam("tls", "tls_method", "TLSv1.2+")
+"""
+
+
 @dataclass
 class Proxy:
     host: str
@@ -124,6 +151,7 @@ def _command(
     transport: str,
     account: tuple[str, str],
     host: str,
+    tls: ProxyTls | None,
 ) -> tuple[list[str], Path]:
     """Write the config into a new folder; the command line that runs it, and the folder."""
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
@@ -146,6 +174,15 @@ def _command(
         username=username,
         password=password,
         routing=routing,
+        tls=_TLS.format(
+            host=host,
+            port=tls.port,
+            cert=tls.cert_file,
+            key=tls.key_file,
+            aliases="yes" if tls.accept_aliases else "no",
+        )
+        if tls
+        else "",
     )
     workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
     (workdir / "kamailio.cfg").write_text(config)
@@ -160,7 +197,7 @@ def _command(
         "-Y",
         str(workdir),  # runtime dir (control FIFOs), not /run/kamailio
         "-m",
-        "32",
+        "64" if tls else "32",  # OpenSSL's contexts live in shared memory
         "-M",
         "8",
     ]
@@ -174,10 +211,12 @@ async def start_proxy(
     transport: Literal["udp", "tcp"],
     account: tuple[str, str],
     host: str = PROXY_HOST,
+    tls: ProxyTls | None = None,
 ) -> Proxy:
-    """Kamailio on host:port (UDP and TCP), relaying number -> (phone host, port) over
-    `transport`, challenging every new INVITE for `account` (username, password)."""
-    command, workdir = _command(port, phones, transport, account, host)
+    """Kamailio on host:port (UDP and TCP, and TLS on `tls.port`), relaying number -> (phone
+    host, port) over `transport`, challenging every new INVITE for `account` (username,
+    password)."""
+    command, workdir = _command(port, phones, transport, account, host, tls)
     with (workdir / "kamailio.log").open("wb") as log:
         process = subprocess.Popen(  # noqa: ASYNC220  # starts at once; nothing to await
             command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -185,7 +224,11 @@ async def start_proxy(
     proxy = Proxy(host, port, process, workdir)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60  # a bound on the start, generous on a loaded machine
-    while not (bound(host, port, "udp") and bound(host, port, "tcp")):
+    while not (
+        bound(host, port, "udp")
+        and bound(host, port, "tcp")
+        and (tls is None or bound(host, tls.port, "tcp"))
+    ):
         if process.poll() is not None or loop.time() > deadline:
             proxy.stop()
             raise RuntimeError(f"kamailio did not start on {host}:{port}: {proxy.log()[-3000:]}")

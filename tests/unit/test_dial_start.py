@@ -91,7 +91,11 @@ def fake_database(
 
 def new_dialer(backend: RecordingBackend) -> Dialer:
     settings: Any = SimpleNamespace(
-        report_retry_seconds=1.0, max_concurrent_calls=10, longest_call_seconds=60.0
+        report_retry_seconds=1.0,
+        max_concurrent_calls=10,
+        longest_call_seconds=60.0,
+        ring_timeout_seconds=30.0,
+        max_call_seconds=30.0,
     )
     dialer = Dialer(cast(Any, None), cast(Any, None), cast(Any, backend), settings)
 

@@ -59,7 +59,33 @@ def test_sip_without_a_destination_is_refused_at_start(monkeypatch: pytest.Monke
 def test_unknown_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
         settings(
-            monkeypatch, DIALER_BACKEND="sip", DIALER_SIP_PROXY="p:5060", DIALER_SIP_TRANSPORT="tls"
+            monkeypatch,
+            DIALER_BACKEND="sip",
+            DIALER_SIP_PROXY="p:5060",
+            DIALER_SIP_TRANSPORT="sctp",
+        )
+
+
+def test_tls_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = settings(
+        monkeypatch,
+        DIALER_BACKEND="sip",
+        DIALER_SIP_PROXY="trunk.example",
+        DIALER_SIP_TRANSPORT="tls",
+        DIALER_SIP_TLS_CA_FILE="/etc/trunk-ca.pem",
+    )
+    assert loaded.sip_transport == "tls" and loaded.sip_tls_ca_file == "/etc/trunk-ca.pem"
+    assert loaded.sip_tls_cert_file == loaded.sip_tls_key_file == ""
+
+
+def test_a_tls_key_without_its_certificate_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="DIALER_SIP_TLS_CERT_FILE"):
+        settings(
+            monkeypatch,
+            DIALER_BACKEND="sip",
+            DIALER_SIP_PROXY="p",
+            DIALER_SIP_TRANSPORT="tls",
+            DIALER_SIP_TLS_KEY_FILE="/etc/key.pem",
         )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from deploy.envoy import body_fields
 from deploy.envoy.config import (
     CONSOLE_CSP,
     CONSOLE_PREFIX,
@@ -44,9 +45,29 @@ def test_authentication_and_the_rate_limit_run_before_the_body_is_buffered() -> 
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.buffer",
         "envoy.filters.http.lua",
+        # Unknown JSON fields are refused before the transcoder would drop them.
+        "callback_scheduler.unknown_fields",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
+
+
+def test_every_body_rpc_has_its_unknown_field_route() -> None:
+    routes, messages = body_fields.body_rules()
+    assert {(method, message.split(".")[-1]) for method, _, message in routes} == {
+        ("POST", "CreateQueueRequest"),
+        ("PUT", "UpdateQueueRequest"),
+        ("POST", "CreateTasksRequest"),
+        ("PUT", "UpdateTaskRequest"),
+        ("POST", "CreateIntervalRequest"),
+        ("PUT", "UpdateIntervalRequest"),
+    }
+    # Nested messages are checked too; a JSON value field (try_again_pause) takes anything;
+    # a PUT accepts the answered object's read-only fields; a POST does not.
+    assert messages["scheduler.v1.TaskInput"]["callback_params"] == "scheduler.v1.CallbackParams"
+    assert messages["scheduler.v1.TaskInput"]["try_again_pause"] is True
+    assert messages["scheduler.v1.UpdateQueueRequest"]["create_date_utc"] is True
+    assert "create_date_utc" not in messages["scheduler.v1.CreateQueueRequest"]
 
 
 def test_the_rate_limit_is_per_client_with_the_settings_values() -> None:

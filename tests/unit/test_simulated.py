@@ -353,3 +353,53 @@ async def test_the_backend_logs_every_dial_with_its_call_uuid(
     assert [getattr(r, "call_uuid", None) for r in dials] == [
         "00000000-0000-0000-0000-000000000001"
     ]
+
+
+# --- the task's own limits (callback_params.ring_timeout, call_duration) ------------------------
+
+
+async def test_task_ring_timeout_shortens_the_ring(waits: list[float]) -> None:
+    plan = CallPlan(call_uuid="u", a_numbers=(NO_ANSWER,), b_number=B, ring_timeout=0.01)
+
+    report = await backend().place_call(plan, Connected())
+
+    assert report.outcome == "a_no_answer"
+    # The task's 0.01 s, not the backend's 0.03 s.
+    assert waits == [0.01]
+
+
+async def test_task_ring_timeout_applies_to_b(waits: list[float]) -> None:
+    plan = CallPlan(call_uuid="u", a_numbers=(ANSWER,), b_number=NO_ANSWER, ring_timeout=0.02)
+
+    report = await backend().place_call(plan, Connected())
+
+    assert report.outcome == "b_no_answer"
+    assert waits == [RING, 0.02]
+
+
+async def test_task_ring_timeout_cannot_lengthen_the_backends(waits: list[float]) -> None:
+    plan = CallPlan(call_uuid="u", a_numbers=(NO_ANSWER,), b_number=B, ring_timeout=5.0)
+
+    await backend().place_call(plan, Connected())
+
+    assert waits == [RING_TIMEOUT]
+
+
+async def test_task_call_duration_ends_the_talk(waits: list[float]) -> None:
+    plan = CallPlan(call_uuid="u", a_numbers=(VERY_LONG_TALK,), b_number=B, max_call=0.01)
+
+    report = await backend(max_call=10.0).place_call(plan, Connected())
+
+    assert report.outcome == "connected"
+    assert waits == [RING, RING, 0.01]
+    # Hung up by the scheduler at the limit, not by a phone.
+    assert {leg.hangup_by for leg in report.legs} == {"system"}
+
+
+async def test_task_call_duration_cannot_lengthen_the_backends(waits: list[float]) -> None:
+    plan = CallPlan(call_uuid="u", a_numbers=(VERY_LONG_TALK,), b_number=B, max_call=60.0)
+
+    report = await backend(max_call=0.01).place_call(plan, Connected())
+
+    assert waits == [RING, RING, 0.01]
+    assert {leg.hangup_by for leg in report.legs} == {"system"}

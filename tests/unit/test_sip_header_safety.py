@@ -35,6 +35,7 @@ class CapturingTransport:
 
     name = "UDP"
     reliable = True  # no retransmission timers to clean up
+    alias = False
     local = Address("127.0.0.1", 5060)
 
     def __init__(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from services.dialer.sip import digest
@@ -83,6 +85,11 @@ def test_lists_addresses_and_uris() -> None:
     assert split_list('"a, b" <sip:x>, <sip:y;p=1,2>') == ['"a, b" <sip:x>', "<sip:y;p=1,2>"]
     assert address_of("sip:+1555@10.0.0.2:5080;transport=tcp") == Address("10.0.0.2", 5080)
     assert address_of("sip:pbx.example") == Address("pbx.example", 5060)
+    # TLS without a port: 5061 (RFC 3261 19.1.2), for a SIPS URI or Kamailio's transport=tls.
+    assert address_of("sips:pbx.example") == Address("pbx.example", 5061)
+    assert address_of("SIPS:+1555@10.0.0.2;lr") == Address("10.0.0.2", 5061)
+    assert address_of("sip:10.0.0.3;transport=TLS;r2=on;lr") == Address("10.0.0.3", 5061)
+    assert address_of("sips:pbx.example:5081") == Address("pbx.example", 5081)
     assert uri_of("sip:x@y;tag=1") == "sip:x@y"
 
 
@@ -185,3 +192,32 @@ def test_new_offer_keeps_our_origin_and_the_m_line_count() -> None:
     offer = with_origin(single, origin.next(), previous_media=2).decode()
     assert "o=callback 42 2 IN IP4 10.0.0.1" in offer and "o=b" not in offer
     assert media_lines(offer.encode()) == ["m=audio 5000 RTP/AVP 0", "m=audio 0 RTP/AVP 0"]
+
+
+SRTP_OFFER = (
+    b"v=0\r\no=phone 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=crypto:1 NOT_A_SUITE inline:AAAA\r\n"
+    b"a=crypto:2 AES_CM_128_HMAC_SHA1_80 "
+    b"inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4\r\n"
+    b"m=audio 4002 RTP/SAVP 0\r\na=crypto:1 NOT_A_SUITE inline:AAAA\r\n"
+)
+
+
+def test_black_hole_answer_to_srtp_keys_a_known_suite_and_refuses_the_rest() -> None:
+    answer = black_hole_answer(SRTP_OFFER, Origin(42, "10.0.0.1").next()).decode()
+    assert media_lines(answer.encode()) == ["m=audio 9 RTP/SAVP 0", "m=audio 0 RTP/SAVP 0"]
+    [crypto] = [line for line in answer.splitlines() if line.startswith("a=crypto:")]
+    # RFC 4568 5.1.2: the offered tag and suite, a key of our own of that suite's length.
+    tag, suite, key = crypto.removeprefix("a=crypto:").split(" ")
+    assert (tag, suite) == ("2", "AES_CM_128_HMAC_SHA1_80")
+    assert len(base64.b64decode(key.removeprefix("inline:"), validate=True)) == 30
+    assert "PS1uQCVee" not in answer
+
+
+def test_relayed_sdp_keeps_the_srtp_profile_and_crypto_lines_as_they_are() -> None:
+    relayed = with_origin(SRTP_OFFER, Origin(42, "10.0.0.1").next()).decode()
+    original = SRTP_OFFER.decode().splitlines()
+    assert relayed.splitlines() == [
+        "o=callback 42 1 IN IP4 10.0.0.1" if line.startswith("o=") else line for line in original
+    ]

@@ -181,6 +181,8 @@ def test_new_task_defaults() -> None:
         "caller_id_name": "",
         "caller_id_number": "",
         "extended_a_numbers": [],
+        "call_duration": 0,
+        "ring_timeout": 0,
     }
 
 
@@ -397,9 +399,44 @@ def test_callback_params_accepted() -> None:
         "caller_id_name": "Shop",
         "caller_id_number": "+1555",
         "extended_a_numbers": ["1"] * validation.MAX_EXTENDED_A_NUMBERS,
+        "call_duration": validation.MAX_CALL_DURATION,
+        "ring_timeout": validation.MAX_RING_TIMEOUT,
     }
 
     assert one_task(callback_params=params).callback_params.model_dump() == params
+
+
+@pytest.mark.parametrize(
+    ("call_duration", "ring_timeout"),
+    [(0, 0), (1, validation.MIN_RING_TIMEOUT), (validation.MAX_CALL_DURATION, 30)],
+)
+def test_call_limits_accepted(call_duration: int, ring_timeout: int) -> None:
+    params = {"call_duration": call_duration, "ring_timeout": ring_timeout}
+    task = one_task(callback_params=params)
+    assert (task.callback_params.call_duration, task.callback_params.ring_timeout) == (
+        call_duration,
+        ring_timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"call_duration": validation.MAX_CALL_DURATION + 1}, "less than or equal to 3600"),
+        ({"call_duration": -1}, "greater than or equal to 0"),
+        ({"call_duration": "60"}, "valid integer"),
+        ({"ring_timeout": validation.MIN_RING_TIMEOUT - 1}, "from 5 to 60"),
+        ({"ring_timeout": validation.MAX_RING_TIMEOUT + 1}, "from 5 to 60"),
+        ({"ring_timeout": -5}, "from 5 to 60"),
+        ({"ring_timeout": 1.5}, "valid integer"),
+    ],
+)
+def test_call_limits_refused(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        validation.new_tasks([TASK | {"callback_params": params}])
+    [violation] = error.value.violations
+    assert violation.field == f"tasks[0].callback_params.{next(iter(params))}"
+    assert message in violation.description
 
 
 @pytest.mark.parametrize(

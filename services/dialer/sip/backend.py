@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from datetime import UTC, datetime
 
-from services.dialer.backend import CallPlan, CallReport, OnConnected
+from services.dialer.backend import CallPlan, CallReport, OnConnected, limit
 from services.dialer.pacing import Pacer
+from services.dialer.sip import tls
 from services.dialer.sip.callback import Callback
 from services.dialer.sip.leg import Account
-from services.dialer.sip.message import Address
-from services.dialer.sip.transport import TcpTransport, Transport, UdpTransport
+from services.dialer.sip.message import Address, Message
+from services.dialer.sip.transport import TcpTransport, TlsTransport, Transport, UdpTransport
 from services.dialer.sip.ua import Route, UserAgent
 
 log = logging.getLogger(__name__)
@@ -74,19 +76,38 @@ class SipBackend:
         ring_timeout_seconds: float,
         max_call_seconds: float,
         calls_per_second: float = 0.0,
+        tls_client: ssl.SSLContext | None = None,
+        tls_server: ssl.SSLContext | None = None,
     ) -> SipBackend:
+        """`tls_client`: the context of TLS connections (default: the system's CAs, names
+        checked); `tls_server`: our certificate's, for a TLS listener (none without)."""
         bind = parse_address(listen)
         if not advertise and bind.host == "0.0.0.0" and routes:
             advertise = outgoing_address(routes[-1].proxy)
         ua_box: list[UserAgent] = []
-        kind = TcpTransport if transport == "tcp" else UdpTransport
-        sip_transport: Transport = await kind.bind(
-            bind,
-            advertise,
-            lambda message, source: ua_box[0].receive(message, source),
-            lambda destination, error: ua_box[0].transport_failed(destination, error),
-            socket_buffer_bytes,
-        )
+
+        def on_message(message: Message, source: Address) -> None:
+            ua_box[0].receive(message, source)
+
+        def on_error(destination: Address, error: str) -> None:
+            ua_box[0].transport_failed(destination, error)
+
+        sip_transport: Transport
+        if transport == "tls":
+            sip_transport = await TlsTransport.bind_tls(
+                bind,
+                advertise,
+                on_message,
+                on_error,
+                socket_buffer_bytes,
+                client=tls_client or tls.client_context(),
+                server=tls_server,
+            )
+        else:
+            kind = TcpTransport if transport == "tcp" else UdpTransport
+            sip_transport = await kind.bind(
+                bind, advertise, on_message, on_error, socket_buffer_bytes
+            )
         ua = UserAgent(sip_transport, routes)
         ua_box.append(ua)
         local = sip_transport.local
@@ -130,8 +151,9 @@ class SipBackend:
                 plan,
                 account,
                 assert_identity=self._assert_identity,
-                ring_timeout=self._ring_timeout,
-                max_call=self._max_call,
+                # The task's limits, within the dialer's.
+                ring_timeout=limit(plan.ring_timeout, self._ring_timeout),
+                max_call=limit(plan.max_call, self._max_call),
             )
         except (LookupError, ValueError) as err:  # no route for a number, or not a number
             now = datetime.now(UTC)

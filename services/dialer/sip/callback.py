@@ -1,6 +1,7 @@
 """One callback as third-party call control, RFC 3725 flow IV (section 4.4):
 
-1. INVITE every A number at once, without SDP; the first 2xx wins, the rest are CANCELled.
+1. INVITE every A number at once, without SDP; the first 2xx wins, the rest are CANCELled
+   and finish in the background (see _ring_a): nothing below waits for them.
 2. ACK A at once with a "black hole" answer (inactive media), so A's phone never waits on us.
 3. INVITE B without SDP; B's 2xx carries B's offer.
 4. re-INVITE A with B's offer; ACK A; ACK B with A's answer. A and B now talk to each other.
@@ -65,6 +66,9 @@ class Callback:
             leg.prepare_invite()  # the INVITEs built now, sent at start
             ua.transport.reach(leg.destination)
         self._sent = False
+        # The losing A legs, each finishing its INVITE (and, if it answered anyway, its
+        # ACK and BYE) on its own: awaited only before the report (see run).
+        self._losers: list[asyncio.Future[None]] = []
 
     def start(self) -> None:
         """Send every A number's INVITE now, without waiting for anything (the call was
@@ -81,28 +85,41 @@ class Callback:
             legs.append(self.b)
         return legs
 
-    def report(self, outcome: str, comment: str) -> CallReport:
+    def report(self, outcome: str, comment: str, ended: datetime | None = None) -> CallReport:
         return CallReport(
             outcome=outcome,
             comment=comment,
             started=self.started,
-            ended=_now(),
+            ended=ended or _now(),
             legs=tuple(leg.record() for leg in self.legs()),
             connected_at=self.connected_at,
         )
 
     async def run(self, on_connected: OnConnected) -> CallReport:
         self.start()
+        try:
+            outcome, comment = await self._connect(on_connected)
+        finally:
+            ended = _now()
+            # The call is over; the record waits for the losing A legs' own ends (a late 487,
+            # or a 200 that crossed our CANCEL, ACKed and hung up), so that it has their final
+            # responses and no task of this call outlives it. Bounded by their transactions:
+            # 64*T1 after the CANCEL at most (OutboundLeg.ring).
+            await self._losers_finished()
+        return self.report(outcome, comment, ended)
+
+    async def _connect(self, on_connected: OnConnected) -> tuple[str, str]:
+        """The callback itself, up to its end: (outcome, comment) for the report."""
         a = await self._ring_a()
         if a is None:
             primary = self.a_legs[0]
             outcome = f"a_{_FAILED[primary.result]}" if primary.result in _FAILED else "error"
-            return self.report(outcome, "; ".join(_describe(leg) for leg in self.a_legs))
+            return outcome, "; ".join(_describe(leg) for leg in self.a_legs)
 
         if not a.answer_sdp:
             a.ack()
             await a.hang_up("system")
-            return self.report("error", f"A {a.number} answered without an SDP offer")
+            return "error", f"A {a.number} answered without an SDP offer"
         a.ack(black_hole_answer(a.answer_sdp, a.origin.next()))
 
         # A hanging up while B rings stops B's ringing.
@@ -114,15 +131,15 @@ class Callback:
                 await self.b.hang_up("a")
             a.hangup_by = "a"
             self.b.result = "cancelled" if not b_answered else self.b.result
-            return self.report("b_no_answer", f"A {a.number} hung up while B rang")
+            return "b_no_answer", f"A {a.number} hung up while B rang"
         if not b_answered:
             await a.hang_up("system")
             outcome = f"b_{_FAILED[self.b.result]}" if self.b.result in _FAILED else "error"
-            return self.report(outcome, _describe(self.b))
+            return outcome, _describe(self.b)
         if not self.b.answer_sdp:
             self.b.ack()
             await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
-            return self.report("error", f"B {self.b.number} answered without an SDP offer")
+            return "error", f"B {self.b.number} answered without an SDP offer"
 
         # A gets B's offer (under our origin towards A); B gets A's answer (ours towards B).
         offer = with_origin(self.b.answer_sdp, a.origin.next(), len(media_lines(a.answer_sdp)))
@@ -131,38 +148,62 @@ class Callback:
             self.b.ack(black_hole_answer(self.b.answer_sdp, self.b.origin.next()))
             await asyncio.gather(a.hang_up("system"), self.b.hang_up("system"))
             if a.remote_hangup.is_set():
-                return self.report("error", f"A {a.number} hung up as B answered")
+                return "error", f"A {a.number} hung up as B answered"
             reason = f"{answer.status} {answer.reason}"
-            return self.report("error", f"A {a.number} refused B's media ({reason})")
+            return "error", f"A {a.number} refused B's media ({reason})"
         self.b.ack(with_origin(answer.body, self.b.origin.next()))
         self.connected_at = _now()
         await on_connected()
         return await self._talk(a)
 
     async def _ring_a(self) -> OutboundLeg | None:
-        """Ring every A number at once; the first to answer wins, the others are CANCELled."""
+        """Ring every A number at once; the first to answer wins at once, the others are
+        CANCELled and finish in the background (_drop).
+
+        The winner is returned as soon as it answers, not when the losers are done: a phone
+        may send its 487 long after our CANCEL (RFC 3261 9.2 sets no deadline), and the
+        winner's 2xx must be ACKed (and B dialled) now, or its phone retransmits the 2xx and
+        gives up on the call after 64*T1.
+        """
         if len(self.a_legs) == 1:
             leg = self.a_legs[0]
             return leg if await leg.ring(self.ring_timeout) else None
         ringing = {asyncio.ensure_future(leg.ring(self.ring_timeout)): leg for leg in self.a_legs}
-        winner: OutboundLeg | None = None
         pending = set(ringing)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.result() and winner is None:
-                    winner = ringing[task]
-                    for other in self.a_legs:
-                        if other is not winner:
-                            other.stop("other")
-        # A leg that answered anyway, just after the winner, is acknowledged and hung up.
-        late = [leg for leg in self.a_legs if leg is not winner and leg.dialog is not None]
-        for leg in late:
-            leg.ack(black_hole_answer(leg.answer_sdp, leg.origin.next()))
-        await asyncio.gather(*(leg.hang_up("system") for leg in late))
-        return winner
+            # In the A numbers' order when several answered in the same turn.
+            answered = [leg for task, leg in ringing.items() if task in done and task.result()]
+            if answered:
+                winner = answered[0]
+                for task, leg in ringing.items():
+                    if leg is not winner:
+                        leg.stop("other")
+                        self._losers.append(asyncio.ensure_future(self._drop(leg, task)))
+                return winner
+        return None
 
-    async def _talk(self, a: OutboundLeg) -> CallReport:
+    async def _drop(self, leg: OutboundLeg, ringing: asyncio.Future[bool]) -> None:
+        """A losing A leg, stopped: its INVITE ends by itself (487, ACKed by its transaction;
+        or the leg gives up 64*T1 after the CANCEL). If it answered anyway (a 2xx that crossed
+        our CANCEL, or in the same turn as the winner), it is ACKed and hung up (RFC 3261
+        15: a 2xx's dialog is ended with a BYE)."""
+        await ringing
+        if leg.dialog is not None:
+            leg.ack(black_hole_answer(leg.answer_sdp, leg.origin.next()))
+            await leg.hang_up("system")
+
+    async def _losers_finished(self) -> None:
+        results = await asyncio.gather(*self._losers, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error(
+                    "losing A leg failed",
+                    exc_info=result,
+                    extra={"action": "sip_error", "call": self.plan.call_uuid},
+                )
+
+    async def _talk(self, a: OutboundLeg) -> tuple[str, str]:
         b = self.b
         hangups = {
             asyncio.ensure_future(a.remote_hangup.wait()): "a",
@@ -178,4 +219,4 @@ class Callback:
         await asyncio.gather(a.hang_up(by), b.hang_up(by))
         confirmed = a.teardown_confirmed and b.teardown_confirmed
         comment = "" if confirmed else "teardown not confirmed by every phone"
-        return self.report("connected", comment)
+        return "connected", comment

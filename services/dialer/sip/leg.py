@@ -183,8 +183,12 @@ class OutboundLeg:
                 assert transaction is not None
                 response = await transaction.responses.get()
                 if response is _GIVE_UP:
-                    # No final response after the CANCEL: give up on the INVITE (9.1).
-                    return self._final(timeout_response(transaction.request, "No Final Response"))
+                    # No final response 64*T1 after the CANCEL: the INVITE is taken as
+                    # cancelled and its transaction destroyed (RFC 3261 9.1); in Proceeding
+                    # it has no timer of its own left to end it, and would stay forever.
+                    given_up = timeout_response(transaction.request, "No Final Response")
+                    transaction.fail(given_up)
+                    return self._final(given_up)
                 if response is _STOP or (self._stopped_by and response.status < 200):
                     if not cancel_sent and transaction.provisional is not None:
                         # CANCEL only after a provisional response (RFC 3261 9.1).

@@ -264,13 +264,20 @@ class Address:
 _URI = re.compile(r"^sips?:(?:[^@;]*@)?(\[[^\]]+\]|[^:;?>]+)(?::(\d+))?", re.IGNORECASE)
 
 
-def address_of(uri: str, default_port: int = 5060) -> Address:
-    """Where a SIP URI points: host and port (no DNS SRV; RFC 3263 lookups are not done)."""
+def address_of(uri: str) -> Address:
+    """Where a SIP URI points: host and port (no DNS SRV; RFC 3263 lookups are not done).
+
+    Without a port, a `sips:` URI or one with `transport=tls` (the parameter RFC 5630 3.1.3
+    deprecates, but proxies still write in Record-Route) means 5061, any other 5060
+    (RFC 3261 19.1.2, RFC 3263 4.2)."""
     match = _URI.match(uri.strip())
     if not match:
         raise ParseError(f"bad SIP URI {uri!r}")
     host = match.group(1).strip("[]")
-    return Address(host, int(match.group(2)) if match.group(2) else default_port)
+    if match.group(2):
+        return Address(host, int(match.group(2)))
+    secure = uri.strip()[:5].lower() == "sips:" or uri_param(uri, "transport").lower() == "tls"
+    return Address(host, 5061 if secure else 5060)
 
 
 def uri_param(uri: str, name: str) -> str:

@@ -1,4 +1,5 @@
-"""SIP over UDP and TCP (RFC 3261 18): one socket (or listener) per dialer, messages in and out.
+"""SIP over UDP, TCP and TLS (RFC 3261 18, 26.2.1): one socket (or listener) per dialer,
+messages in and out.
 
 UDP bursts overflow Linux's default socket buffers (~200 KiB): with 1,000 callbacks at once
 most datagrams were lost until the buffers were raised to a few MB, hence `buffer_bytes`.
@@ -9,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from services.common import metrics
+from services.dialer.sip import tls
 from services.dialer.sip.message import Address, Message, ParseError, parse, stream_frame
 
 log = logging.getLogger(__name__)
@@ -25,8 +28,11 @@ OnError = Callable[[Address, str], None]
 
 
 class Transport(Protocol):
-    name: str  # "UDP" or "TCP", as written in Via
+    name: str  # "UDP", "TCP" or "TLS", as written in Via
     reliable: bool  # no retransmissions needed (RFC 3261 17.1.1.2)
+    # Ask the peer to send its requests back on our connection (RFC 5923 `alias` in Via):
+    # for a TLS dialer without a listener of its own.
+    alias: bool
     local: Address  # the address we advertise in Via and Contact
 
     def send(self, data: bytes, to: Address) -> None:
@@ -70,6 +76,7 @@ class UdpTransport:
     the socket is readable; sends at once, queueing only what the kernel refuses for now."""
 
     name = "UDP"
+    alias = False
     reliable = False
 
     def __init__(self, sock: socket.socket, on_message: OnMessage, local: Address) -> None:
@@ -151,7 +158,7 @@ class UdpTransport:
 
 
 class _Stream(asyncio.Protocol):
-    """One TCP connection: frames messages by Content-Length (RFC 3261 18.3)."""
+    """One TCP (or TLS) connection: frames messages by Content-Length (RFC 3261 18.3)."""
 
     def __init__(self, owner: TcpTransport) -> None:
         self._owner = owner
@@ -164,7 +171,7 @@ class _Stream(asyncio.Protocol):
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Address(str(host), int(port))
-        self._owner.connections.setdefault(self.peer, self)
+        self._owner.register(self)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -173,13 +180,12 @@ class _Stream(asyncio.Protocol):
             _deliver(self._owner.on_message, message, self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for key, stream in list(self._owner.connections.items()):
-            if stream is self:
-                del self._owner.connections[key]
+        self._owner.unregister(self)
 
 
 class TcpTransport:
     name = "TCP"
+    alias = False
     reliable = True
 
     def __init__(self, on_message: OnMessage, on_error: OnError, buffer_bytes: int) -> None:
@@ -209,9 +215,21 @@ class TcpTransport:
         transport.local = Address(advertise or bind.host, port)
         return transport
 
+    def register(self, stream: _Stream) -> None:
+        """A connection is up (ours or the peer's): reachable by the peer's address."""
+        self.connections.setdefault(stream.peer, stream)
+
+    def unregister(self, stream: _Stream) -> None:
+        for key, known in list(self.connections.items()):
+            if known is stream:
+                del self.connections[key]
+
+    def _stream_for(self, data: bytes, to: Address) -> _Stream | None:
+        return self.connections.get(to)
+
     def send(self, data: bytes, to: Address) -> None:
         SENT.inc()
-        stream = self.connections.get(to)
+        stream = self._stream_for(data, to)
         writer = stream.transport if stream is not None else None
         if writer is not None and not writer.is_closing():
             writer.write(data)
@@ -239,11 +257,11 @@ class TcpTransport:
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, (to.host, to.port))
-            _, stream = await loop.create_connection(lambda: _Stream(self), sock=sock)
-        except OSError as err:
+            _, stream = await self._open(sock, to)
+        except OSError as err:  # ssl.SSLError included: a refused certificate
             sock.close()
             self._connecting.pop(to, None)
-            self._on_error(to, f"TCP {to.host}:{to.port}: {err.strerror or err}")
+            self._on_error(to, f"{self.name} {to.host}:{to.port}: {tls.describe(err)}")
             return
         # Keyed by where we dialled, so responses and later requests reuse it (RFC 3261 18.1.1).
         self.connections[to] = stream
@@ -251,9 +269,110 @@ class TcpTransport:
         for data in self._connecting.pop(to, []):
             stream.transport.write(data)
 
+    async def _open(
+        self, sock: socket.socket, to: Address
+    ) -> tuple[asyncio.BaseTransport, _Stream]:
+        return await asyncio.get_running_loop().create_connection(lambda: _Stream(self), sock=sock)
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
         for stream in list(self.connections.values()):
             if stream.transport is not None:
                 stream.transport.close()
+
+
+# A peer that accepts the connection but never finishes the handshake (a plain SIP port given
+# for a TLS one keeps silent): the connection is given up after this long, well before the
+# INVITE's Timer B (64*T1 = 32 s), so that the call ends naming the handshake rather than as
+# a bare "408 Request Timeout". A handshake is two round trips; 10 s is generous.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class TlsTransport(TcpTransport):
+    """TCP with TLS on every connection (RFC 3261 26.2.1): reused per destination like TCP's.
+
+    Every connection we open checks the peer's certificate and that it names the host we
+    dialled (the proxy's host as configured, or the host of a Record-Route / Contact URI for
+    in-dialog requests); a failed check fails the connection, and with it every transaction
+    waiting for it (UserAgent.transport_failed: a 503 naming the reason). The listener runs
+    only with a certificate of our own (server_context); without one, requests towards us
+    can only come back on connections we opened.
+    """
+
+    name = "TLS"
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_error: OnError,
+        buffer_bytes: int,
+        client: ssl.SSLContext,
+    ) -> None:
+        super().__init__(on_message, on_error, buffer_bytes)
+        self._client = client
+        self.handshake_timeout = HANDSHAKE_TIMEOUT
+        # Connections a peer opened to our listener (and ours, until verified): its
+        # certificate was never checked, so they carry only responses to the requests that
+        # came on them; requests go only on connections we opened and verified (connections).
+        self._accepted: dict[Address, _Stream] = {}
+
+    @classmethod
+    async def bind_tls(
+        cls,
+        bind: Address,
+        advertise: str,
+        on_message: OnMessage,
+        on_error: OnError,
+        buffer_bytes: int,
+        *,
+        client: ssl.SSLContext,
+        server: ssl.SSLContext | None,
+    ) -> TlsTransport:
+        transport = cls(on_message, on_error, buffer_bytes, client)
+        # No listener: a request towards our Contact can only come on a connection we
+        # opened, so ask the proxy to reuse it (RFC 5923; Kamailio: tcp_accept_aliases).
+        transport.alias = server is None
+        port = bind.port
+        if server is not None:
+            transport._server = await asyncio.get_running_loop().create_server(
+                lambda: _Stream(transport), bind.host, bind.port, reuse_address=True, ssl=server
+            )
+            port = transport._server.sockets[0].getsockname()[1]
+        # Without a listener the port is still what Via and Contact name (RFC 3261 18.2.2
+        # sends responses there if our connection is gone): it should be where a listener
+        # would be, so the default 5061 when none was given.
+        transport.local = Address(advertise or bind.host, port or 5061)
+        return transport
+
+    def register(self, stream: _Stream) -> None:
+        self._accepted.setdefault(stream.peer, stream)
+
+    def unregister(self, stream: _Stream) -> None:
+        super().unregister(stream)
+        if self._accepted.get(stream.peer) is stream:
+            del self._accepted[stream.peer]
+
+    def close(self) -> None:
+        super().close()
+        for stream in list(self._accepted.values()):
+            if stream.transport is not None:
+                stream.transport.close()
+
+    def _stream_for(self, data: bytes, to: Address) -> _Stream | None:
+        stream = self.connections.get(to)
+        if stream is None and data.startswith(b"SIP/2.0 "):  # a response (RFC 3261 18.2.2)
+            stream = self._accepted.get(to)
+        return stream
+
+    async def _open(
+        self, sock: socket.socket, to: Address
+    ) -> tuple[asyncio.BaseTransport, _Stream]:
+        return await asyncio.get_running_loop().create_connection(
+            lambda: _Stream(self),
+            sock=sock,
+            ssl=self._client,
+            # The name the certificate must carry: the host as we were given it.
+            server_hostname=to.host,
+            ssl_handshake_timeout=self.handshake_timeout,
+        )

@@ -98,10 +98,17 @@ class UserAgent:
 
     def via(self, branch: str) -> str:
         local = self.transport.local
-        return f"SIP/2.0/{self.transport.name} {local.host}:{local.port};branch={branch};rport"
+        alias = ";alias" if self.transport.alias else ""
+        return (
+            f"SIP/2.0/{self.transport.name} {local.host}:{local.port};branch={branch};rport{alias}"
+        )
 
     def contact(self) -> str:
         local = self.transport.local
+        if self.transport.name == "TLS":
+            # A SIPS Contact: requests towards us must come over TLS too (RFC 3261 8.1.1.8,
+            # RFC 5630 4.1); `transport=tls` would say the same but is deprecated (5630 3.1.3).
+            return f"<sips:callback@{local.host}:{local.port}>"
         suffix = ";transport=tcp" if self.transport.name == "TCP" else ""
         return f"<sip:callback@{local.host}:{local.port}{suffix}>"
 
