@@ -117,6 +117,9 @@ lint: gen
 typecheck: gen
 	$(VENV)/bin/mypy services deploy tests bench
 
+# Every tier in one session: tests/unit, tests/integration (a PostgreSQL of its own),
+# tests/e2e (the whole stack), tests/deploy (kubectl, nats-server, Envoy, hadolint); see the
+# README's "Tests by what they need". A new folder under tests/ is collected too.
 test: gen system-deps lint typecheck
 	$(VENV)/bin/pytest tests
 

@@ -56,8 +56,9 @@ from bench import chaos_sip
 from bench.chaos_sip import CallRow, ChaosPhones
 from deploy.local.debian_postgres import DebianPostgres, create_debian_postgres
 from deploy.local.stack import Stack
-from tests.conftest import free_port, permission_violations, service_env, stack_settings
-from tests.e2e.dispatch_helpers import max_overlap
+from tests.support.calls import max_overlap
+from tests.support.ports import free_port
+from tests.support.stacks import permission_violations, service_env, stack_settings
 
 log = logging.getLogger("chaos")
 

@@ -45,7 +45,6 @@ from random import Random
 from typing import Any, NamedTuple
 
 from services.dialer.sip.transaction import T1
-from tests.e2e.dispatch_helpers import max_overlap
 from tests.sip.phones import (
     PATIENT_ARGS,
     ChaosBehaviour,
@@ -54,6 +53,7 @@ from tests.sip.phones import (
     patient_scenario,
     start_phone,
 )
+from tests.support.calls import max_overlap
 
 # The dialers' timings: a no-answer phone rings until RING_TIMEOUT; B hangs up long before
 # MAX_CALL. With 2 cores shared, the dialers may read a 200 OK a second late: a shorter ring

@@ -29,7 +29,7 @@ import psycopg
 
 from bench.report import latency_summary, machine
 from deploy.local.stack import Stack
-from tests.conftest import stack_settings
+from tests.support.stacks import stack_settings
 
 RESULTS = Path(os.environ.get("BENCH_OUT", Path(__file__).with_name("results")))
 FLOOD = int(os.environ.get("BENCH_FAIR_FLOOD", "4000"))

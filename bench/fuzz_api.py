@@ -2,7 +2,7 @@
 
 `make fuzz` (and `make bench`) runs it: a fresh stack, then schemathesis' coverage cases and
 generated requests for every operation of deploy/openapi/scheduler.yaml, valid and invalid
-(tests/e2e/api_fuzz.py), in rounds until FUZZ_REQUESTS (10,000) requests were sent. Prints
+(tests/support/api_fuzz.py), in rounds until FUZZ_REQUESTS (10,000) requests were sent. Prints
 the number of requests, 5xx and schema failures; exits 1 on any failure. Results go to
 bench/results/fuzz.json, every failure (if any) to
 bench/results/fuzz-failures.txt.
@@ -20,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 from deploy.local.stack import Stack
-from tests.conftest import service_env, stack_settings
-from tests.e2e import api_fuzz
+from tests.support import api_fuzz
+from tests.support.stacks import service_env, stack_settings
 
 RESULTS = Path(__file__).parent / "results"
 OPERATION_MODES = 20  # 10 operations, positive and negative

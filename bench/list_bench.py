@@ -17,7 +17,7 @@ import psutil
 import psycopg
 
 from deploy.local.stack import Stack
-from tests.conftest import stack_settings
+from tests.support.stacks import stack_settings
 
 TASKS = 100_000
 BATCH = 1000

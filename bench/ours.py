@@ -26,7 +26,7 @@ import psycopg
 
 from bench.report import latency_summary
 from deploy.local.stack import Stack
-from tests.conftest import stack_settings
+from tests.support.stacks import stack_settings
 
 INSTANT_PHONES = json.dumps([{"pattern": "*", "ring_seconds": 0, "talk_seconds": 0}])
 CLIENT = "bench"

@@ -10,19 +10,19 @@ from typing import Any
 import httpx
 
 from deploy.local.stack import Stack
-from tests.conftest import BUSY_NUMBER, NO_ANSWER_NUMBER, ClientFactory
-from tests.e2e.dispatch_helpers import (
+from tests.support.calls import CallRow, calls_of_task
+from tests.support.database import db_now
+from tests.support.queues import Queue, create_queue
+from tests.support.simulated_phones import (
     ANSWERING_NUMBER,
+    BUSY_NUMBER,
     LONG_CALL,
+    NO_ANSWER_NUMBER,
     OTHER_ANSWERING_NUMBER,
-    CallRow,
-    Queue,
-    calls_of_task,
-    create_queue,
-    db_now,
-    parse_wire,
-    wait_for,
 )
+from tests.support.stacks import ClientFactory
+from tests.support.waiting import wait_for
+from tests.support.wire_times import parse_wire
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 RECORD_FIELDS = {

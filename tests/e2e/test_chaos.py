@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.chaos import KINDS, ChaosOptions, run
-from tests.conftest import StateDirFactory
+from tests.support.stacks import StateDirFactory
 
 
 @pytest.mark.timeout(400)

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from deploy.local.stack import Stack
-from tests.conftest import BUSY_NUMBER
-from tests.e2e.dispatch_helpers import ANSWERING_NUMBER, wait_for
+from tests.support.simulated_phones import ANSWERING_NUMBER, BUSY_NUMBER
+from tests.support.waiting import wait_for
 
 CALLBACKS = Path(sys.executable).with_name("callbacks")
 HEADER = "name,a_number,b_number,try_count,url_after,caller_id_name,extended_a_numbers\n"

@@ -22,8 +22,7 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Page, Route, expect, sync_playwright
 
 from deploy.local.stack import Stack
-from tests.conftest import BUSY_NUMBER
-from tests.e2e.dispatch_helpers import ANSWERING_NUMBER
+from tests.support.simulated_phones import ANSWERING_NUMBER, BUSY_NUMBER
 
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 WAIT_MS = 60_000

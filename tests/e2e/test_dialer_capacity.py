@@ -11,14 +11,10 @@ import httpx
 import pytest
 
 from deploy.local.stack import Stack
-from tests.conftest import StateDirFactory, service_env, stack_settings
-from tests.e2e.dispatch_helpers import (
-    LONG_CALL,
-    call_intervals,
-    calls_of_queue,
-    create_queue,
-    max_overlap,
-)
+from tests.support.calls import call_intervals, calls_of_queue, max_overlap
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import LONG_CALL
+from tests.support.stacks import StateDirFactory, service_env, stack_settings
 
 ROOM = 3
 TASKS = 10

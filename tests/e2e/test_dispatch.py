@@ -14,23 +14,20 @@ import psycopg
 
 from deploy.local.stack import Stack
 from services.dispatcher.settings import DispatcherSettings
-from tests.conftest import BUSY_NUMBER, NO_ANSWER_NUMBER, REJECT_NUMBER, service_env
-from tests.e2e.dispatch_helpers import (
+from tests.support.calls import call_intervals, calls_of_queue, calls_of_task, max_overlap
+from tests.support.database import db_now
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import (
     ANSWERING_NUMBER,
+    BUSY_NUMBER,
     LONG_CALL,
+    NO_ANSWER_NUMBER,
     OTHER_ANSWERING_NUMBER,
-    POLL_SECONDS,
-    WAIT_SECONDS,
-    call_intervals,
-    calls_of_queue,
-    calls_of_task,
-    create_queue,
-    db_now,
-    max_overlap,
-    wait_for,
-    whole_seconds_from_now,
-    wire_time,
+    REJECT_NUMBER,
 )
+from tests.support.stacks import service_env
+from tests.support.waiting import POLL_SECONDS, WAIT_SECONDS, wait_for
+from tests.support.wire_times import whole_seconds_from_now, wire_time
 
 # A task may be claimed this long before it is due (the test stack keeps the default).
 LOOKAHEAD = timedelta(seconds=DispatcherSettings.model_fields["lookahead_seconds"].default)

@@ -13,15 +13,11 @@ from google.protobuf.json_format import MessageToDict
 
 from deploy.local.stack import Stack
 from services.common.bus import SUBJECT_EVENTS
-from tests.conftest import BUSY_NUMBER
-from tests.e2e.dispatch_helpers import (
-    ANSWERING_NUMBER,
-    WAIT_SECONDS,
-    EventListener,
-    ReceivedEvent,
-    calls_of_task,
-    create_queue,
-)
+from tests.support.calls import calls_of_task
+from tests.support.events import EventListener, ReceivedEvent
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import ANSWERING_NUMBER, BUSY_NUMBER
+from tests.support.waiting import WAIT_SECONDS
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 URLS = {

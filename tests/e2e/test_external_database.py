@@ -15,7 +15,8 @@ from deploy.local.debian_postgres import (
     create_debian_postgres,
 )
 from deploy.local.stack import Stack
-from tests.conftest import StateDirFactory, free_port, stack_settings
+from tests.support.ports import free_port
+from tests.support.stacks import StateDirFactory, stack_settings
 
 
 @pytest.fixture(scope="module")

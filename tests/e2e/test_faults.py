@@ -18,15 +18,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from deploy.local.stack import Stack
-from tests.conftest import (
-    LONG_CALL_NUMBER,
-    StateDirFactory,
-    permission_violations,
-    service_env,
-    stack_settings,
-)
-from tests.e2e.dispatch_helpers import max_overlap
-from tests.e2e.dispatch_helpers import wait_for as wait_until
+from tests.support.calls import max_overlap
+from tests.support.simulated_phones import LONG_CALL_NUMBER
+from tests.support.stacks import StateDirFactory, permission_violations, service_env, stack_settings
+from tests.support.waiting import wait_for as wait_until
 
 DIALERS = 2
 DISPATCHERS = 2

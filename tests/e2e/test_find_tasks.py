@@ -8,7 +8,10 @@ from typing import Any
 import httpx
 
 from deploy.local.stack import Stack
-from tests.e2e.dispatch_helpers import WAIT_SECONDS, create_queue, db_now, wait_for, wire_time
+from tests.support.database import db_now
+from tests.support.queues import create_queue
+from tests.support.waiting import WAIT_SECONDS, wait_for
+from tests.support.wire_times import wire_time
 
 FAR = "2030-01-02 03:04:05"
 

@@ -16,7 +16,8 @@ import pytest
 from deploy.envoy.config import EnvoySettings, rate_limit_message, render
 from deploy.local.keys import JWKS
 from deploy.local.stack import BIN, DESCRIPTOR, Stack
-from tests.conftest import StateDirFactory, free_port
+from tests.support.ports import free_port
+from tests.support.stacks import StateDirFactory
 
 BODY_BYTES = 8 * 1024 * 1024  # twice the buffer filter's limit
 

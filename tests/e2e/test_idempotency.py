@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from deploy.local.stack import Stack
-from tests.conftest import ClientFactory
-from tests.e2e.dispatch_helpers import stored_tasks
+from tests.support.database import stored_tasks
+from tests.support.stacks import ClientFactory
 
 TASK = {"a_number": "+79990001122", "b_number": "101"}
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory
 from tests.e2e.test_queues import assert_error, create_queue, is_int
+from tests.support.stacks import ClientFactory
 
 INTERVAL_FIELDS = {"id", "name", "timezone", "conditions"}
 CONDITION_FIELDS = {

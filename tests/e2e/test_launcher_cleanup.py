@@ -19,8 +19,9 @@ import pytest
 from deploy.local import embedded_postgres
 from deploy.local.ledger import LEDGER_FILE, Ledger, ProcessRecord, StateFolderBusy
 from deploy.local.stack import ROOT, clean_up_leftovers
-from tests.conftest import StateDirFactory, free_port, stack_settings
-from tests.e2e.launcher import launcher_env, process_tree, start_launcher, still_running
+from tests.support.launcher import launcher_env, process_tree, start_launcher, still_running
+from tests.support.ports import free_port
+from tests.support.stacks import StateDirFactory, stack_settings
 
 
 def wait_for_line(log: Path, line: str, timeout: float = 30) -> None:

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 
 from deploy.local.stack import Stack
-from tests.e2e.dispatch_helpers import wait_for as wait_until
+from tests.support.waiting import wait_for as wait_until
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

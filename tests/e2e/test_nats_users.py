@@ -24,8 +24,8 @@ from nats.js import JetStreamContext
 from deploy import nats_users
 from deploy.local.stack import Stack
 from services.common import bus
-from tests.conftest import permission_violations
-from tests.e2e.dispatch_helpers import wait_for_async
+from tests.support.stacks import permission_violations
+from tests.support.waiting import wait_for_async
 
 WAIT_SECONDS = 30
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from deploy.local.stack import Stack
-from tests.e2e import api_fuzz
+from tests.support import api_fuzz
 
 # Generated requests per operation and mode, after the ~600 coverage cases: ~60 s on 2 cores.
 EXAMPLES = 8

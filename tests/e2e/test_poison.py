@@ -16,14 +16,10 @@ from scheduler.v1 import events_pb2
 from deploy.local.stack import Stack
 from services.common import bus
 from services.common.bus import STREAM_CALLS, STREAM_DIAL, SUBJECT_CALLS, SUBJECT_DIAL
-from tests.e2e.dispatch_helpers import (
-    ANSWERING_NUMBER,
-    WAIT_SECONDS,
-    calls_of_task,
-    create_queue,
-    wait_for_async,
-    wait_for_awaitable,
-)
+from tests.support.calls import calls_of_task
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import ANSWERING_NUMBER
+from tests.support.waiting import WAIT_SECONDS, wait_for_async, wait_for_awaitable
 
 # The services' durable consumers (read their state only; never consume from them).
 DIALER_DURABLE = "dialer"

@@ -8,7 +8,9 @@ import re
 
 import httpx
 
-from tests.e2e.dispatch_helpers import LONG_CALL, create_queue, parse_wire
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import LONG_CALL
+from tests.support.wire_times import parse_wire
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 

@@ -11,20 +11,12 @@ import httpx
 import psycopg
 
 from deploy.local.stack import Stack
-from tests.conftest import BUSY_NUMBER
-from tests.e2e.dispatch_helpers import (
-    ANSWERING_NUMBER,
-    OTHER_ANSWERING_NUMBER,
-    WAIT_SECONDS,
-    calls_of_task,
-    create_queue,
-    db_now,
-    parse_wire,
-    stored_tasks,
-    wait_for,
-    whole_seconds_from_now,
-    wire_time,
-)
+from tests.support.calls import calls_of_task
+from tests.support.database import db_now, stored_tasks
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import ANSWERING_NUMBER, BUSY_NUMBER, OTHER_ANSWERING_NUMBER
+from tests.support.waiting import WAIT_SECONDS, wait_for
+from tests.support.wire_times import parse_wire, whole_seconds_from_now, wire_time
 
 FAR = "2030-01-02 03:04:05"
 

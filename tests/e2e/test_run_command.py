@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 
 from deploy.local.keys import mint_token
-from tests.conftest import StateDirFactory, free_port
-from tests.e2e.launcher import launcher_env, process_tree, start_launcher, still_running
+from tests.support.launcher import launcher_env, process_tree, start_launcher, still_running
+from tests.support.ports import free_port
+from tests.support.stacks import StateDirFactory
 
 
 @contextmanager

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from deploy.local.stack import Stack
-from tests.conftest import StateDirFactory, service_env, stack_settings
-from tests.e2e.dispatch_helpers import create_queue
 from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
+from tests.support.queues import create_queue
+from tests.support.stacks import StateDirFactory, service_env, stack_settings
 
 pytestmark = pytest.mark.slow
 

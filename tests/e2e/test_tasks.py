@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from deploy.local.stack import Stack
-from tests.e2e.dispatch_helpers import db_now, stamped_between
+from tests.support.database import db_now
+from tests.support.wire_times import stamped_between
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 TASK_FIELDS = {

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from deploy.local.keys import KEY_ID, PRIVATE_KEY, mint_token
 from deploy.local.stack import Stack
 from services.api.auth import ALGORITHM, AUDIENCE, ISSUER
-from tests.conftest import ClientFactory
+from tests.support.stacks import ClientFactory
 
 TASK = {"a_number": "+79990001122", "b_number": "101"}
 SECRETS = ("alpha-secret-queue", "alpha-secret-comment", "alpha-secret-task", "+70000004242")

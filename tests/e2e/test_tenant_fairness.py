@@ -11,8 +11,10 @@ import psycopg
 import pytest
 
 from deploy.local.stack import Stack
-from tests.conftest import StateDirFactory, service_env, stack_settings
-from tests.e2e.dispatch_helpers import LONG_CALL, create_queue, wait_for
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import LONG_CALL
+from tests.support.stacks import StateDirFactory, service_env, stack_settings
+from tests.support.waiting import wait_for
 
 ROOM_PER_DIALER = 2
 DIALERS = 2

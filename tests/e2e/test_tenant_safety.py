@@ -13,14 +13,10 @@ import psycopg
 import pytest
 
 from deploy.local.stack import Stack
-from tests.conftest import ClientFactory
-from tests.e2e.dispatch_helpers import (
-    ANSWERING_NUMBER,
-    LONG_CALL,
-    OTHER_ANSWERING_NUMBER,
-    create_queue,
-    max_overlap,
-)
+from tests.support.calls import max_overlap
+from tests.support.queues import create_queue
+from tests.support.simulated_phones import ANSWERING_NUMBER, LONG_CALL, OTHER_ANSWERING_NUMBER
+from tests.support.stacks import ClientFactory
 
 TASK = {"a_number": ANSWERING_NUMBER, "b_number": OTHER_ANSWERING_NUMBER}
 

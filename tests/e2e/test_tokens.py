@@ -14,7 +14,7 @@ from scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from deploy.local.keys import mint_token, sign_claims
 from deploy.local.stack import Stack
 from services.api.auth import AUDIENCE, DEFAULT_MAX_LIFETIME_SECONDS, ISSUER
-from tests.conftest import ClientFactory
+from tests.support.stacks import ClientFactory
 
 
 def refused(reply: httpx.Response, words: str) -> None:

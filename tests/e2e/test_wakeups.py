@@ -13,12 +13,9 @@ from deploy.local.stack import Stack
 from services.common.db import libpq_url
 from services.dispatcher.repository import WAKE_CHANNEL
 from services.dispatcher.wakeups import DUE_IN
-from tests.e2e.dispatch_helpers import (
-    WAIT_SECONDS,
-    create_queue,
-    whole_seconds_from_now,
-    wire_time,
-)
+from tests.support.queues import create_queue
+from tests.support.waiting import WAIT_SECONDS
+from tests.support.wire_times import whole_seconds_from_now, wire_time
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from werkzeug import Request
 from deploy.local.keys import ensure_webhook_signing_key
 from deploy.local.stack import ROOT, Stack
 from services.notifier.signing import client_secret, sign, verify
-from tests.e2e.dispatch_helpers import wait_for
+from tests.support.waiting import wait_for
 
 WAIT = 60  # generous: the machine is shared
 

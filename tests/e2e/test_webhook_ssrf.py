@@ -3,7 +3,7 @@ allows any absolute http/https URL), the notifier refuses them at delivery, befo
 connection, and the delivery says why (`failed`, last_error).
 
 The test stack allows 127.0.0.1 (http, ports from 1024) and 127.0.0.3 (https only); see
-tests/conftest.py `service_env`.
+tests/support/stacks.py `service_env`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from deploy.local.stack import Stack
-from tests.e2e.dispatch_helpers import wait_for
+from tests.support.waiting import wait_for
 
 WAIT = 60  # generous: the machine is shared
 

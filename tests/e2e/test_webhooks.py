@@ -24,8 +24,8 @@ from deploy.local.keys import ensure_webhook_signing_key
 from deploy.local.stack import ROOT, Stack
 from services.common import bus
 from services.notifier.signing import client_secret, verify
-from tests.conftest import BUSY_NUMBER
-from tests.e2e.dispatch_helpers import wait_for as wait_until
+from tests.support.simulated_phones import BUSY_NUMBER
+from tests.support.waiting import wait_for as wait_until
 
 Handler = Callable[[Request], Response]
 

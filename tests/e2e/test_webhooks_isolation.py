@@ -20,8 +20,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from deploy.local.stack import Stack
-from tests.conftest import StateDirFactory, service_env, stack_settings
-from tests.e2e.dispatch_helpers import wait_for
+from tests.support.stacks import StateDirFactory, service_env, stack_settings
+from tests.support.waiting import wait_for
 
 TOTAL, PER_HOST, PER_TENANT = 12, 3, 6
 FLOOD = 2 * TOTAL  # more of A's webhooks than the notifier has slots in all

@@ -1,59 +1,54 @@
-"""Fixtures for tests that need a database of their own on the session's PostgreSQL."""
+"""Fixtures of the integration tier: a PostgreSQL of its own for the session, and a database
+per test.
+
+The server is the embedded one (pgserver, as `make run` runs it), or the one DATABASE_URL
+names when pytest starts with it set (its user needs CREATEDB). The schema is migrated once,
+into a template database; each test that wants it gets a fresh copy (`CREATE DATABASE ...
+TEMPLATE`). No NATS, Envoy or service runs for these tests: the tests of this tier that need
+another real part (nats-server, sipp, Kamailio) start it themselves.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from deploy.local.stack import BIN, ROOT, Stack
-
-
-@pytest.fixture
-def empty_database(stack: Stack) -> Iterator[str]:
-    """A new, empty database on the session's PostgreSQL server."""
-    name = f"migrations_{uuid.uuid4().hex[:10]}"
-    admin_url = stack.database_url.replace("/callback_scheduler?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield stack.database_url.replace("/callback_scheduler?", f"/{name}?")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+from tests.support.postgres import PostgresServer, embedded_server, migrated_template
+from tests.support.stacks import StateDirFactory
 
 
-def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(BIN) / "alembic"), *args],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+@pytest.fixture(scope="session")
+def postgres(
+    make_state_dir: StateDirFactory, database_url_setting: str | None
+) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server."""
+    if database_url_setting is not None:
+        yield PostgresServer.at(database_url_setting)
+        return
+    with embedded_server(make_state_dir("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres: PostgresServer) -> Iterator[str]:
+    """The name of a database with the schema at head, migrated once per session."""
+    name = migrated_template(postgres)
+    yield name
+    postgres.drop_database(name)
 
 
 @pytest.fixture
-def migrated_database(empty_database: str) -> str:
-    """A new database with the schema at head, that no service of the stack looks at."""
-    upgrade = alembic(empty_database, "upgrade", "head")
-    assert upgrade.returncode == 0, upgrade.stderr
-    return empty_database
+def empty_database(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database."""
+    name = postgres.create_database(prefix="empty")
+    yield postgres.url(name)
+    postgres.drop_database(name)
 
 
-async def add_queue(conn: AsyncConnection) -> int:
-    """A switched-on queue of tenant `acme` (limit 10), for tests that write tasks in SQL."""
-    queue = await conn.execute(
-        text("""
-            INSERT INTO queues (client_id, name, comment, status, concurrent_task_limit)
-            VALUES ('acme', 'q', '', 'on', 10) RETURNING id
-        """)
-    )
-    return int(queue.scalar_one())
+@pytest.fixture
+def migrated_database(postgres: PostgresServer, template_database: str) -> Iterator[str]:
+    """The URL of a new database with the schema at head, that no other test looks at."""
+    name = postgres.create_database(template=template_database)
+    yield postgres.url(name)
+    postgres.drop_database(name)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.db import make_engine, transaction
 from services.dialer import repository as dialer_db
 from services.dispatcher import repository as dispatcher_db
-from tests.integration.conftest import add_queue
+from tests.support.seed import add_queue
 
 LEASE = 60.0
 NOW = datetime.now(UTC)  # a due time already passed

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
 from services.dispatcher.messages import dial_requests
-from tests.integration.conftest import add_queue
+from tests.support.seed import add_queue
 
 PARAMS = {
     "extended_a_numbers": ["+15550000002", "+15550000003"],

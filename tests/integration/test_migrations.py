@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.integration.conftest import alembic
+from tests.support.postgres import alembic
 
 
 def test_upgrade_head_on_empty_database_leaves_no_drift(empty_database: str) -> None:

@@ -20,8 +20,8 @@ from deploy import nats_users
 from deploy.local.stack import BIN
 from services.common import bus
 from services.common.settings import WorkerSettings
-from tests.certs import ServerCertificate, make_server_certificate
-from tests.conftest import free_port
+from tests.support.certs import ServerCertificate, make_server_certificate
+from tests.support.ports import free_port
 
 
 @dataclass(frozen=True)

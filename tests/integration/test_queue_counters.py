@@ -17,7 +17,8 @@ from services.api import repository as api_repository
 from services.api import validation
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
-from tests.integration.conftest import add_queue, alembic
+from tests.support.postgres import alembic
+from tests.support.seed import add_queue
 
 TASK = {"a_number": "+15550000000", "b_number": "+15550000001"}
 

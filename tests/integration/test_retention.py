@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.dispatcher import housekeeping, repository
-from tests.integration.conftest import add_queue
+from tests.support.seed import add_queue
 
 
 @pytest.fixture

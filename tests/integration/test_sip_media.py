@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from services.dialer.backend import CallPlan
-from tests.conftest import free_port_block
 from tests.integration.test_sip_callbacks import A, B, Lab, legs
 from tests.sip.phones import Media, Phone, Stream, free_phone_port, scenario, start_phone
+from tests.support.ports import free_port_block
 
 MARKERS = {A: b"audio-from-A;", B: b"audio-from-B;"}
 # A bound on the wait for the first packets: reached only when audio does not flow.

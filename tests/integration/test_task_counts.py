@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
-from tests.integration.conftest import add_queue
+from tests.support.seed import add_queue
 
 STATUSES = {"scheduled": 3000, "delayed": 1000, "executed": 400, "finished": 5600}
 

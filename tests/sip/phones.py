@@ -18,7 +18,7 @@ from html import escape
 from pathlib import Path
 from typing import Literal
 
-from tests.conftest import free_port_block
+from tests.support.ports import free_port_block
 
 Behaviour = Literal["answer", "busy", "no_answer", "reject"]
 # "a": answers with an offer, then takes a re-INVITE (flow IV's A side).

@@ -8,7 +8,7 @@ import asyncio
 from services.dialer.sip import tls
 from services.dialer.sip.message import Address
 from services.dialer.sip.transport import TlsTransport, _Stream
-from tests.conftest import free_port_block
+from tests.support.ports import free_port_block
 
 
 class RecordingWriter:

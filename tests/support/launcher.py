@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from deploy.local.stack import ROOT
-from tests.conftest import free_port, free_port_block
+from tests.support.ports import free_port, free_port_block
 
 READY_LINE = "callback-scheduler is ready"
 
