@@ -248,7 +248,19 @@ class UserAgent:
         # Responses go back where the request came from (RFC 3581 rport behaviour).
         self.transport.send(data, source)
         now = time.monotonic()
-        self._answered[(request.branch, request.method)] = (data, now)
-        if len(self._answered) > 1024:
-            limit = now - 64 * self.t1
-            self._answered = {k: v for k, v in self._answered.items() if v[1] >= limit}
+        key = (request.branch, request.method)
+        self._answered.pop(key, None)  # to the end: the dict stays in the order answered
+        self._answered[key] = (data, now)
+        self._forget_answers(now - 64 * self.t1)
+
+    def _forget_answers(self, before: float) -> None:
+        """Forget answers older than `before` (Timer J, 64*T1: a retransmission cannot come
+        later). Oldest first, stopping at the first one kept: a few entries per answer. A
+        whole pass once over 1,024 answers cost a pass per answer at 200 callbacks a second
+        (6,400 answers within 64*T1, each B leg's BYE answered): 9 % of the dialer's CPU."""
+        answered = self._answered
+        while answered:
+            oldest = next(iter(answered))
+            if answered[oldest][1] >= before:
+                return
+            del answered[oldest]
