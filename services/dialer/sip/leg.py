@@ -349,9 +349,7 @@ class OutboundLeg:
         # callbacks at 200 a second, and the dialer's full garbage collections grew to
         # 100-430 ms over a 30 s run (each one a pause of every call in progress).
         dialog.on_request = functools.partial(_answer_in_dialog, sdp_sent=self.sdp_sent)
-        asyncio.get_running_loop().call_later(
-            64 * self.ua.t1, self.ua.dialogs.pop, dialog.key, None
-        )
+        self.ua.expire_later(self.ua.dialogs, dialog.key)
 
     def record(self) -> Leg:
         return Leg(
