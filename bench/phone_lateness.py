@@ -219,6 +219,8 @@ def measure(lookahead: float, rate: int, seconds: int, future: int, cps: int) ->
             stop_phones(phones)
     finally:
         stop_phones(phones)
+    # Kept beside the phones' traces: call_uuid -> due time, to join them with other clocks.
+    (folder / "dues.json").write_text(json.dumps({u: d.timestamp() for u, d in dues.items()}))
     late, unrung, by_second = at_the_phone(folder, dues)
     result: dict[str, Any] = {
         "lookahead_s": lookahead,

@@ -221,6 +221,11 @@ class Scheduler:
         """Claim for one tenant's queues, up to its allotment and quotas."""
         with metrics.CLAIM_SECONDS.time():
             result = await self._claim_in_transaction(client_id, queue_ids, allotment)
+        if result.claimed:
+            # Committed: its dial requests go out now, not after the rest of the pass (other
+            # tenants' claims) and the lease check that may follow it. With the lookahead,
+            # the dialer needs them before the due time; without, the phone waits for them.
+            self._outbox_ready.set()
         for task in result.claimed or ():
             log.info(
                 "attempt started",

@@ -8,6 +8,7 @@ re-INVITEs, answers the phone's BYE and sends its own (RFC 3261 9, 13, 15).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 from collections.abc import Callable
@@ -76,6 +77,21 @@ def _result_of(response: Message, stopped_by: str) -> str:
     if status in (401, 407, 408) or 500 <= status < 600:
         return "error"  # credentials refused, no response at all, or a server failure
     return "rejected"
+
+
+def _answer_in_dialog(request: Message, sdp_sent: bytes) -> tuple[int, str, bytes]:
+    """The answer to a request in one of our dialogs (a BYE once the leg noted it)."""
+    if request.method == "BYE":
+        return 200, "OK", b""
+    if request.method == "INVITE":
+        # A session refresh or hold from the phone: answer with the session it already has
+        # from us; relaying a changed offer to the other phone is not done.
+        if not sdp_sent:
+            return 488, "Not Acceptable Here", b""
+        return 200, "OK", sdp_sent
+    if request.method in ("INFO", "UPDATE", "NOTIFY"):
+        return 200, "OK", b""
+    return 501, "Not Implemented", b""
 
 
 class OutboundLeg:
@@ -319,30 +335,25 @@ class OutboundLeg:
         self._forget_dialog()
 
     def _in_dialog_request(self, request: Message) -> tuple[int, str, bytes]:
-        if request.method == "BYE":
-            if self.ended is None:
-                self.ended = _now()
-                self.teardown_confirmed = True  # we answer it with this 200
-                self.remote_hangup.set()
-                self.on_remote_hangup()
-                self._forget_dialog()
-            return 200, "OK", b""
-        if request.method == "INVITE":
-            # A session refresh or hold from the phone: answer with the session it already
-            # has from us; relaying a changed offer to the other phone is not done.
-            if not self.sdp_sent:
-                return 488, "Not Acceptable Here", b""
-            return 200, "OK", self.sdp_sent
-        if request.method in ("INFO", "UPDATE", "NOTIFY"):
-            return 200, "OK", b""
-        return 501, "Not Implemented", b""
+        if request.method == "BYE" and self.ended is None:
+            self.ended = _now()
+            self.teardown_confirmed = True  # we answer it with this 200
+            self.remote_hangup.set()
+            self.on_remote_hangup()
+            self._forget_dialog()
+        return _answer_in_dialog(request, self.sdp_sent)
 
     def _forget_dialog(self) -> None:
-        if self.dialog is None:
+        dialog = self.dialog
+        if dialog is None:
             return
-        key = self.dialog.key
-        # Kept a while to answer retransmissions (2xx again -> ACK again), then dropped.
-        asyncio.get_running_loop().call_later(64 * self.ua.t1, self.ua.dialogs.pop, key, None)
+        # Kept a while to answer retransmissions (2xx again -> ACK again), then dropped; by
+        # then it answers on its own, without the leg: bound to the leg, it kept the whole
+        # callback (legs, transactions, messages) alive for 64*T1 after its end, 6,400
+        # callbacks at 200 a second, and the dialer's full garbage collections grew to
+        # 100-430 ms over a 30 s run (each one a pause of every call in progress).
+        dialog.on_request = functools.partial(_answer_in_dialog, sdp_sent=self.sdp_sent)
+        self.ua.expire_later(self.ua.dialogs, dialog.key)
 
     def record(self) -> Leg:
         return Leg(
