@@ -236,8 +236,8 @@ def main() -> None:
             if len(names) == 2 and name != names[0]:
                 pairs = zip(by_code[names[0]], by_code[name], strict=True)
                 ratios = [b["cpu_ms_per_callback"] / a["cpu_ms_per_callback"] for a, b in pairs]
-                ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
-            lines.append(row(name, size, by_code[name], ratio if len(names) == 2 else "—"))
+                ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
+            lines.append(row(name, size, by_code[name], ratio if len(names) == 2 else "-"))
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
