@@ -280,6 +280,7 @@ class Address:
 _URI = re.compile(r"^sips?:(?:[^@;]*@)?(\[[^\]]+\]|[^:;?>]+)(?::(\d+))?", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)  # a dialog's every request goes to the same few URIs
 def address_of(uri: str) -> Address:
     """Where a SIP URI points: host and port (no DNS SRV; RFC 3263 lookups are not done).
 

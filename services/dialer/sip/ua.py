@@ -57,6 +57,11 @@ _random_hex = _RandomHex()
 os.register_at_fork(after_in_child=_random_hex.reset)
 
 
+def random_hex(digits: int) -> str:
+    """`digits` hex digits from the CSPRNG (see _RandomHex)."""
+    return _random_hex.take(digits)
+
+
 def new_tag() -> str:
     return _random_hex.take(12)  # 48 random bits (RFC 3261 19.3 asks for 32 at least)
 
