@@ -8,8 +8,17 @@ over repeats: callbacks connected with teardown confirmed, lost (anything else),
 of simultaneously connected callbacks, controller CPU per callback, SIP retransmissions,
 and whether both phones' sipp exited 0.
 
+A/B in one run: the absolute CPU figure moves threefold between machines of the same kind, so a
+change is judged against a baseline measured beside it. Each repeat runs in a subprocess of its
+own, once with the SIP code of the baseline git ref (a detached worktree in a temporary folder,
+put first on PYTHONPATH) and once with this tree's, alternating which goes first; the table has
+both rows and the change's CPU as a ratio of the baseline's, the median of the per-repeat ratios.
+Everything else (this driver, the phones) is the same code for both.
+
 `make bench-sip` runs it; results go to bench/results/sip.json and sip.md.
-Environment: SIP_BENCH_SIZES (e.g. "200,500,1000"), SIP_BENCH_REPEATS (3), SIP_BENCH_TRANSPORT.
+Environment: SIP_BENCH_SIZES (e.g. "200,500,1000"), SIP_BENCH_REPEATS (3), SIP_BENCH_TRANSPORT,
+SIP_BENCH_BASELINE (a git ref; default the commit the CPU work of issue 22 started from; empty:
+this tree only).
 """
 
 from __future__ import annotations
@@ -21,7 +30,11 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -115,6 +128,11 @@ async def one_run(size: int, transport: Literal["udp", "tcp"]) -> dict[str, Any]
     }
 
 
+# The commit before the CPU work of issue 22: what "today's" figure means.
+DEFAULT_BASELINE = "93e8e06"
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):g} / {statistics.median(values):g} / {max(values):g}"
 
@@ -135,31 +153,91 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {python}, sipp {version}, load {load:.1f}"
 
 
-async def main() -> None:
+@contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    """The tree of `ref` in a temporary detached worktree, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="sip-bench-") as parent:
+        path = Path(parent) / "baseline"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", "-q", str(path), ref], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=True)
+
+
+def run_in(code: Path, size: int, transport: str) -> dict[str, Any]:
+    """One run in a fresh interpreter whose `services` (and phones) come from `code`.
+
+    `-P` keeps this file's folder off sys.path and PYTHONPATH puts `code` ahead of the
+    editable install, so only the SIP code differs between the A and B runs."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    command = [sys.executable, "-P", str(Path(__file__).resolve()), "--one", str(size), transport]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench run in {code} failed:\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    if Path(result.pop("code")) != code:
+        raise RuntimeError(f"the run in {code} imported its SIP code from elsewhere")
+    return result
+
+
+def row(label: str, size: int, results: list[dict[str, Any]], ratio: str) -> str:
+    column: dict[str, list[float]] = {
+        key: [float(r[key]) for r in results]
+        for key in ("connected_and_torn_down", "lost", "peak_connected",
+                    "cpu_ms_per_callback", "retransmissions")
+    }  # fmt: skip
+    phones_ok = sum(r["phones_exit"] == [0, 0] for r in results)
+    return (
+        f"| {size} | {label} | {spread(column['connected_and_torn_down'])} "
+        f"| {spread(column['lost'])} | {spread(column['peak_connected'])} "
+        f"| {spread(column['cpu_ms_per_callback'])} | {ratio} "
+        f"| {spread(column['retransmissions'])} | {phones_ok}/{len(results)} |"
+    )
+
+
+def main() -> None:
     sizes = [int(s) for s in os.environ.get("SIP_BENCH_SIZES", "200,500,1000").split(",")]
     repeats = int(os.environ.get("SIP_BENCH_REPEATS", "3"))
-    transport = cast(Literal["udp", "tcp"], os.environ.get("SIP_BENCH_TRANSPORT", "udp"))
-    runs = {size: [await one_run(size, transport) for _ in range(repeats)] for size in sizes}
+    transport = os.environ.get("SIP_BENCH_TRANSPORT", "udp")
+    baseline = os.environ.get("SIP_BENCH_BASELINE", DEFAULT_BASELINE)
+    label = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD"], check=False)
+    label += "+changes" if dirty.returncode else ""
+    load_before = os.getloadavg()[0]
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    context: AbstractContextManager[Path | None] = checkout(baseline) if baseline else nullcontext()
+    with context as base:
+        codes = {label: ROOT} if base is None else {f"{baseline} (baseline)": base, label: ROOT}
+        for size in sizes:
+            runs[size] = {name: [] for name in codes}
+            for repeat in range(repeats):
+                # Alternate which side goes first: drift in the machine's load hits both.
+                order = list(codes.items())
+                for name, code in order if repeat % 2 == 0 else reversed(order):
+                    runs[size][name].append(run_in(code, size, transport))
     lines = [
-        f"SIP callbacks at once over {transport.upper()} ({machine()}); min / median / max of "
-        f"{repeats} runs",
+        f"SIP callbacks at once over {transport.upper()} ({machine()}, load at start "
+        f"{load_before:.1f}); min / median / max of {repeats} runs; each run a fresh process, "
+        f"the code under test alternating",
         "",
-        "| callbacks at once | connected + torn down | lost | peak connected "
-        "| CPU ms / callback | retransmissions | phones exit 0 |",
-        "|---|---|---|---|---|---|---|",
+        "| callbacks at once | code | connected + torn down | lost | peak connected "
+        "| CPU ms / callback | CPU vs baseline | retransmissions | phones exit 0 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for size, results in runs.items():
-        column: dict[str, list[float]] = {
-            key: [float(r[key]) for r in results]
-            for key in ("connected_and_torn_down", "lost", "peak_connected",
-                        "cpu_ms_per_callback", "retransmissions")
-        }  # fmt: skip
-        phones_ok = sum(r["phones_exit"] == [0, 0] for r in results)
-        lines.append(
-            f"| {size} | {spread(column['connected_and_torn_down'])} | {spread(column['lost'])} "
-            f"| {spread(column['peak_connected'])} | {spread(column['cpu_ms_per_callback'])} "
-            f"| {spread(column['retransmissions'])} | {phones_ok}/{len(results)} |"
-        )
+    for size, by_code in runs.items():
+        names = list(by_code)
+        for name in names:
+            ratio = "1"
+            if len(names) == 2 and name != names[0]:
+                pairs = zip(by_code[names[0]], by_code[name], strict=True)
+                ratios = [b["cpu_ms_per_callback"] / a["cpu_ms_per_callback"] for a, b in pairs]
+                ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
+            lines.append(row(name, size, by_code[name], ratio if len(names) == 2 else "-"))
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
@@ -167,5 +245,17 @@ async def main() -> None:
     (RESULTS / "sip.json").write_text(json.dumps(runs, indent=2) + "\n")
 
 
+def one(size: int, transport: str) -> None:
+    """The child's side of run_in: one run, its result as one JSON line."""
+    import services
+
+    result = asyncio.run(one_run(size, cast(Literal["udp", "tcp"], transport)))
+    result["code"] = str(Path(services.__file__).resolve().parent.parent)
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--one"]:
+        one(int(sys.argv[2]), sys.argv[3])
+    else:
+        main()

@@ -19,7 +19,7 @@ from services.common.tenancy import TenantDefaults
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
-from tests.integration.conftest import add_queue
+from tests.support.seed import add_queue
 
 DEFAULTS = TenantDefaults(max_in_progress=10_000, calls_per_second=10_000.0)
 _TASK = """

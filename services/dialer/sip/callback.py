@@ -216,16 +216,25 @@ class Callback:
 
     async def _talk(self, a: OutboundLeg) -> tuple[str, str]:
         b = self.b
-        hangups = {
-            asyncio.ensure_future(a.remote_hangup.wait()): "a",
-            asyncio.ensure_future(b.remote_hangup.wait()): "b",
-        }
-        done, pending = await asyncio.wait(
-            hangups, timeout=self.max_call, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
-        by = hangups[next(iter(done))] if done else "system"
+        loop = asyncio.get_running_loop()
+        # One future, ended by the first BYE or the maximum duration: not a task per leg
+        # waiting on its event plus asyncio.wait, a thousand times over at a thousand calls.
+        ended: asyncio.Future[str] = loop.create_future()
+
+        def end(by: str) -> None:
+            if not ended.done():
+                ended.set_result(by)
+
+        for leg, by in ((a, "a"), (b, "b")):
+            if leg.remote_hangup.is_set():  # a BYE that came before the talk began
+                end(by)
+        a.on_remote_hangup = lambda: end("a")
+        b.on_remote_hangup = lambda: end("b")
+        timer = loop.call_later(self.max_call, end, "system")
+        try:
+            by = await ended
+        finally:
+            timer.cancel()
         a.hangup_by = b.hangup_by = by
         await asyncio.gather(a.hang_up(by), b.hang_up(by))
         confirmed = a.teardown_confirmed and b.teardown_confirmed

@@ -20,7 +20,7 @@ from services.dialer.sip import digest
 from services.dialer.sip.message import Message, number_user, params, quoted_string, uri_of
 from services.dialer.sip.sdp import Origin
 from services.dialer.sip.transaction import ClientTransaction, timeout_response
-from services.dialer.sip.ua import Dialog, UserAgent, new_tag
+from services.dialer.sip.ua import Dialog, UserAgent, new_tag, random_hex
 
 # Put in a leg's response queue to wake it: stop ringing and CANCEL; give up waiting.
 _STOP = Message(status=0, reason="stop")
@@ -60,7 +60,7 @@ def new_call_id(call_uuid: str, leg: str, host: str) -> str:
     placing shows as a new call rather than as a retransmission (RFC 3261 8.1.1.4).
     """
     prefix = call_uuid if _CALL_UUID.fullmatch(call_uuid) else secrets.token_hex(12)
-    return f"{prefix}-{leg}-{secrets.token_hex(4)}@{host}"
+    return f"{prefix}-{leg}-{random_hex(8)}@{host}"
 
 
 def _result_of(response: Message, stopped_by: str) -> str:
@@ -125,7 +125,7 @@ class OutboundLeg:
         self.call_id = call_id  # see new_call_id
         self.local_tag = new_tag()
         self.cseq = 0
-        self.origin = Origin(secrets.randbelow(2**31), ua.transport.local.host)
+        self.origin = Origin(int(random_hex(8), 16) >> 1, ua.transport.local.host)
         self.transaction: ClientTransaction | None = None
         self.dialog: Dialog | None = None
         self.sdp_sent = b""  # our session description towards this phone, last sent

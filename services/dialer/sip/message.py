@@ -68,8 +68,13 @@ class Message:
         return bool(self.method)
 
     def get(self, name: str, default: str = "") -> str:
+        # A plain loop: called for several headers of every message, it was the controller's
+        # hottest Python function as a generator expression under next().
         name = canonical(name)
-        return next((value for key, value in self.headers if key == name), default)
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, with comma-joined lists split (RFC 3261 7.3.1)."""
@@ -99,7 +104,18 @@ class Message:
 
     @property
     def branch(self) -> str:
-        return params(self.get("Via")).get("branch", "")
+        via = self.get("Via")
+        # Every response is matched by its branch: the usual `;branch=` of a single Via is
+        # cut out directly; anything else (spaces, other case, a comma list) goes to params().
+        start = via.find(";branch=")
+        simple = "," not in via and ">" not in via and via.lower().count(";branch=") == 1
+        if start >= 0 and simple:
+            start += 8
+            end = via.find(";", start)
+            value = via[start:] if end < 0 else via[start:end]
+            if value and value == value.strip().strip('"'):
+                return value
+        return params(via).get("branch", "")
 
     def encode(self) -> bytes:
         if self.is_request:
@@ -264,6 +280,7 @@ class Address:
 _URI = re.compile(r"^sips?:(?:[^@;]*@)?(\[[^\]]+\]|[^:;?>]+)(?::(\d+))?", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)  # a dialog's every request goes to the same few URIs
 def address_of(uri: str) -> Address:
     """Where a SIP URI points: host and port (no DNS SRV; RFC 3263 lookups are not done).
 

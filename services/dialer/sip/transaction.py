@@ -9,6 +9,7 @@ whichever comes first (a burst of INVITEs at a due second scheduled two each bef
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 from services.common import metrics
@@ -36,6 +37,36 @@ def timeout_response(request: Message, reason: str = "Request Timeout") -> Messa
 Lingering = tuple[bytes | None, str, int]
 
 
+class Responses:
+    """The responses of one transaction, in arrival order, for the one task that waits for
+    them: put_nowait / get / empty as asyncio.Queue, without its per-queue loop binding and
+    waiter bookkeeping (a thousand callbacks at once make thousands of transactions)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Message) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Message:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 class ClientTransaction:
     """One request we sent. Responses go to `responses` in arrival order; a final response
     (or a synthesized 408 on timeout or transport failure) ends it for its user."""
@@ -51,7 +82,7 @@ class ClientTransaction:
         self.request = request
         self.destination = destination
         self.key = (request.branch, request.method)
-        self.responses: asyncio.Queue[Message] = asyncio.Queue()
+        self.responses = Responses()
         self.provisional: Message | None = None
         self.final: Message | None = None
         self.retransmissions = 0

@@ -86,6 +86,7 @@ class UdpTransport:
         self._loop = asyncio.get_running_loop()
         self._waiting: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._closed = False
+        self._sources: dict[tuple[str, int], Address] = {}
         self._loop.add_reader(sock.fileno(), self._read)
 
     @classmethod
@@ -116,7 +117,12 @@ class UdpTransport:
                 # a timeout.
                 log.debug("UDP error", extra={"action": "udp_error", "error": str(err)})
                 continue
-            _deliver(self._on_message, data, Address(str(addr[0]), int(addr[1])))
+            source = self._sources.get(addr)
+            if source is None:  # a few peers send everything: one Address each, not per read
+                if len(self._sources) >= 4096:
+                    self._sources.clear()
+                source = self._sources[addr] = Address(str(addr[0]), int(addr[1]))
+            _deliver(self._on_message, data, source)
 
     def send(self, data: bytes, to: Address) -> None:
         if self._closed:
