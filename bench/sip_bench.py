@@ -42,6 +42,7 @@ from typing import Any, Literal, cast
 from services.dialer.backend import CallPlan, CallReport
 from services.dialer.sip.backend import SipBackend
 from services.dialer.sip.message import Address
+from services.dialer.sip.transaction import ClientTransaction
 from services.dialer.sip.ua import Route
 from tests.sip.phones import free_phone_port, scenario, start_phone
 
@@ -107,7 +108,9 @@ async def one_run(size: int, transport: Literal["udp", "tcp"]) -> dict[str, Any]
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
     statuses = [await phone_a.finished(), await phone_b.finished()]
     retransmissions = backend.ua.retransmissions + sum(
-        t.retransmissions for t in backend.ua.transactions.values()
+        t.retransmissions
+        for t in backend.ua.transactions.values()
+        if isinstance(t, ClientTransaction)
     )
     backend.close()
     ok = sum(

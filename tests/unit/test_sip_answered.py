@@ -20,6 +20,7 @@ T1 = 0.5
 class CapturingTransport:
     name = "UDP"
     reliable = True
+    alias = False
     local = Address("127.0.0.1", 5060)
 
     def __init__(self) -> None:

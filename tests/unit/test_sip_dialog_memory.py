@@ -19,6 +19,7 @@ SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
 class CapturingTransport:
     name = "UDP"
     reliable = True
+    alias = False
     local = Address("127.0.0.1", 5060)
 
     def __init__(self) -> None:

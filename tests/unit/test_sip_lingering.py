@@ -20,6 +20,7 @@ PHONE = Address("127.0.0.2", 5060)
 class CapturingTransport:
     name = "UDP"
     reliable = False  # the transactions linger
+    alias = False
     local = Address("127.0.0.1", 5060)
 
     def __init__(self) -> None:
