@@ -62,6 +62,11 @@ def test_data_survives_a_restart_and_every_process_stops(
         tasks_url = f"{base}/client/keeper/task_scheduler/{queue['id']}/tasks/"
         body = {"tasks": [{"a_number": "101", "b_number": "102"}]}
         task = httpx.post(tasks_url, json=body, headers=headers).json()[0]
+        # Read back after the add: the queue's task counters now count the task.
+        queue = httpx.get(
+            f"{base}/client/keeper/task_scheduler/{queue['id']}", headers=headers
+        ).json()
+        assert (queue["task_count"], queue["sched_task_count"]) == (1, 1)
 
     with running_stack(state_dir, rest_port, tmp_path / "second.log", signal.SIGTERM):
         got_queue = httpx.get(f"{base}/client/keeper/task_scheduler/{queue['id']}", headers=headers)
