@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Row, Table, delete, func, insert, or_, select, text, update
+from sqlalchemy import Row, Select, Table, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.policy import TenantPolicy
+from services.api.task_status import shown_status, status_filter
 from services.api.validation import (
     IntervalChanges,
     NewInterval,
@@ -384,18 +385,24 @@ async def insert_tasks(
     return sorted(inserted, key=lambda row: int(row.id))
 
 
+def _shown_tasks() -> Select[tuple[Any, ...]]:
+    """Tasks with their status as the api shows it (task_status.py)."""
+    columns = [c for c in tasks.c if c.name != "status"]
+    return select(*columns, shown_status(tasks, queues))
+
+
 async def select_tasks(
     conn: AsyncConnection, client_id: str, queue_id: int, page: Page, filters: TaskFilter
 ) -> Sequence[Row[Any]]:
     """One page of a queue's tasks, by id, optionally of one status, one number (A or B; two
     indexes, (queue_id, a_number) and (queue_id, b_number)) and a created-time range."""
-    stmt = select(tasks).where(
+    stmt = _shown_tasks().where(
         tasks.c.client_id == client_id,
         tasks.c.queue_id == queue_id,
         tasks.c.id > page.after_id,
     )
     if filters.status is not None:
-        stmt = stmt.where(tasks.c.status == filters.status)
+        stmt = stmt.where(status_filter(tasks, queues, filters.status))
     if filters.number is not None:
         stmt = stmt.where(
             or_(tasks.c.a_number == filters.number, tasks.c.b_number == filters.number)
@@ -405,17 +412,19 @@ async def select_tasks(
     if filters.created_to_utc is not None:
         stmt = stmt.where(tasks.c.create_date_utc < filters.created_to_utc)
     stmt = stmt.order_by(tasks.c.id).limit(page.limit)
-    return (await conn.execute(stmt)).all()
+    rows: Sequence[Row[Any]] = (await conn.execute(stmt)).all()
+    return rows
 
 
 async def select_task(
     conn: AsyncConnection, client_id: str, queue_id: int, task_id: int
 ) -> Row[Any] | None:
     """One task of one of the client's queues."""
-    stmt = select(tasks).where(
+    stmt = _shown_tasks().where(
         tasks.c.client_id == client_id, tasks.c.queue_id == queue_id, tasks.c.id == task_id
     )
-    return (await conn.execute(stmt)).one_or_none()
+    row: Row[Any] | None = (await conn.execute(stmt)).one_or_none()
+    return row
 
 
 async def delete_task(conn: AsyncConnection, client_id: str, queue_id: int, task_id: int) -> bool:

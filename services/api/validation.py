@@ -166,7 +166,14 @@ Phone = Annotated[str, AfterValidator(_phone)]
 Url = Annotated[str, Field(max_length=2048), AfterValidator(_url)]
 Pause = Annotated[int, BeforeValidator(_pause)]
 QueueStatus = Literal["on", "off"]
-TaskStatus = Literal["scheduled", "executed", "delayed", "finished"]
+TaskStatus = Literal[
+    "scheduled",
+    "executed",
+    "delayed",
+    "finished",
+    "delayed_interval",
+    "delayed_concurrent_task",
+]
 Name = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
 Comment = Annotated[str, Field(max_length=4000), AfterValidator(_printable)]
 ConcurrencyLimit = Annotated[int, Field(ge=1, le=MAX_CONCURRENT_TASK_LIMIT)]
@@ -300,6 +307,10 @@ def _ring_timeout(value: int) -> int:
     return value
 
 
+# A callee's zone: "" is none (the interval's own).
+CalleeTimezone = Annotated[str, Field(max_length=64), AfterValidator(lambda v: v and _timezone(v))]
+
+
 class CallbackParams(_Strict):
     caller_id_name: Annotated[str, Field(max_length=64), AfterValidator(_display_name)] = ""
     caller_id_number: Annotated[str, AfterValidator(lambda v: v and _phone(v))] = ""
@@ -307,6 +318,10 @@ class CallbackParams(_Strict):
     # Seconds; 0: the dialer's own limit.
     call_duration: Annotated[int, Field(ge=0, le=MAX_CALL_DURATION)] = 0
     ring_timeout: Annotated[int, AfterValidator(_ring_timeout)] = 0
+    # The callee's IANA time zone: its queue's interval is read in it ("": the interval's own).
+    timezone: Annotated[str, Field(max_length=64), AfterValidator(lambda v: v and _timezone(v))] = (
+        ""
+    )
 
 
 class NewTask(_Strict):
@@ -340,7 +355,7 @@ class TaskChanges(_Strict):
 
 # A task can be changed while it waits for its next attempt; not while one is in progress
 # (the dialer has its numbers and URLs already), nor once it is finished.
-CHANGEABLE_STATUSES = ("scheduled", "delayed")
+CHANGEABLE_STATUSES = ("scheduled", "delayed", "delayed_interval")
 
 
 def check_reschedulable(task_id: int, status: str, attempts: int, changes: TaskChanges) -> None:

@@ -21,6 +21,10 @@ CLAIM_SECONDS = Histogram(
     "callback_claim_seconds", "Duration of one claim transaction", buckets=LATENCY_BUCKETS
 )
 TASKS_CLAIMED = Counter("callback_attempts_started", "Attempts started by the dispatchers")
+TASKS_HELD_BY_WINDOW = Counter(
+    "callback_tasks_held_by_window",
+    "Due tasks held (delayed_interval) because their queue's calling window was closed",
+)
 CLAIMS_HELD = Counter(
     "callback_claims_held",
     "Claims of tenants with due work cut short by a tenant quota or the dialers' capacity",

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.vocabulary import CALL_IN_PROGRESS, WAITING, FinishResult, TaskStatus
+from services.common.vocabulary import CALL_IN_PROGRESS, STORED, WAITING, FinishResult, TaskStatus
 
 # Stable constraint names, so that migrations can name what they change.
 NAMING = {
@@ -41,7 +41,7 @@ NAMING = {
 
 QUEUE_STATUSES = ("on", "off")
 # Values (not members): _in() writes them into CHECK constraints with repr().
-TASK_STATUSES = tuple(status.value for status in TaskStatus)
+TASK_STATUSES = tuple(status.value for status in STORED)
 FINISH_RESULTS = tuple(result.value for result in FinishResult)
 
 
@@ -168,7 +168,7 @@ class Task(Base):
     queue_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("queues.id", ondelete="CASCADE"))
     client_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(9), server_default=TaskStatus.SCHEDULED.value)
+    status: Mapped[str] = mapped_column(String(32), server_default=TaskStatus.SCHEDULED.value)
     a_number: Mapped[str] = mapped_column(String(32))
     b_number: Mapped[str] = mapped_column(String(32))
     extension_id: Mapped[int] = mapped_column(Integer)

@@ -37,5 +37,6 @@ def task_to_proto(row: Any) -> pb.Task:
             extended_a_numbers=params.get("extended_a_numbers", []),
             call_duration=params.get("call_duration", 0),
             ring_timeout=params.get("ring_timeout", 0),
+            timezone=params.get("timezone", ""),
         ),
     )

@@ -24,10 +24,17 @@ class TaskStatus(StrEnum):
     EXECUTED = "executed"
     DELAYED = "delayed"
     FINISHED = "finished"
+    # Due, but outside its queue's calling window: next_run_at is the window's opening.
+    DELAYED_INTERVAL = "delayed_interval"
+    # Never stored: how the api shows a waiting task that is due in a switched-on queue (held
+    # by the queue's limit or a tenant quota), see services/api/task_status.py.
+    DELAYED_CONCURRENT_TASK = "delayed_concurrent_task"
 
 
 # Statuses of a task waiting for its next attempt (claimable once due).
-WAITING: Final = (TaskStatus.SCHEDULED, TaskStatus.DELAYED)
+WAITING: Final = (TaskStatus.SCHEDULED, TaskStatus.DELAYED, TaskStatus.DELAYED_INTERVAL)
+# What tasks.status may hold.
+STORED: Final = tuple(s for s in TaskStatus if s is not TaskStatus.DELAYED_CONCURRENT_TASK)
 
 
 class FinishResult(StrEnum):

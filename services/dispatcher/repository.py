@@ -27,16 +27,18 @@ from __future__ import annotations
 from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import orjson
 from sqlalchemy import Row, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.calling_windows import CallingWindow, window_from_fields
 from services.common.models import Call, OutboxMessage
 from services.common.tenancy import TenantDefaults
 from services.common.vocabulary import CALL_IN_PROGRESS, WAITING, CallOutcome, TaskStatus
+from services.dispatcher.windows import NEVER, Hold
 
 WAKE_CHANNEL = "callback_scheduler_wake"
 
@@ -47,6 +49,7 @@ WAKE_CHANNEL = "callback_scheduler_wake"
 _WAITING = ", ".join(f"'{status}'" for status in WAITING)
 _EXECUTED = f"'{TaskStatus.EXECUTED}'"
 _FINISHED = f"'{TaskStatus.FINISHED}'"
+_DELAYED_INTERVAL = f"'{TaskStatus.DELAYED_INTERVAL}'"
 _IN_PROGRESS = f"'{CALL_IN_PROGRESS}'"
 
 calls = cast(Table, Call.__table__)
@@ -179,16 +182,70 @@ async def count_tenant_in_flight(
 
 
 _LOCK_QUEUE = text("""
-    SELECT concurrent_task_limit FROM queues
-    WHERE id = :queue_id AND status = 'on'
-    FOR UPDATE SKIP LOCKED
+    SELECT q.concurrent_task_limit, i.timezone, i.conditions
+    FROM queues q LEFT JOIN intervals i ON i.client_id = q.client_id AND i.id = q.interval_id
+    WHERE q.id = :queue_id AND q.status = 'on'
+    FOR UPDATE OF q SKIP LOCKED
 """)
 
 
-async def lock_queue(conn: AsyncConnection, queue_id: int) -> int | None:
-    """Step 1: lock a switched-on queue for claiming; its limit, or None if taken or off."""
-    limit = (await conn.execute(_LOCK_QUEUE, {"queue_id": queue_id})).scalar_one_or_none()
-    return None if limit is None else int(limit)
+class LockedQueue(NamedTuple):
+    limit: int
+    # Its calling window (the interval's zone and conditions); None: always open.
+    window: CallingWindow | None
+
+
+async def lock_queue(conn: AsyncConnection, queue_id: int) -> LockedQueue | None:
+    """Step 1: lock a switched-on queue for claiming; its limit and calling window, or None
+    if taken or off."""
+    row = (await conn.execute(_LOCK_QUEUE, {"queue_id": queue_id})).one_or_none()
+    if row is None:
+        return None
+    window = None if row.timezone is None else window_from_fields(row.timezone, row.conditions)
+    return LockedQueue(int(row.concurrent_task_limit), window)
+
+
+# The callees' zones of a queue's tasks due within the lookahead (NULL: the interval's own;
+# stored callback_params hold "" for it).
+_DUE_ZONES = text(f"""
+    SELECT now() AS now,
+           ARRAY(SELECT DISTINCT NULLIF(callback_params->>'timezone', '') FROM tasks
+                 WHERE queue_id = :queue_id AND status IN ({_WAITING}) AND {_DUE}) AS zones
+""")  # noqa: S608 - constant SQL
+
+
+async def due_zones(
+    conn: AsyncConnection, queue_id: int, lookahead_seconds: float
+) -> tuple[datetime, list[str | None]]:
+    """The database's now() (the transaction's start, as in every claim statement) and the
+    zones the queue's due tasks are called in."""
+    params = {"queue_id": queue_id, "lookahead_seconds": lookahead_seconds}
+    row = (await conn.execute(_DUE_ZONES, params)).one()
+    return row.now, list(row.zones)
+
+
+_HOLD = text(f"""
+    UPDATE tasks SET status = {_DELAYED_INTERVAL}, next_run_at = CAST(:until AS timestamptz)
+    WHERE queue_id = :queue_id AND status IN ({_WAITING}) AND {_DUE}
+      AND NULLIF(callback_params->>'timezone', '') IS NOT DISTINCT FROM CAST(:timezone AS text)
+      AND next_run_at >= coalesce(CAST(:due_from AS timestamptz), '-infinity')
+      AND next_run_at < coalesce(CAST(:due_before AS timestamptz), 'infinity')
+""")  # noqa: S608 - constant SQL
+
+
+async def hold_outside_window(
+    conn: AsyncConnection, queue_id: int, hold: Hold, lookahead_seconds: float
+) -> int:
+    """Hold a zone's due tasks until their window opens (see windows.py); how many."""
+    params = {
+        "queue_id": queue_id,
+        "lookahead_seconds": lookahead_seconds,
+        "timezone": hold.timezone,
+        "due_from": hold.due_from,
+        "due_before": hold.due_before,
+        "until": "infinity" if hold.until == NEVER else hold.until,
+    }
+    return int((await conn.execute(_HOLD, params)).rowcount)
 
 
 # Callbacks of queue `q` in progress: its executed tasks, plus calls still going on for

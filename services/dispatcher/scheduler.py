@@ -8,16 +8,18 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import metrics
+from services.common.calling_windows import CallingWindow
 from services.common.db import transaction
 from services.common.errors import StorageUnavailable
 from services.common.retry import Backoff
 from services.common.tenancy import TenantDefaults
-from services.dispatcher import fairness, repository, transitions
+from services.dispatcher import fairness, repository, transitions, windows
 from services.dispatcher.lifecycle import start_event
 from services.dispatcher.messages import dial_requests, has_webhook, webhook_events
 from services.dispatcher.results import write_plan
@@ -290,9 +292,13 @@ class Scheduler:
     ) -> list[Any] | None:
         """Claim up to `how_many` of a queue's due tasks within its limit; None if the
         queue is locked (a bulk add or a change of it is being written)."""
-        limit = await repository.lock_queue(conn, queue_id)
-        if limit is None:
+        queue = await repository.lock_queue(conn, queue_id)
+        if queue is None:
             return None  # locked, or just switched off or deleted
+        limit = queue.limit
+        if queue.window is not None:
+            # Even at its limit: a due task outside its window shows `delayed_interval`.
+            await self._hold_outside_window(conn, queue_id, queue.window)
         in_flight = await repository.count_in_flight(
             conn, queue_id, self._settings.attempt_lease_seconds
         )
@@ -311,6 +317,27 @@ class Scheduler:
             )
         metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
         return started
+
+    async def _hold_outside_window(
+        self, conn: AsyncConnection, queue_id: int, window: CallingWindow
+    ) -> None:
+        """Hold the queue's due tasks whose calling window is closed when they would be
+        dialed, zone by zone, before the claim (same transaction, same now())."""
+        lookahead = self._settings.lookahead_seconds
+        now, zones = await repository.due_zones(conn, queue_id, lookahead)
+        for timezone in zones:
+            try:
+                hold = windows.hold_for_zone(window, timezone, now, timedelta(seconds=lookahead))
+            except (ValueError, KeyError) as error:  # a zone the tz database no longer has
+                log.warning(
+                    "calling window not evaluated",
+                    extra={"queue_id": queue_id, "timezone": timezone, "error": str(error)},
+                )
+                continue
+            if hold is not None:
+                held = await repository.hold_outside_window(conn, queue_id, hold, lookahead)
+                if held:
+                    metrics.TASKS_HELD_BY_WINDOW.inc(held)
 
     @staticmethod
     async def _start_webhooks(

@@ -8,6 +8,7 @@ from services.common.models import FINISH_RESULTS, TASK_STATUSES
 from services.common.vocabulary import (
     OUTCOME_FROM_PROTO,
     OUTCOME_TO_PROTO,
+    STORED,
     CallOutcome,
     TaskStatus,
     WebhookEvent,
@@ -36,8 +37,10 @@ def test_every_outcome_has_a_comment() -> None:
 
 
 def test_the_schema_checks_the_same_words() -> None:
-    assert TASK_STATUSES == ("scheduled", "executed", "delayed", "finished")
-    assert TASK_STATUSES == tuple(TaskStatus)
+    # The migration 0018 CHECK spells them in this order.
+    assert TASK_STATUSES == ("scheduled", "executed", "delayed", "finished", "delayed_interval")
+    assert TASK_STATUSES == tuple(STORED)
+    assert set(TaskStatus) - set(STORED) == {TaskStatus.DELAYED_CONCURRENT_TASK}
     assert FINISH_RESULTS == ("", "success", "failed")
 
 
