@@ -207,6 +207,55 @@ async def update_interval(
     return updated
 
 
+# Tasks held until their calling window opens (delayed_interval) wait as they did before the
+# hold, due now: the dispatcher decides again with the window as it is after the change.
+_RELEASE_HELD = """
+    WITH released AS (
+        UPDATE tasks t
+        SET status = CASE WHEN t.attempts = 0 THEN 'scheduled' ELSE 'delayed' END,
+            next_run_at = CASE WHEN CAST(:keep_due AS boolean) THEN t.next_run_at
+                               ELSE least(t.next_run_at, now()) END
+        WHERE t.client_id = :client_id AND t.status = 'delayed_interval' AND {which}
+        RETURNING 1)
+    SELECT count(*) AS released,
+           pg_notify('callback_scheduler_wake', 'dispatcher')
+    FROM released HAVING count(*) > 0
+"""
+_RELEASE_OF_QUEUE = text(_RELEASE_HELD.format(which="t.queue_id = :queue_id"))
+_RELEASE_OF_INTERVAL = text(
+    _RELEASE_HELD.format(
+        which="t.queue_id IN (SELECT q.id FROM queues q "
+        "WHERE q.client_id = :client_id AND q.interval_id = :interval_id)"
+    )
+)
+_RELEASE_TASK = text(_RELEASE_HELD.format(which="t.id = :task_id"))
+
+
+async def release_held_tasks(
+    conn: AsyncConnection,
+    client_id: str,
+    *,
+    queue_id: int | None = None,
+    interval_id: int | None = None,
+    task_id: int | None = None,
+    keep_due: bool = False,
+) -> int:
+    """After a change of a calling window (an interval, a queue's interval_id, a task's start
+    time or zone): its held tasks wait again, and the dispatchers are woken; how many. With
+    `keep_due`, at their next_run_at (a task just given a new start time), else now."""
+    if queue_id is not None:
+        stmt, params = _RELEASE_OF_QUEUE, {"queue_id": queue_id}
+    elif interval_id is not None:
+        stmt, params = _RELEASE_OF_INTERVAL, {"interval_id": interval_id}
+    elif task_id is not None:
+        stmt, params = _RELEASE_TASK, {"task_id": task_id}
+    else:
+        raise ValueError("release which tasks?")
+    params |= {"client_id": client_id, "keep_due": keep_due}
+    row = (await conn.execute(stmt, params)).one_or_none()
+    return 0 if row is None else int(row.released)
+
+
 async def lock_interval_for_queue(conn: AsyncConnection, client_id: str, interval_id: int) -> bool:
     """Whether the client has this interval, which then stays until the transaction ends (a
     key-share lock: a concurrent DELETE of it waits, then sees the queue that names it)."""

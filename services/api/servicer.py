@@ -255,6 +255,8 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             ):
                 raise _interval_not_owned(changes.interval_id)
             row = await repository.update_queue(conn, client_id, request.scheduler_id, changes)
+            if row is not None and "interval_id" in changes.model_fields_set:
+                await repository.release_held_tasks(conn, client_id, queue_id=row.id)
         return queue_to_proto(_found(row, "task_scheduler", request.scheduler_id))
 
     @translate_errors
@@ -353,6 +355,13 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             )
             policy.check_task(task, tenant, self._defaults.denied_prefixes)
             row = await repository.update_task(conn, request.task_id, changes)
+            if changes.start_time_utc is not None or changes.callback_params is not None:
+                await repository.release_held_tasks(
+                    conn,
+                    client_id,
+                    task_id=request.task_id,
+                    keep_due=changes.start_time_utc is not None,
+                )
             if changes.start_time_utc is not None:
                 await repository.wake_for_task(conn, request.scheduler_id, row.next_run_at)
         return task_to_proto(row)
@@ -448,6 +457,10 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
         )
         async with transaction(self._engine) as conn:
             row = await repository.update_interval(conn, client_id, request.interval_id, changes)
+            if row is not None:
+                await repository.release_held_tasks(
+                    conn, client_id, interval_id=request.interval_id
+                )
         return interval_to_proto(_found(row, "interval", request.interval_id))
 
     @translate_errors
