@@ -243,6 +243,7 @@ async def release_held_tasks(
     """After a change of a calling window (an interval, a queue's interval_id, a task's start
     time or zone): its held tasks wait again, and the dispatchers are woken; how many. With
     `keep_due`, at their next_run_at (a task just given a new start time), else now."""
+    params: dict[str, object]
     if queue_id is not None:
         stmt, params = _RELEASE_OF_QUEUE, {"queue_id": queue_id}
     elif interval_id is not None:
