@@ -38,7 +38,7 @@ from services.common.calling_windows import CallingWindow, window_from_fields
 from services.common.models import Call, OutboxMessage
 from services.common.tenancy import TenantDefaults
 from services.common.vocabulary import CALL_IN_PROGRESS, WAITING, CallOutcome, TaskStatus
-from services.dispatcher.windows import NEVER, Hold
+from services.dispatcher.windows import Hold
 
 WAKE_CHANNEL = "callback_scheduler_wake"
 
@@ -225,7 +225,7 @@ async def due_zones(
 
 
 _HOLD = text(f"""
-    UPDATE tasks SET status = {_DELAYED_INTERVAL}, next_run_at = CAST(:until AS timestamptz)
+    UPDATE tasks SET status = {_DELAYED_INTERVAL}, next_run_at = :until
     WHERE queue_id = :queue_id AND status IN ({_WAITING}) AND {_DUE}
       AND NULLIF(callback_params->>'timezone', '') IS NOT DISTINCT FROM CAST(:timezone AS text)
       AND next_run_at >= coalesce(CAST(:due_from AS timestamptz), '-infinity')
@@ -243,7 +243,7 @@ async def hold_outside_window(
         "timezone": hold.timezone,
         "due_from": hold.due_from,
         "due_before": hold.due_before,
-        "until": "infinity" if hold.until == NEVER else hold.until,
+        "until": hold.until,
     }
     return int((await conn.execute(_HOLD, params)).rowcount)
 

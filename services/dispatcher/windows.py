@@ -17,8 +17,9 @@ from typing import NamedTuple
 from services.common.calling_windows import CallingWindow, is_open, next_opening
 
 # A window that never opens again (no matching date ahead): its tasks wait until the interval
-# or the queue's interval_id changes (the api then releases them).
-NEVER = datetime.max.replace(tzinfo=UTC)
+# or the queue's interval_id changes (the api then releases them). A finite time, not
+# PostgreSQL's 'infinity', which Python's datetime cannot hold.
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class Hold(NamedTuple):

@@ -30,7 +30,7 @@ _NEW_CHECK = "status IN ('scheduled', 'executed', 'delayed', 'finished', 'delaye
 
 
 def _statuses(check: str, waiting: str, length: int) -> None:
-    op.drop_constraint("ck_tasks_status", "tasks", type_="check")
+    op.drop_constraint(op.f("ck_tasks_status"), "tasks", type_="check")
     op.drop_index("ix_tasks_waiting", table_name="tasks")
     op.alter_column("tasks", "status", type_=sa.String(length), existing_nullable=False)
     op.create_check_constraint(op.f("ck_tasks_status"), "tasks", check)
