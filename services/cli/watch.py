@@ -41,6 +41,8 @@ def sample(api: RestApi, queue_id: int, taken: float, now: datetime | None = Non
         status = task["status"]
         if status == "scheduled":
             counts["due" if task["start_time_utc"] <= now_text else "later"] += 1
+        elif status == "delayed_concurrent_task":  # due, waiting for room in the queue
+            counts["due"] += 1
         elif status == "finished":
             counts["finished"] += 1
             counts["failed"] += task.get("finish_result") == "failed"

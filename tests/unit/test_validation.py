@@ -143,7 +143,10 @@ def test_page_refuses(data: dict[str, Any], field: str) -> None:
     assert violations(error) == [field]
 
 
-@pytest.mark.parametrize("status", ["scheduled", "executed", "delayed", "finished"])
+@pytest.mark.parametrize(
+    "status",
+    ["scheduled", "executed", "delayed", "finished", "delayed_interval", "delayed_concurrent_task"],
+)
 def test_task_filter_accepts_each_status(status: str) -> None:
     assert validation.task_filter(status).status == status
 
@@ -183,6 +186,7 @@ def test_new_task_defaults() -> None:
         "extended_a_numbers": [],
         "call_duration": 0,
         "ring_timeout": 0,
+        "timezone": "",
     }
 
 
@@ -401,6 +405,7 @@ def test_callback_params_accepted() -> None:
         "extended_a_numbers": ["1"] * validation.MAX_EXTENDED_A_NUMBERS,
         "call_duration": validation.MAX_CALL_DURATION,
         "ring_timeout": validation.MAX_RING_TIMEOUT,
+        "timezone": "America/Chicago",
     }
 
     assert one_task(callback_params=params).callback_params.model_dump() == params
@@ -429,6 +434,8 @@ def test_call_limits_accepted(call_duration: int, ring_timeout: int) -> None:
         ({"ring_timeout": validation.MAX_RING_TIMEOUT + 1}, "from 5 to 60"),
         ({"ring_timeout": -5}, "from 5 to 60"),
         ({"ring_timeout": 1.5}, "valid integer"),
+        ({"timezone": "Mars/Olympus"}, "IANA time zone"),
+        ({"timezone": "x" * 65}, "at most 64"),
     ],
 )
 def test_call_limits_refused(params: dict[str, Any], message: str) -> None:
