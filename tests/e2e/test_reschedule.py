@@ -69,6 +69,7 @@ def test_a_partial_update_changes_only_what_is_sent(
         "extended_a_numbers": [],
         "call_duration": 0,
         "ring_timeout": 0,
+        "timezone": "",
     }
     assert response.json()["try_count"] == 5
     assert api.get(path).json() == response.json()

@@ -40,6 +40,7 @@ FULL_TASK: dict[str, Any] = {
         "extended_a_numbers": ["+79990001123", "102"],
         "call_duration": 120,
         "ring_timeout": 25,
+        "timezone": "America/Chicago",
     },
 }
 
@@ -127,6 +128,7 @@ def test_new_task_has_published_fields_and_defaults(api: httpx.Client, tenant: s
         "extended_a_numbers": [],
         "call_duration": 0,
         "ring_timeout": 0,
+        "timezone": "",
     }
 
 
@@ -215,6 +217,7 @@ def test_callback_params_round_trip(api: httpx.Client, owner: str) -> None:
         "extended_a_numbers": ["201", "+79990001124", "#7"],
         "call_duration": 0,
         "ring_timeout": 0,
+        "timezone": "",
     }
 
     task = add_one(api, new_queue(api, owner), callback_params=params)
@@ -231,6 +234,7 @@ def test_partial_callback_params_fill_the_rest(api: httpx.Client, tenant: str) -
         "extended_a_numbers": [],
         "call_duration": 0,
         "ring_timeout": 0,
+        "timezone": "",
     }
 
 

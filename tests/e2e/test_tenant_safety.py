@@ -264,4 +264,6 @@ def test_quotas_are_per_tenant(
     )
 
     assert done["finish_result"] == "success"
-    assert held_queue.must_task(held_task["id"])["status"] == "scheduled"
+    # Due, in a switched-on queue, held back by its tenant's quota.
+    held_now = held_queue.must_task(held_task["id"])
+    assert (held_now["status"], held_now["cdr"]) == ("delayed_concurrent_task", "")
