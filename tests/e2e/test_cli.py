@@ -99,6 +99,21 @@ def gate_after_posts(upstream: str, posts: int) -> Iterator[str]:
         server.server_close()
 
 
+@contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """Children started inside get SIGINT's default action, as from a terminal.
+
+    A shell that runs `make test &` without job control ignores SIGINT for it, and an ignored
+    signal stays ignored across exec: the CLI would never see this test's Ctrl-C (measured: a
+    fresh-clone run in the background hung here). A handler set here is reset at exec instead.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def new_queue(api: httpx.Client, tenant: str, **fields: Any) -> int:
     response = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "cli", **fields})
     assert response.status_code == 200, response.text
@@ -171,14 +186,17 @@ def test_an_interrupted_import_resumes_without_doubling_a_task(
 
     # The CLI goes through a gate that lets three batches through and holds the fourth: the
     # Ctrl-C comes while the import is under way, however fast the machine imports.
-    with gate_after_posts(stack.rest_url, 3) as gate_url:
-        first = subprocess.Popen(
+    with (
+        gate_after_posts(stack.rest_url, 3) as gate_url,
+        sigint_not_ignored(),
+        subprocess.Popen(
             [str(CALLBACKS), *argv],
             env={**cli_env(stack, tenant), "CALLBACKS_URL": gate_url},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )
+        ) as first,
+    ):
         try:
             wait_for(lambda: batches_done() >= 3, 60, "three batches recorded")
             first.send_signal(signal.SIGINT)  # Ctrl-C
