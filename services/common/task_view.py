@@ -38,4 +38,6 @@ def task_to_proto(row: Any) -> pb.Task:
             call_duration=params.get("call_duration", 0),
             ring_timeout=params.get("ring_timeout", 0),
         ),
+        try_count_caller=row.try_count_caller,
+        try_again_pause_caller=row.try_again_pause_caller,
     )
