@@ -47,7 +47,8 @@ SUMMARIES = {
     "created-time range)",
     "GetTask": "Read one task",
     "UpdateTask": "Reschedule a scheduled or delayed task: a partial update of start_time_utc, "
-    "try_count, try_again_pause, url_* and callback_params",
+    "try_count, try_again_pause, try_count_caller, try_again_pause_caller, url_* and "
+    "callback_params",
     "ListTaskCalls": "The call records of all the task's attempts, newest first",
     "DeleteTask": "Delete one task",
     "GetCallHistory": "Read the record of one call (a task's cdr)",
@@ -129,6 +130,12 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     "TaskInput.b_number": PHONE,
     "TaskInput.extension_id": {"minimum": 0, "default": 0},
     "TaskInput.try_count": {"minimum": 1, "maximum": 50, "default": 1},
+    "TaskInput.try_count_caller": {"minimum": 0, "maximum": validation.MAX_TRY_COUNT, "default": 0},
+    "TaskInput.try_again_pause_caller": {
+        "minimum": 0,
+        "maximum": validation.MAX_TRY_AGAIN_PAUSE_CALLER,
+        "default": 0,
+    },
     "TaskInput.try_again_pause": {
         "oneOf": [
             {"type": "integer", "minimum": 0, "maximum": validation.MAX_TRY_AGAIN_PAUSE},
@@ -167,6 +174,11 @@ REQUEST_CONSTRAINTS: dict[str, Schema] = {
     },
     "GetCallHistoryRequest.call_uuid": {"format": "uuid"},
     "UpdateTaskRequest.try_count": {"minimum": 1, "maximum": 50},
+    "UpdateTaskRequest.try_count_caller": {"minimum": 0, "maximum": validation.MAX_TRY_COUNT},
+    "UpdateTaskRequest.try_again_pause_caller": {
+        "minimum": 0,
+        "maximum": validation.MAX_TRY_AGAIN_PAUSE_CALLER,
+    },
     "UpdateTaskRequest.try_again_pause": {
         "oneOf": [
             {"type": "integer", "minimum": 0, "maximum": validation.MAX_TRY_AGAIN_PAUSE},
@@ -190,6 +202,11 @@ RESPONSE_CONSTRAINTS: dict[str, Schema] = {
     "Task.finish_result": {"enum": ["", "success", "failed"]},
     "Task.try_count": {"minimum": 1, "maximum": 50},
     "Task.try_again_pause": {"pattern": "^[0-9]+$"},
+    "Task.try_count_caller": {"minimum": 0, "maximum": validation.MAX_TRY_COUNT},
+    "Task.try_again_pause_caller": {
+        "minimum": 0,
+        "maximum": validation.MAX_TRY_AGAIN_PAUSE_CALLER,
+    },
     "Task.start_time_utc": {"pattern": UTC_TIME},
     "Task.create_date_utc": {"pattern": UTC_TIME},
     "CallRecord.started_utc": {"pattern": UTC_TIME},

@@ -408,13 +408,14 @@ _NEW_TASKS = TypeAdapter(list[NewTask])
 _INSERT_TASKS = text("""
     INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
                        try_count, try_again_pause, url_before, url_before_again,
-                       url_success, url_after, start_time_utc, next_run_at, callback_params)
+                       url_success, url_after, start_time_utc, next_run_at, callback_params,
+                       try_count_caller, try_again_pause_caller)
     SELECT :queue_id, :client_id, r.name, r.a_number, r.b_number, r.extension_id,
            r.try_count, r.try_again_pause, r.url_before, r.url_before_again,
            r.url_success, r.url_after,
            -- A missing start time means "now" by the database clock, the dispatcher's.
            coalesce(r.start_time_utc, now()), coalesce(r.start_time_utc, now()),
-           r.callback_params
+           r.callback_params, r.try_count_caller, r.try_again_pause_caller
     FROM json_populate_recordset(NULL::tasks, CAST(:tasks AS json)) WITH ORDINALITY AS r
     ORDER BY r.ordinality
     RETURNING *

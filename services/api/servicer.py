@@ -345,7 +345,11 @@ class TaskSchedulerServicer(pb_grpc.TaskSchedulerServicer):
             )
             current = _found(current, "task", request.task_id)
             validation.check_reschedulable(
-                request.task_id, current.status, current.attempts, changes
+                request.task_id,
+                current.status,
+                current.attempts,
+                changes,
+                caller_failures=current.caller_failures,
             )
             # The task as it will be passes the checks a new task would (its extension and
             # numbers too: the operator may have taken them away since it was created).

@@ -49,6 +49,9 @@ MAX_TIMEZONE_LENGTH = 64
 MIN_RING_TIMEOUT = 5
 MAX_RING_TIMEOUT = 60
 MAX_CALL_DURATION = 3600
+# Retries of the A leg (the vendor's newest revision): 0 = off.
+MAX_TRY_COUNT = 50
+MAX_TRY_AGAIN_PAUSE_CALLER = 864_000  # ten days, the vendor's bound
 
 _PHONE = re.compile(r"\+?[0-9*#]+")
 _URL = TypeAdapter(AnyHttpUrl)
@@ -177,6 +180,9 @@ TaskStatus = Literal[
 Name = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
 Comment = Annotated[str, Field(max_length=4000), AfterValidator(_printable)]
 ConcurrencyLimit = Annotated[int, Field(ge=1, le=MAX_CONCURRENT_TASK_LIMIT)]
+TryCount = Annotated[int, Field(ge=1, le=MAX_TRY_COUNT)]
+TryCountCaller = Annotated[int, Field(ge=0, le=MAX_TRY_COUNT)]
+PauseCaller = Annotated[int, Field(ge=0, le=MAX_TRY_AGAIN_PAUSE_CALLER)]
 
 
 class _Strict(BaseModel):
@@ -329,7 +335,7 @@ class NewTask(_Strict):
     a_number: Phone
     b_number: Phone
     extension_id: Annotated[int, Field(ge=0)] = 0
-    try_count: Annotated[int, Field(ge=1, le=50)] = 1
+    try_count: TryCount = 1
     try_again_pause: Pause = DEFAULT_TRY_AGAIN_PAUSE
     url_before: Url = ""
     url_before_again: Url = ""
@@ -338,19 +344,23 @@ class NewTask(_Strict):
     # None: as soon as the queue allows (the repository stores the server's "now").
     start_time_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
     callback_params: CallbackParams = CallbackParams()
+    try_count_caller: TryCountCaller = 0
+    try_again_pause_caller: PauseCaller = 0
 
 
 class TaskChanges(_Strict):
     """A reschedule (PUT of a task), a partial update: None means "keep the current value"."""
 
     start_time_utc: Annotated[datetime | None, BeforeValidator(_start_time)] = None
-    try_count: Annotated[int, Field(ge=1, le=50)] | None = None
+    try_count: TryCount | None = None
     try_again_pause: Pause | None = None
     url_before: Url | None = None
     url_before_again: Url | None = None
     url_success: Url | None = None
     url_after: Url | None = None
     callback_params: CallbackParams | None = None
+    try_count_caller: TryCountCaller | None = None
+    try_again_pause_caller: PauseCaller | None = None
 
 
 # A task can be changed while it waits for its next attempt; not while one is in progress
@@ -358,9 +368,12 @@ class TaskChanges(_Strict):
 CHANGEABLE_STATUSES = ("scheduled", "delayed", "delayed_interval")
 
 
-def check_reschedulable(task_id: int, status: str, attempts: int, changes: TaskChanges) -> None:
-    """Raise Conflict if the task is past changing, InvalidInput if the new try_count would
-    leave it no attempt to make."""
+def check_reschedulable(
+    task_id: int, status: str, attempts: int, changes: TaskChanges, *, caller_failures: int
+) -> None:
+    """Raise Conflict if the task is past changing, InvalidInput if the new try_count (or
+    try_count_caller, with `caller_failures` A-leg failures so far) would leave it no
+    attempt to make."""
     if status not in CHANGEABLE_STATUSES:
         why = {
             "executed": "an attempt is in progress; change it when it is 'delayed' or "
@@ -368,16 +381,28 @@ def check_reschedulable(task_id: int, status: str, attempts: int, changes: TaskC
             "finished": "it is finished; add a new task instead",
         }.get(status, "only a 'scheduled' or 'delayed' task can be changed")
         raise Conflict(f"task {task_id} is '{status}' and cannot be changed: {why}")
+    violations: list[FieldViolation] = []
     if changes.try_count is not None and changes.try_count <= attempts:
-        raise InvalidInput(
-            [
-                FieldViolation(
-                    "try_count",
-                    f"must be more than the {attempts} attempt(s) already made "
-                    f"(at least {attempts + 1})",
-                )
-            ]
+        violations.append(
+            FieldViolation(
+                "try_count",
+                f"must be more than the {attempts} attempt(s) already made "
+                f"(at least {attempts + 1})",
+            )
         )
+    # 0 turns the A leg's own limit off; any other limit must leave A another try, as a
+    # try_count must leave the task another attempt.
+    caller = changes.try_count_caller
+    if caller is not None and caller != 0 and caller <= caller_failures:
+        violations.append(
+            FieldViolation(
+                "try_count_caller",
+                f"must be 0 (off) or more than the {caller_failures} attempt(s) that already "
+                f"failed at the A leg (at least {caller_failures + 1})",
+            )
+        )
+    if violations:
+        raise InvalidInput(violations)
 
 
 def stored_task(fields: Mapping[str, Any]) -> NewTask:

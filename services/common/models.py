@@ -129,6 +129,8 @@ class Task(Base):
         CheckConstraint(_in("finish_result", FINISH_RESULTS), name="finish_result"),
         CheckConstraint("try_count BETWEEN 1 AND 50", name="try_count"),
         CheckConstraint("try_again_pause >= 0", name="try_again_pause"),
+        CheckConstraint("try_count_caller BETWEEN 0 AND 50", name="try_count_caller"),
+        CheckConstraint("try_again_pause_caller >= 0", name="try_again_pause_caller"),
         CheckConstraint("id <= 4294967295", name="id_range"),
         # Paging a queue's tasks by id, optionally filtered by status.
         Index(None, "queue_id", "id"),
@@ -174,6 +176,9 @@ class Task(Base):
     extension_id: Mapped[int] = mapped_column(Integer)
     try_count: Mapped[int] = mapped_column(Integer)
     try_again_pause: Mapped[int] = mapped_column(Integer)
+    # Retries of the A leg (services/dispatcher/lifecycle.py): 0 = off.
+    try_count_caller: Mapped[int] = mapped_column(Integer, server_default="0")
+    try_again_pause_caller: Mapped[int] = mapped_column(Integer, server_default="0")
     url_before: Mapped[str] = mapped_column(Text)
     url_before_again: Mapped[str] = mapped_column(Text)
     url_success: Mapped[str] = mapped_column(Text)
@@ -200,6 +205,10 @@ class Task(Base):
     # When the task finished (NULL before; and for tasks finished before migration 0013
     # until the retention purge gives them one).
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Attempts that failed at the A leg so far (try_count_caller counts them): kept whether
+    # or not try_count_caller is on, so that a limit set later by a reschedule counts the
+    # failures that happened before it. Owned by the dispatcher.
+    caller_failures: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Call(Base):

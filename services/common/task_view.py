@@ -39,4 +39,6 @@ def task_to_proto(row: Any) -> pb.Task:
             ring_timeout=params.get("ring_timeout", 0),
             timezone=params.get("timezone", ""),
         ),
+        try_count_caller=row.try_count_caller,
+        try_again_pause_caller=row.try_again_pause_caller,
     )

@@ -5,6 +5,11 @@
                             +--failed, tries left--> delayed --claim--> executed ...
                             +--failed, none left---> finished (failed)
 
+With `try_count_caller` on (> 0), attempts that fail at the A leg are counted as well
+(tasks.caller_failures): when they reach try_count_caller the task finishes `failed`, however
+many tries of try_count are left, and the pause after one is try_again_pause_caller. An
+attempt where A answered and B did not leaves that count as it is.
+
 An attempt whose lease runs out without a result counts as a failed attempt if a call was
 dialed for it. If none was (its dial request was lost, came too late, or its dialer died
 before dialing), the same attempt is dialed again and no try is spent: at most
@@ -31,6 +36,20 @@ OUTCOME_COMMENTS: dict[str, str] = {
     CallOutcome.LOST: "no result from the dialer before the attempt's deadline (the call was lost)",
 }
 
+# Outcomes that count against try_count_caller. A call that could not be placed (`error`)
+# or whose result never came (`lost`) counts too: A was never known to answer, and an
+# operator limiting the tries of A means "stop calling this caller", which these are as
+# much as a busy line is. An unknown word a backend might report counts as neither leg.
+A_LEG_FAILURES = frozenset(
+    (
+        CallOutcome.A_BUSY,
+        CallOutcome.A_NO_ANSWER,
+        CallOutcome.A_REJECTED,
+        CallOutcome.ERROR,
+        CallOutcome.LOST,
+    )
+)
+
 # The comment of an attempt that connected A and B and whose end was never reported.
 LOST_AFTER_CONNECTED = "A and B were connected; the end of the call was not reported"
 
@@ -52,6 +71,10 @@ class Resolution:
     # Seconds until the next attempt, when there is one.
     retry_after: int | None
     events: tuple[WebhookEvent, ...]
+    # The attempt failed at the A leg: tasks.caller_failures goes up by one. Counted whether
+    # or not try_count_caller is on, so that a limit set later (a reschedule) counts the
+    # failures before it.
+    caller_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,23 +105,55 @@ def describe(outcome: str, comment: str = "") -> str:
     return comment or OUTCOME_COMMENTS.get(outcome, outcome.replace("_", " "))
 
 
+def _attempts(count: int) -> str:
+    return "1 attempt" if count == 1 else f"{count} attempts"
+
+
 def resolve_attempt(
-    *, outcome: str, comment: str, attempt: int, try_count: int, try_again_pause: int
+    *,
+    outcome: str,
+    comment: str,
+    attempt: int,
+    try_count: int,
+    try_again_pause: int,
+    try_count_caller: int = 0,
+    try_again_pause_caller: int = 0,
+    caller_failures: int = 0,
 ) -> Resolution:
-    """The task's next state after attempt `attempt` ended with `outcome`."""
+    """The task's next state after attempt `attempt` ended with `outcome`, with
+    `caller_failures` attempts failed at the A leg before this one. try_count_caller 0
+    (off) is the vendor's first revision exactly: only try_count counts, comments unchanged."""
     reason = describe(outcome, comment)
     if outcome == CONNECTED:
         return Resolution(
             TaskStatus.FINISHED, FinishResult.SUCCESS, reason, None, (EVENT_SUCCESS, EVENT_AFTER)
         )
-    if attempt < try_count:
-        comment = (
-            f"{reason} (attempt {attempt} of {try_count}); next attempt in {try_again_pause} s"
+    a_leg = outcome in A_LEG_FAILURES
+    limited = try_count_caller > 0
+    failures = caller_failures + a_leg  # A-leg failures, this attempt's included
+    if limited and a_leg and failures >= try_count_caller:
+        comment = f"{reason} ({failures} of {try_count_caller} A-leg tries, try_count_caller)"
+        return Resolution(
+            TaskStatus.FINISHED, FinishResult.FAILED, comment, None, (EVENT_AFTER,), a_leg
         )
-        return Resolution(TaskStatus.DELAYED, FinishResult.NONE, comment, try_again_pause, ())
-    tries = "1 attempt" if try_count == 1 else f"{try_count} attempts"
+    if attempt < try_count:
+        if not limited:
+            tries, pause, named = f"attempt {attempt} of {try_count}", try_again_pause, ""
+        elif a_leg:
+            tries = (
+                f"attempt {attempt} of {try_count}, try_count; "
+                f"A-leg try {failures} of {try_count_caller}, try_count_caller"
+            )
+            pause, named = try_again_pause_caller, " (try_again_pause_caller)"
+        else:
+            tries = f"attempt {attempt} of {try_count}, try_count"
+            pause, named = try_again_pause, " (try_again_pause)"
+        comment = f"{reason} ({tries}); next attempt in {pause} s{named}"
+        return Resolution(TaskStatus.DELAYED, FinishResult.NONE, comment, pause, (), a_leg)
+    counter = ", try_count" if limited else ""
+    comment = f"{reason} ({_attempts(try_count)} made{counter})"
     return Resolution(
-        TaskStatus.FINISHED, FinishResult.FAILED, f"{reason} ({tries} made)", None, (EVENT_AFTER,)
+        TaskStatus.FINISHED, FinishResult.FAILED, comment, None, (EVENT_AFTER,), a_leg
     )
 
 

@@ -381,6 +381,7 @@ async def next_wake(
 
 _LOCK_TASKS = text("""
     SELECT id, status, attempts, try_count, try_again_pause,
+           try_count_caller, try_again_pause_caller, caller_failures,
            url_before, url_before_again, url_success, url_after
     FROM tasks WHERE id = ANY(:task_ids) ORDER BY id FOR UPDATE
 """)
@@ -471,6 +472,7 @@ _END_ATTEMPTS = text("""
     SET status = c.status,
         finish_result = c.finish_result,
         finish_comment = c.finish_comment,
+        caller_failures = t.caller_failures + CASE WHEN c.caller_failed THEN 1 ELSE 0 END,
         finished_at = CASE WHEN c.status = :finished THEN now() END,
         lease_expires_at = NULL,
         next_run_at = CASE
@@ -479,7 +481,7 @@ _END_ATTEMPTS = text("""
         END
     FROM json_to_recordset(CAST(:changes AS json))
          AS c(task_id bigint, status text, finish_result text, finish_comment text,
-              retry_after integer)
+              retry_after integer, caller_failed boolean)
     WHERE t.id = c.task_id
 """)
 

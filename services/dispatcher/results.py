@@ -39,6 +39,7 @@ def end_attempt_params(task_id: int, resolution: Resolution) -> dict[str, Any]:
         "finish_result": resolution.finish_result,
         "finish_comment": resolution.finish_comment,
         "retry_after": resolution.retry_after,
+        "caller_failed": resolution.caller_failed,
     }
 
 

@@ -37,6 +37,12 @@ class LockedTask(Protocol):
     def try_count(self) -> int: ...
     @property
     def try_again_pause(self) -> int: ...
+    @property
+    def try_count_caller(self) -> int: ...
+    @property
+    def try_again_pause_caller(self) -> int: ...
+    @property
+    def caller_failures(self) -> int: ...
 
 
 class Connected(NamedTuple):
@@ -156,6 +162,9 @@ class _Planner:
             attempt=task.attempts,
             try_count=task.try_count,
             try_again_pause=task.try_again_pause,
+            try_count_caller=task.try_count_caller,
+            try_again_pause_caller=task.try_again_pause_caller,
+            caller_failures=task.caller_failures,
         )
         self.resolve(event, task, outcome, resolution)
 

@@ -386,6 +386,57 @@ def test_zero_pause_retries_at_once(stack: Stack, api: httpx.Client, tenant: str
     assert order.index((task["id"], 2)) < order.index((later["id"], 1)), order
 
 
+# --- retries of the A leg (try_count_caller) ----------------------------------------------------
+
+
+def a_leg_failures(stack: Stack, task_id: int) -> int:
+    """tasks.caller_failures, as another client of the database sees it."""
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute("SELECT caller_failures FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    assert row is not None, f"task {task_id} is gone"
+    failures: int = row[0]
+    return failures
+
+
+def test_a_that_never_answers_stops_at_try_count_caller(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    queue = create_queue(api, tenant)
+    # try_again_pause of an hour: only try_again_pause_caller (0) lets the second call come.
+    task = queue.add_one(
+        a_number=NO_ANSWER_NUMBER,
+        try_count=5,
+        try_again_pause=3600,
+        try_count_caller=2,
+        try_again_pause_caller=0,
+    )
+    assert (task["try_count_caller"], task["try_again_pause_caller"]) == (2, 0)
+
+    done = queue.wait_finished(task["id"], timeout=30)
+
+    assert done["finish_result"] == "failed"
+    assert done["finish_comment"] == "A did not answer (2 of 2 A-leg tries, try_count_caller)"
+    # A finished task is never claimed again: these are all its calls.
+    calls = calls_of_task(stack, task["id"])
+    assert [(c.attempt, c.result) for c in calls] == [(1, "a_no_answer"), (2, "a_no_answer")]
+    assert done["cdr"] == calls[-1].call_uuid
+    assert a_leg_failures(stack, task["id"]) == 2
+
+
+def test_b_failures_spend_no_try_of_a(stack: Stack, api: httpx.Client, tenant: str) -> None:
+    """One A-leg try, and A answers every time: B's failures end the task by try_count."""
+    queue = create_queue(api, tenant)
+    task = queue.add_one(b_number=BUSY_NUMBER, try_count=3, try_again_pause=0, try_count_caller=1)
+
+    done = queue.wait_finished(task["id"], timeout=30)
+
+    assert done["finish_result"] == "failed"
+    assert done["finish_comment"] == "B was busy (3 attempts made, try_count)"
+    calls = calls_of_task(stack, task["id"])
+    assert [(c.attempt, c.result) for c in calls] == [(n, "b_busy") for n in (1, 2, 3)]
+    assert a_leg_failures(stack, task["id"]) == 0
+
+
 # --- deletes ------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ TASK_FIELDS = [
     "url_after",
     "start_time_utc",
     "callback_params",
+    "try_count_caller",
+    "try_again_pause_caller",
 ]
 QUEUE_FIELDS = ["name", "comment", "status", "concurrent_task_limit", "interval_id"]
 INTERVAL_FIELDS = ["name", "timezone", "conditions"]

@@ -139,6 +139,40 @@ def test_a_delayed_task_retries_at_its_new_start_time(
         assert api.get(f"/client/{tenant}/call_history/{record['call_uuid']}").json() == record
 
 
+def test_an_a_leg_limit_set_on_a_delayed_task_counts_the_failures_before_it(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    """A-leg failures are counted while try_count_caller is off, so that a limit set later
+    leaves A exactly the tries it says."""
+    queue = create_queue(api, tenant)
+    task = queue.add_one(a_number=BUSY_NUMBER, try_count=5, try_again_pause=3600)
+    queue.wait_status(task["id"], "delayed")
+    path = f"{queue.path}/task/{task['id']}"
+
+    # A failed once: a limit of 1 leaves it no try.
+    refused = put(api, path, try_count_caller=1)
+    assert refused.status_code == 400, refused.text
+    violations = [v for d in refused.json()["details"] for v in d.get("field_violations", [])]
+    assert [v["field"] for v in violations] == ["try_count_caller"]
+    assert "(at least 2)" in violations[0]["description"]
+    assert queue.must_task(task["id"])["try_count_caller"] == 0
+
+    moved = put(
+        api,
+        path,
+        try_count_caller=2,
+        try_again_pause_caller=0,
+        start_time_utc=wire_time(db_now(stack)),
+    )
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["try_count_caller"], moved.json()["try_again_pause_caller"]) == (2, 0)
+    done = queue.wait_finished(task["id"])
+
+    assert done["finish_result"] == "failed"
+    assert done["finish_comment"] == "A was busy (2 of 2 A-leg tries, try_count_caller)"
+    assert [c.attempt for c in calls_of_task(stack, task["id"])] == [1, 2]
+
+
 def test_policy_holds_on_reschedule(stack: Stack, api: httpx.Client, tenant: str) -> None:
     stack.admin("account", "add", tenant, "42", "--username", "u42", "--password", "pw")
     queue = create_queue(api, tenant, status="off")
@@ -170,6 +204,9 @@ def test_bad_input_unknown_and_foreign_tasks(
         {"try_count": 0},
         {"try_count": 51},
         {"try_again_pause": "-1"},
+        {"try_count_caller": -1},
+        {"try_count_caller": 51},
+        {"try_again_pause_caller": 864_001},
         {"url_after": "ftp://example.com"},
         {"callback_params": {"extended_a_numbers": ["x"]}},
     ):

@@ -17,9 +17,12 @@ TASK_FIELDS = {
     "id", "name", "status", "a_number", "b_number", "extension_id", "scheduler_id",
     "finish_result", "cdr", "try_count", "try_again_pause", "start_time_utc", "url_before",
     "url_before_again", "url_after", "url_success", "create_date_utc", "finish_comment",
-    "callback_params",
+    "callback_params", "try_count_caller", "try_again_pause_caller",
 }  # fmt: skip
-INT_FIELDS = ("id", "extension_id", "scheduler_id", "try_count")
+INT_FIELDS = (
+    "id", "extension_id", "scheduler_id", "try_count", "try_count_caller",
+    "try_again_pause_caller",
+)  # fmt: skip
 STR_FIELDS = tuple(sorted(TASK_FIELDS - {*INT_FIELDS, "callback_params"}))
 TASK = {"a_number": "+79990001122", "b_number": "101"}
 FULL_TASK: dict[str, Any] = {
@@ -29,6 +32,8 @@ FULL_TASK: dict[str, Any] = {
     "extension_id": 42,
     "try_count": 5,
     "try_again_pause": "90",
+    "try_count_caller": 3,
+    "try_again_pause_caller": 864000,
     "url_before": "https://hooks.example.com/before?sig=AbC&x=1",
     "url_before_again": "http://hooks.example.com:8080/again",
     "url_success": "https://hooks.example.com/success",
@@ -117,6 +122,8 @@ def test_new_task_has_published_fields_and_defaults(api: httpx.Client, tenant: s
     assert task["extension_id"] == 0
     assert task["try_count"] == 1
     assert task["try_again_pause"] == "60"
+    # Retries of the A leg are off unless asked for: only try_count counts.
+    assert (task["try_count_caller"], task["try_again_pause_caller"]) == (0, 0)
     assert task["finish_result"] == ""
     assert task["finish_comment"] == ""
     assert task["cdr"] == ""

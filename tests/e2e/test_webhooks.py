@@ -149,6 +149,30 @@ def test_a_retried_task_sends_before_then_before_again_then_after(
     assert bodies[2]["task"]["finish_result"] == "failed"
 
 
+def test_the_after_webhook_says_the_a_leg_counter_ended_the_task(
+    api: httpx.Client, tenant: str, receiver: HTTPServer
+) -> None:
+    accept(receiver, "/after")
+    task = run_task(
+        api,
+        tenant,
+        a_number=BUSY_NUMBER,
+        try_count=3,
+        try_count_caller=1,
+        try_again_pause_caller=5,
+        url_after=receiver.url_for("/after"),
+    )
+    wait_until(lambda: len(receiver.log) == 1, 30, "the after webhook")
+    [body] = [json.loads(r.get_data()) for r in requests_to(receiver)]
+
+    assert (body["event"], body["attempt"]) == ("after", 1)
+    sent = body["task"]
+    assert (sent["try_count_caller"], sent["try_again_pause_caller"]) == (1, 5)
+    assert sent["finish_comment"] == "A was busy (1 of 1 A-leg tries, try_count_caller)"
+    final = api.get(f"/client/{tenant}/task_scheduler/{task['scheduler_id']}/task/{task['id']}")
+    assert sent == final.json()
+
+
 def failing_first(times: int, status: int, then: int = 200) -> Handler:
     calls = {"n": 0}
     lock = threading.Lock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.dispatcher.lifecycle import (
+    A_LEG_FAILURES,
     EVENT_AFTER,
     EVENT_BEFORE,
     EVENT_BEFORE_AGAIN,
@@ -76,6 +77,7 @@ def test_failure_of_the_last_try_finishes_with_failed(outcome: str) -> None:
         finish_comment=f"{OUTCOME_COMMENTS[outcome]} (3 attempts made)",
         retry_after=None,
         events=(EVENT_AFTER,),
+        caller_failed=outcome in A_LEG_FAILURES,
     )
 
 
@@ -203,3 +205,138 @@ def test_with_no_redials_allowed_a_lost_request_ends_the_task_at_once() -> None:
 
     assert isinstance(step, Resolution)
     assert "after 1 dial request " in step.finish_comment
+
+
+# --- retries of the A leg (try_count_caller) ----------------------------------------------------
+
+A_LEG = ["a_busy", "a_no_answer", "a_rejected", "error", "lost"]
+B_LEG = ["b_busy", "b_no_answer", "b_rejected"]
+
+
+def resolve_caller(
+    outcome: str,
+    *,
+    attempt: int,
+    failures: int,
+    try_count: int = 5,
+    limit: int = 3,
+    pause: int = 60,
+    pause_caller: int = 7,
+) -> Resolution:
+    return resolve_attempt(
+        outcome=outcome,
+        comment="",
+        attempt=attempt,
+        try_count=try_count,
+        try_again_pause=pause,
+        try_count_caller=limit,
+        try_again_pause_caller=pause_caller,
+        caller_failures=failures,
+    )
+
+
+def test_every_failure_belongs_to_one_leg() -> None:
+    assert sorted(A_LEG + B_LEG) == FAILURES
+
+
+@pytest.mark.parametrize("outcome", FAILURES)
+def test_off_is_the_first_revision_exactly(outcome: str) -> None:
+    """try_count_caller 0: A-leg failures so far change nothing, and the pause and the
+    comment are try_count's, as before the A-leg counter existed."""
+    for failures in (0, 4, 49):
+        off = resolve_caller(outcome, attempt=2, failures=failures, limit=0, pause_caller=7)
+        assert off == Resolution(
+            status="delayed",
+            finish_result="",
+            finish_comment=f"{OUTCOME_COMMENTS[outcome]} (attempt 2 of 5); next attempt in 60 s",
+            retry_after=60,
+            events=(),
+            caller_failed=outcome in A_LEG,
+        )
+    last = resolve_caller(outcome, attempt=5, failures=4, limit=0)
+    assert last.finish_comment == f"{OUTCOME_COMMENTS[outcome]} (5 attempts made)"
+
+
+@pytest.mark.parametrize("outcome", A_LEG)
+def test_an_a_leg_failure_counts_and_waits_the_callers_pause(outcome: str) -> None:
+    resolution = resolve_caller(outcome, attempt=2, failures=1, pause=60, pause_caller=7)
+    assert resolution == Resolution(
+        status="delayed",
+        finish_result="",
+        finish_comment=(
+            f"{OUTCOME_COMMENTS[outcome]} (attempt 2 of 5, try_count; A-leg try 2 of 3, "
+            "try_count_caller); next attempt in 7 s (try_again_pause_caller)"
+        ),
+        retry_after=7,
+        events=(),
+        caller_failed=True,
+    )
+
+
+@pytest.mark.parametrize("outcome", A_LEG)
+def test_the_last_a_leg_try_finishes_failed_whatever_try_count_says(outcome: str) -> None:
+    resolution = resolve_caller(outcome, attempt=3, failures=2, try_count=50, limit=3)
+    assert resolution == Resolution(
+        status="finished",
+        finish_result="failed",
+        finish_comment=f"{OUTCOME_COMMENTS[outcome]} (3 of 3 A-leg tries, try_count_caller)",
+        retry_after=None,
+        events=(EVENT_AFTER,),
+        caller_failed=True,
+    )
+
+
+def test_a_single_a_leg_try() -> None:
+    resolution = resolve_caller("a_no_answer", attempt=1, failures=0, limit=1)
+    assert (resolution.status, resolution.finish_result) == ("finished", "failed")
+    assert resolution.finish_comment == "A did not answer (1 of 1 A-leg tries, try_count_caller)"
+
+
+@pytest.mark.parametrize("outcome", B_LEG)
+def test_a_b_leg_failure_keeps_the_a_leg_count_and_waits_try_again_pause(outcome: str) -> None:
+    """A answered: no A-leg try is spent, even with a single one left."""
+    resolution = resolve_caller(outcome, attempt=3, failures=2, limit=3, pause=60)
+    assert resolution == Resolution(
+        status="delayed",
+        finish_result="",
+        finish_comment=(
+            f"{OUTCOME_COMMENTS[outcome]} (attempt 3 of 5, try_count); "
+            "next attempt in 60 s (try_again_pause)"
+        ),
+        retry_after=60,
+        events=(),
+        caller_failed=False,
+    )
+
+
+def test_the_a_leg_count_goes_on_down_from_where_a_b_leg_failure_left_it() -> None:
+    """a_busy, b_busy, a_busy, a_busy with 3 A-leg tries: the fourth attempt is the last."""
+    failures = 0
+    statuses = []
+    for attempt, outcome in enumerate(["a_busy", "b_busy", "a_busy", "a_busy"], 1):
+        resolution = resolve_caller(outcome, attempt=attempt, failures=failures, limit=3)
+        failures += resolution.caller_failed
+        statuses.append(resolution.status)
+    assert statuses == ["delayed", "delayed", "delayed", "finished"]
+    assert failures == 3
+    assert resolution.finish_comment == "A was busy (3 of 3 A-leg tries, try_count_caller)"
+
+
+@pytest.mark.parametrize("outcome", ["b_no_answer", "a_busy"])
+def test_try_count_still_ends_the_task_and_is_named(outcome: str) -> None:
+    resolution = resolve_caller(outcome, attempt=5, failures=1, try_count=5, limit=3)
+    assert (resolution.status, resolution.finish_result) == ("finished", "failed")
+    assert resolution.finish_comment == f"{OUTCOME_COMMENTS[outcome]} (5 attempts made, try_count)"
+    assert resolution.caller_failed == (outcome in A_LEG)
+
+
+def test_when_both_counters_run_out_together_the_a_leg_one_is_named() -> None:
+    resolution = resolve_caller("a_busy", attempt=3, failures=2, try_count=3, limit=3)
+    assert resolution.finish_comment == "A was busy (3 of 3 A-leg tries, try_count_caller)"
+
+
+@pytest.mark.parametrize("limit", [0, 3])
+def test_a_connected_call_spends_no_a_leg_try(limit: int) -> None:
+    resolution = resolve_caller("connected", attempt=2, failures=2, limit=limit)
+    assert (resolution.status, resolution.finish_result) == ("finished", "success")
+    assert not resolution.caller_failed

@@ -16,6 +16,8 @@ STORED = {
     "extension_id": 0,
     "try_count": 2,
     "try_again_pause": 60,
+    "try_count_caller": 0,
+    "try_again_pause_caller": 0,
     "url_before": "",
     "url_before_again": "",
     "url_success": "",
@@ -54,16 +56,65 @@ def test_the_rescheduled_task_keeps_what_was_not_changed() -> None:
 @pytest.mark.parametrize("status", ["executed", "finished"])
 def test_only_a_waiting_task_can_change(status: str) -> None:
     with pytest.raises(Conflict) as refused:
-        validation.check_reschedulable(7, status, 1, validation.task_changes({}))
+        validation.check_reschedulable(7, status, 1, validation.task_changes({}), caller_failures=0)
     assert status in refused.value.message and "7" in refused.value.message
     for waiting in ("scheduled", "delayed"):
-        validation.check_reschedulable(7, waiting, 0, validation.task_changes({}))
+        validation.check_reschedulable(
+            7, waiting, 0, validation.task_changes({}), caller_failures=0
+        )
+
+
+def reschedule(attempts: int, caller_failures: int, **fields: object) -> None:
+    changes = validation.task_changes(fields)
+    validation.check_reschedulable(7, "delayed", attempts, changes, caller_failures=caller_failures)
 
 
 def test_try_count_must_leave_an_attempt_to_make() -> None:
     with pytest.raises(InvalidInput):
-        validation.check_reschedulable(7, "delayed", 2, validation.task_changes({"try_count": 2}))
-    validation.check_reschedulable(7, "delayed", 2, validation.task_changes({"try_count": 3}))
+        reschedule(2, 0, try_count=2)
+    reschedule(2, 0, try_count=3)
+
+
+@pytest.mark.parametrize("limit", [0, 3, 50])
+def test_try_count_caller_may_be_off_or_leave_a_try_of_a(limit: int) -> None:
+    reschedule(3, 2, try_count_caller=limit)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_try_count_caller_must_exceed_the_a_leg_failures_so_far(limit: int) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        reschedule(3, 2, try_count_caller=limit)
+    [violation] = refused.value.violations
+    assert violation.field == "try_count_caller"
+    assert "2 attempt(s) that already failed at the A leg (at least 3)" in violation.description
+
+
+def test_both_counters_refused_are_both_named() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        reschedule(3, 2, try_count=3, try_count_caller=2)
+    assert [v.field for v in refused.value.violations] == ["try_count", "try_count_caller"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"try_count_caller": -1}, "try_count_caller"),
+        ({"try_count_caller": 51}, "try_count_caller"),
+        ({"try_again_pause_caller": -1}, "try_again_pause_caller"),
+        ({"try_again_pause_caller": 864_001}, "try_again_pause_caller"),
+    ],
+)
+def test_a_leg_changes_out_of_bounds_are_refused(fields: dict[str, int], named: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        validation.task_changes(fields)
+    assert [v.field for v in refused.value.violations] == [named]
+
+
+def test_a_leg_changes_are_kept_and_applied() -> None:
+    changes = validation.task_changes({"try_count_caller": 4, "try_again_pause_caller": 0})
+    assert changes.model_fields_set == {"try_count_caller", "try_again_pause_caller"}
+    after = validation.rescheduled(validation.stored_task(STORED), changes)
+    assert (after.try_count_caller, after.try_again_pause_caller) == (4, 0)
 
 
 def test_policy_of_one_task_names_fields_without_an_index() -> None:

@@ -25,6 +25,8 @@ from services.api.servicer import _fields, _task_fields
         {"callback_params": {}},
         {"callback_params": {"extended_a_numbers": ["+1", "+2"], "caller_id_name": "Shop"}},
         {"url_after": "https://example.com/a", "start_time_utc": "2026-01-01 00:00"},
+        {"try_count_caller": 0, "try_again_pause_caller": 0},  # sent as 0: still sent
+        {"try_count_caller": 3, "try_again_pause_caller": 864000},
     ],
 )
 def test_same_fields_as_message_to_dict(sent: dict[str, Any]) -> None:

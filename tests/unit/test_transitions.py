@@ -34,6 +34,9 @@ class Task:
     attempts: int = 1
     try_count: int = 3
     try_again_pause: int = 60
+    try_count_caller: int = 0
+    try_again_pause_caller: int = 0
+    caller_failures: int = 0
 
 
 def tasks(*rows: Task) -> dict[int, Task]:
@@ -222,3 +225,27 @@ def test_an_undialed_attempt_out_of_redials_finishes_failed_saying_so() -> None:
     assert result.redials == ()
     assert result.decisions[0].outcome == "not_dialed"
     assert result.announcements[0].events == (WebhookEvent.AFTER,)
+
+
+# --- retries of the A leg -----------------------------------------------------------------------
+
+
+def test_the_planner_hands_the_a_leg_counter_to_the_rule() -> None:
+    """The locked task's A-leg failures so far decide: the last A-leg try ends the task."""
+    task = Task(attempts=2, try_count=5, try_count_caller=2, caller_failures=1)
+    result = plan(tasks(task), [Ended(7, 2, "c-7", CallOutcome.A_NO_ANSWER)])
+    [(_, resolution)] = result.ends
+    assert (resolution.status, resolution.caller_failed) == (TaskStatus.FINISHED, True)
+    assert "try_count_caller" in resolution.finish_comment
+    assert result.announcements[0].events == (WebhookEvent.AFTER,)
+
+
+def test_a_lost_dialed_call_spends_an_a_leg_try() -> None:
+    task = Task(try_count_caller=3, try_again_pause_caller=5)
+    result = plan(tasks(task), [expired(task, call())])
+    [(_, resolution)] = result.ends
+    assert (resolution.status, resolution.retry_after, resolution.caller_failed) == (
+        TaskStatus.DELAYED,
+        5,
+        True,
+    )

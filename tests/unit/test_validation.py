@@ -330,6 +330,42 @@ def test_try_again_pause_refused(value: Any) -> None:
     assert bad_task_fields(try_again_pause=value) == ["tasks[0].try_again_pause"]
 
 
+# --- tasks: retries of the A leg ---------------------------------------------------------------
+
+
+def test_a_leg_retries_are_off_when_absent() -> None:
+    task = one_task()
+    assert (task.try_count_caller, task.try_again_pause_caller) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [(0, True), (1, True), (50, True), (51, False), (-1, False)]
+)
+def test_try_count_caller_range(value: int, ok: bool) -> None:
+    if ok:
+        assert one_task(try_count_caller=value).try_count_caller == value
+    else:
+        assert bad_task_fields(try_count_caller=value) == ["tasks[0].try_count_caller"]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [(0, True), (1, True), (864_000, True), (864_001, False), (-1, False)]
+)
+def test_try_again_pause_caller_range(value: int, ok: bool) -> None:
+    if ok:
+        assert one_task(try_again_pause_caller=value).try_again_pause_caller == value
+    else:
+        assert bad_task_fields(try_again_pause_caller=value) == ["tasks[0].try_again_pause_caller"]
+
+
+@pytest.mark.parametrize("value", ["3", 2.5, True, None, [3]])
+@pytest.mark.parametrize("field", ["try_count_caller", "try_again_pause_caller"])
+def test_a_leg_fields_are_whole_numbers(field: str, value: Any) -> None:
+    """Through REST the transcoder turns JSON into int32 first; the model is strict so that
+    nothing else reaching it (another edge, a test) is coerced silently."""
+    assert bad_task_fields(**{field: value}) == [f"tasks[0].{field}"]
+
+
 # --- tasks: URLs -------------------------------------------------------------------------------
 
 
