@@ -71,9 +71,9 @@ async def _ours(dsn: str, queue: int, count: int, batch: int) -> float:
     try:
         while done < count:
             async with transaction(engine) as conn:
-                limit = await repository.lock_queue(conn, queue)
-                assert limit is not None
-                free = limit - await repository.count_in_flight(conn, queue, lease)
+                locked = await repository.lock_queue(conn, queue)
+                assert locked is not None
+                free = locked.limit - await repository.count_in_flight(conn, queue, lease)
                 rows = await repository.claim_due_tasks(conn, queue, min(free, batch), lease)
             if not rows:
                 raise RuntimeError(f"claimed {done} of {count}, then nothing")
