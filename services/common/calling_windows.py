@@ -335,3 +335,63 @@ def next_opening(
     except OverflowError:  # the end of the calendar (year 9999)
         pass
     return best
+
+
+def _closing_candidates(window: CallingWindow, tz: tzinfo, day: date) -> Iterator[datetime]:
+    """Moments at which the window may close that fall on `day` (local) or just after its
+    time ranges: where a condition's range ends on the wall clock (a time range past
+    midnight ends the next day; 24:00:00 is the next midnight), every midnight (the date
+    parts change), and where the clock jumps (a DST change)."""
+    midnight = datetime.combine(day, time())
+    yield from _instants(midnight, tz)
+    for condition in window.conditions:
+        if condition.is_datetime_range:
+            if condition.end_datetime is not None and condition.end_datetime.date() == day:
+                yield from _instants(condition.end_datetime, tz)
+        elif _date_matches(condition, day):
+            start, end = _time_bounds(condition)
+            ends_on = midnight if start < end else midnight + _DAY
+            yield from _instants(ends_on + timedelta(seconds=end), tz)
+    begin = _instants(midnight, tz)[0]
+    end_of_day = _instants(midnight + _DAY, tz)[0]
+    if _offset(tz, begin) != _offset(tz, end_of_day):
+        yield _transition(tz, begin, end_of_day)
+
+
+def next_closing(
+    window: CallingWindow,
+    after_utc: datetime,
+    timezone_override: str | None = None,
+    *,
+    horizon_days: int = 8,
+) -> datetime | None:
+    """The first moment at or after `after_utc` at which the window is closed (`after_utc`
+    itself when it is closed then), in UTC; None when it stays open for `horizon_days`.
+
+    The window's state changes only at the candidates above (range ends, midnights, DST
+    changes; openings only open it), so the first candidate at which no condition matches
+    is where it closes. The horizon is short by default: the dispatcher needs the closing
+    only for a dial request, which is never dialed after its attempt's lease anyway."""
+    after = _aware_utc(after_utc)
+    tz = _zone_of(window, timezone_override)
+    if not _open_at(window, tz, after):
+        return after
+    best: datetime | None = None
+    found_on: date | None = None
+    day = _wall(after, tz).date() - _DAY  # a range that started yesterday may end today
+    try:
+        last = _wall(after + timedelta(days=horizon_days), tz).date()
+        while day <= last:
+            # A range past midnight ends the day after its own: look one day past the find.
+            if found_on is not None and day > found_on + _DAY:
+                break
+            for candidate in _closing_candidates(window, tz, day):
+                if candidate > after and (best is None or candidate < best):
+                    if not _open_at(window, tz, candidate):
+                        best = candidate
+            if best is not None and found_on is None:
+                found_on = day
+            day += _DAY
+    except OverflowError:  # the end of the calendar (year 9999)
+        pass
+    return best

@@ -56,6 +56,9 @@ class CallOutcome(StrEnum):
     B_NO_ANSWER = "b_no_answer"
     B_REJECTED = "b_rejected"
     ERROR = "error"
+    # The dialer did not start the call: the request's calling window had closed. No call
+    # was placed (the dispatcher forgets its record), so it is never stored in calls.result.
+    OUTSIDE_WINDOW = "outside_window"
     # Decided by the dispatcher when a dialed call's lease ran out without a result; no
     # dialer reports it, so it has no proto value.
     LOST = "lost"
@@ -75,6 +78,7 @@ OUTCOME_TO_PROTO: Final[Mapping[str, events_pb2.CallOutcome.ValueType]] = Mappin
         CallOutcome.B_NO_ANSWER: events_pb2.CALL_OUTCOME_B_NO_ANSWER,
         CallOutcome.B_REJECTED: events_pb2.CALL_OUTCOME_B_REJECTED,
         CallOutcome.ERROR: events_pb2.CALL_OUTCOME_ERROR,
+        CallOutcome.OUTSIDE_WINDOW: events_pb2.CALL_OUTCOME_OUTSIDE_WINDOW,
     }
 )
 OUTCOME_FROM_PROTO: Final[Mapping[int, CallOutcome]] = MappingProxyType(

@@ -8,7 +8,9 @@ record its dialer did not dial by its deadline).
 
 Delivery, per message: recorded -> dialed at the due time -> ack; attempt no longer current
 or already dialed, or too little of its lease left for the longest call -> not dialed (the
-dispatcher dials an attempt that placed no call again, without spending a try); database
+dispatcher dials an attempt that placed no call again, without spending a try); its calling
+window closed by the moment the call would start (after any calls-per-second wait) -> not
+dialed, reported as `outside_window` (see windows.py); database
 down -> nak with a delay; unreadable -> term. A batch bigger than the room left for calls:
 the first ones are taken and the rest re-published for any dialer, before the ack, so that
 nothing is lost.
@@ -41,6 +43,7 @@ from services.dialer.backend import CallPlan, CallReport, TelephonyBackend, limi
 from services.dialer.events import CallEventPublisher
 from services.dialer.records import RecordWriter
 from services.dialer.settings import DialerSettings
+from services.dialer.windows import outside_window_event, window_closed
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +294,14 @@ class Dialer:
                     for r in group
                     if r.call_uuid in recorded and r.call_uuid not in now.started
                 }
-                for start, calls in self._paced(mine, due, slots):
+                # The group's requests with a calling window (most have none).
+                windowed = {r.call_uuid: r for r in group if r.window_closes_at_unix_ms}
+                for start, paced in self._paced(mine, due, slots):
                     if start > due:  # over the calls-per-second cap: a later start
                         await self._until_mark(start)
+                    # The last look at the calling window: the calls start at `start`, or
+                    # now if that is later (nothing waits between the mark and the dial).
+                    calls = self._in_window(windowed, paced, max(start, time.time()))
                     dialed = await self._mark_dialed(calls, recorded_at, start)
                     # The mark is committed: from here to the INVITEs nothing may wait (a
                     # dialer killed in between spends the try without a call). The pacing
@@ -321,6 +329,39 @@ class Dialer:
                 self._backend.forget_call(call_uuid)
             self._held_count -= waiting
             self._slot_free.set()  # what was not started (nak) frees its room too
+
+    def _in_window(
+        self,
+        windowed: dict[str, events_pb2.DialRequest],
+        calls: dict[str, _ToDial],
+        start: float,
+    ) -> dict[str, _ToDial]:
+        """The calls whose calling window is still open at `start` (`windowed`: the
+        requests that have one, by call_uuid). The others are not dialed: their end is
+        reported as `outside_window`, and their records are left for the dispatcher to
+        forget (their attempts are made again when the windows open)."""
+        if not windowed:
+            return calls
+        closed = [
+            request
+            for uuid in calls
+            if (request := windowed.get(uuid)) is not None and window_closed(request, start)
+        ]
+        if not closed:
+            return calls
+        for request in closed:
+            log.info(
+                "not dialing: its calling window closed",
+                extra={
+                    "action": "outside_window",
+                    "window_closes_at_unix_ms": request.window_closes_at_unix_ms,
+                    **_ids(request),
+                },
+            )
+            metrics.calls_with_outcome(CallOutcome.OUTSIDE_WINDOW).inc()
+            self._events.publish_nowait(outside_window_event(request))
+        refused = {request.call_uuid for request in closed}
+        return {uuid: call for uuid, call in calls.items() if uuid not in refused}
 
     async def _until_mark(self, start: float) -> None:
         """Sleep until the mark of calls starting at `start` must begin: its UPDATE and
@@ -431,14 +472,24 @@ class Dialer:
                 accounts = await repository.tenant_accounts(conn, pairs)
                 marked: set[str] = set()
                 if now is not None and now.calls:
-                    pair = {r.call_uuid: (r.client_id, r.extension_id) for r in requests}
+                    by_uuid = {r.call_uuid: r for r in requests}
                     due_now = {
                         uuid: started.may_dial[uuid]
                         for uuid in now.calls
-                        if uuid in started.may_dial and accounts.get(pair[uuid]) is None
+                        if uuid in started.may_dial
+                        and accounts.get((by_uuid[uuid].client_id, by_uuid[uuid].extension_id))
+                        is None
                     }
                     if due_now:
                         await now.built.wait()
+                        # A call whose window closed is left to the check before the other
+                        # marks, which reports it (its start slot is taken: no wait there).
+                        moment = time.time()
+                        due_now = {
+                            uuid: recorded
+                            for uuid, recorded in due_now.items()
+                            if not window_closed(by_uuid[uuid], moment)
+                        }
                         marked = await repository.mark_calls_dialed(
                             conn, due_now, datetime.fromtimestamp(now.at, UTC)
                         )

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -45,7 +46,11 @@ def _event(event: events_pb2.CallEvent) -> transitions.Event:
     if event.kind == events_pb2.CallEvent.KIND_CONNECTED:
         return transitions.Connected(event.task_id, event.attempt, event.call_uuid)
     outcome = OUTCOME_FROM_PROTO[event.outcome]
-    return transitions.Ended(event.task_id, event.attempt, event.call_uuid, outcome, event.comment)
+    closed_ms = event.window_closes_at_unix_ms
+    closed_at = datetime.fromtimestamp(closed_ms / 1000, UTC) if closed_ms > 0 else None
+    return transitions.Ended(
+        event.task_id, event.attempt, event.call_uuid, outcome, event.comment, closed_at
+    )
 
 
 async def apply_call_events(conn: AsyncConnection, events: Sequence[events_pb2.CallEvent]) -> int:

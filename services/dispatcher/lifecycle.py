@@ -14,11 +14,21 @@ An attempt whose lease runs out without a result counts as a failed attempt if a
 dialed for it. If none was (its dial request was lost, came too late, or its dialer died
 before dialing), the same attempt is dialed again and no try is spent: at most
 `max_redials` times, then the task finishes `failed`, saying so.
+
+A dial request that reaches the moment of its call after its calling window closed is not
+dialed (the dialer reports `outside_window`): no try is spent (the attempt is given back),
+no webhook goes out, and the task waits as `delayed_interval`, due at that closing. The
+claim then holds it until the window opens, by the one rule that holds tasks outside
+their window (services/dispatcher/windows.py) and by the database's clock:
+
+    executed --outside_window--> delayed_interval --claim: window closed--> (held until
+                                                    the opening) --claim--> executed ...
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.vocabulary import CallOutcome, FinishResult, TaskStatus, WebhookEvent
 
@@ -33,6 +43,7 @@ OUTCOME_COMMENTS: dict[str, str] = {
     CallOutcome.B_NO_ANSWER: "B did not answer",
     CallOutcome.B_REJECTED: "B rejected the call",
     CallOutcome.ERROR: "the call could not be placed",
+    CallOutcome.OUTSIDE_WINDOW: "not dialed: the calling window had closed",
     CallOutcome.LOST: "no result from the dialer before the attempt's deadline (the call was lost)",
 }
 
@@ -75,6 +86,11 @@ class Resolution:
     # or not try_count_caller is on, so that a limit set later (a reschedule) counts the
     # failures before it.
     caller_failed: bool = False
+    # No call was placed: the attempt is given back (tasks.attempts goes down by one), so
+    # the next claim makes the same attempt again.
+    unspent: bool = False
+    # The next attempt is due at this moment (instead of `retry_after` from now).
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,27 @@ def resolve_undialed(*, attempt: int, redials: int, max_redials: int) -> Redial 
         "the attempt spent no try"
     )
     return Resolution(TaskStatus.FINISHED, FinishResult.FAILED, comment, None, (EVENT_AFTER,))
+
+
+def resolve_outside_window(*, attempt: int, comment: str, closed_at: datetime | None) -> Resolution:
+    """A task whose attempt `attempt` was not dialed because its calling window closed at
+    `closed_at` (as the dialer saw it) before the call could start. The task waits outside
+    its window, due at the closing: the claim, reading the window by the database's clock,
+    holds it from then until the window opens (a dialer whose clock runs ahead cannot
+    make the task come straight back). No try spent, no webhook: `after` is for the end
+    of a task; the claim that makes the attempt announces its `before` again, with the
+    same event id, which the notifier delivers once."""
+    reason = comment or OUTCOME_COMMENTS[CallOutcome.OUTSIDE_WINDOW]
+    text = f"{reason}; attempt {attempt} spent no try and waits for the window to open"
+    return Resolution(
+        TaskStatus.DELAYED_INTERVAL,
+        FinishResult.NONE,
+        text,
+        None,
+        (),
+        unspent=True,
+        run_at=closed_at,
+    )
 
 
 def start_event(attempt: int) -> WebhookEvent:

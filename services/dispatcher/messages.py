@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,18 +15,22 @@ from services.dispatcher.lifecycle import EVENT_URL_FIELDS, event_id
 from services.dispatcher.repository import Message
 
 
-def dial_requests(tasks: Sequence[Any]) -> Message:
-    """Ask a dialer to place the calls of the tasks' current attempts (claimed together)."""
+def dial_requests(
+    tasks: Sequence[Any], window_closings: Mapping[int, datetime] | None = None
+) -> Message:
+    """Ask a dialer to place the calls of the tasks' current attempts (claimed together);
+    `window_closings`: when the calling window of each task that has one closes (by id)."""
     first = tasks[0]
+    closings = window_closings or {}
     batch = events_pb2.DialRequests()
     for task in tasks:  # built in place: a request made apart is copied into the batch
-        batch.requests.add(**dial_request_fields(task))
+        batch.requests.add(**dial_request_fields(task, closings.get(task.id)))
     # Named by the call: an attempt dialed again (no call was placed) has a new call_uuid,
     # which JetStream's duplicate window must not take for the first request.
     return Message(SUBJECT_DIAL, f"dial:{first.cdr}", batch.SerializeToString())
 
 
-def dial_request_fields(task: Any) -> dict[str, Any]:
+def dial_request_fields(task: Any, window_closes_at: datetime | None = None) -> dict[str, Any]:
     """The DialRequest of a task's current attempt, as keyword arguments (from a claimed
     row: its callback_params already taken apart, see claim_due_tasks). Fields at their
     default are left out: setting them, an empty list above all, was much of the time
@@ -55,6 +59,8 @@ def dial_request_fields(task: Any) -> dict[str, Any]:
         fields["ring_timeout"] = task.ring_timeout
     if task.call_duration:
         fields["call_duration"] = task.call_duration
+    if window_closes_at is not None:
+        fields["window_closes_at_unix_ms"] = int(window_closes_at.timestamp() * 1000)
     return fields
 
 

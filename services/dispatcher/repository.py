@@ -248,6 +248,24 @@ async def hold_outside_window(
     return int((await conn.execute(_HOLD, params)).rowcount)
 
 
+_DIAL_WINDOWS = text("""
+    SELECT now() AS now, q.id AS queue_id, i.timezone, i.conditions
+    FROM queues q JOIN intervals i ON i.client_id = q.client_id AND i.id = q.interval_id
+    WHERE q.id = ANY(:queue_ids)
+""")
+
+
+async def dial_windows(
+    conn: AsyncConnection, queue_ids: Sequence[int]
+) -> dict[int, tuple[datetime, CallingWindow]]:
+    """The calling windows of those of these queues that have one, each with the
+    database's now() (for the dial requests of attempts dialed again)."""
+    rows = (await conn.execute(_DIAL_WINDOWS, {"queue_ids": sorted(set(queue_ids))})).all()
+    return {
+        row.queue_id: (row.now, window_from_fields(row.timezone, row.conditions)) for row in rows
+    }
+
+
 # Callbacks of queue `q` in progress: its executed tasks, plus calls still going on for
 # tasks deleted mid-call (a DELETE does not hang up; the call holds its slot until it ends,
 # or at most for a lease if its dialer died). The API marks those calls as it deletes.
@@ -273,7 +291,8 @@ _DIAL_COLUMNS = """t.id, t.queue_id, t.client_id, t.attempts, t.cdr, t.a_number,
               t.callback_params->>'caller_id_name' AS caller_id_name,
               t.callback_params->>'caller_id_number' AS caller_id_number,
               (t.callback_params->>'ring_timeout')::int AS ring_timeout,
-              (t.callback_params->>'call_duration')::int AS call_duration"""
+              (t.callback_params->>'call_duration')::int AS call_duration,
+              NULLIF(t.callback_params->>'timezone', '') AS timezone"""
 
 _CLAIM_DUE_TASKS = text(f"""
     WITH due AS (
@@ -473,22 +492,25 @@ _END_ATTEMPTS = text("""
         finish_result = c.finish_result,
         finish_comment = c.finish_comment,
         caller_failures = t.caller_failures + CASE WHEN c.caller_failed THEN 1 ELSE 0 END,
+        attempts = t.attempts - CASE WHEN c.unspent THEN 1 ELSE 0 END,
         finished_at = CASE WHEN c.status = :finished THEN now() END,
         lease_expires_at = NULL,
         next_run_at = CASE
+            WHEN c.run_at IS NOT NULL THEN c.run_at
             WHEN c.retry_after IS NULL THEN t.next_run_at
             ELSE now() + make_interval(secs => c.retry_after)
         END
     FROM json_to_recordset(CAST(:changes AS json))
          AS c(task_id bigint, status text, finish_result text, finish_comment text,
-              retry_after integer, caller_failed boolean)
+              retry_after integer, caller_failed boolean, unspent boolean,
+              run_at timestamptz)
     WHERE t.id = c.task_id
 """)
 
 
 async def end_attempts(conn: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
     """Apply the resolutions of attempts (each task at most once), in one statement: each
-    task is delayed until its next attempt, or finished."""
+    task is delayed until its next attempt (an unspent one given back), or finished."""
     if changes:
         params = {"changes": orjson.dumps(changes).decode(), "finished": TaskStatus.FINISHED.value}
         await conn.execute(_END_ATTEMPTS, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,7 @@ from services.dispatcher import repository
 from services.dispatcher.lifecycle import Resolution
 from services.dispatcher.messages import dial_requests, has_webhook, webhook_events
 from services.dispatcher.transitions import Announcement, Plan
+from services.dispatcher.windows import Claimed, closings
 
 
 def resolved_view(task: Any, resolution: Resolution) -> SimpleNamespace:
@@ -40,6 +42,8 @@ def end_attempt_params(task_id: int, resolution: Resolution) -> dict[str, Any]:
         "finish_comment": resolution.finish_comment,
         "retry_after": resolution.retry_after,
         "caller_failed": resolution.caller_failed,
+        "unspent": resolution.unspent,
+        "run_at": resolution.run_at,
     }
 
 
@@ -67,7 +71,7 @@ async def write_plan(
         await repository.forget_undialed_calls(conn, plan.calls_forgotten)
     redialed = [await repository.redial(conn, task_id, lease_seconds) for task_id in plan.redials]
     if redialed:
-        messages.append(dial_requests(redialed))
+        messages.append(dial_requests(redialed, await _window_closings(conn, redialed)))
     await repository.add_to_outbox(conn, messages)
     await call_records.note_calls_connected(conn, plan.calls_connected)
     await repository.end_attempts(
@@ -76,6 +80,21 @@ async def write_plan(
     if plan.wake:
         await repository.notify_wake(conn)
     return Written(len(messages) - bool(redialed), len(redialed))
+
+
+async def _window_closings(conn: AsyncConnection, rows: Sequence[Any]) -> dict[int, datetime]:
+    """When the calling windows of attempts dialed again close (their first request's
+    closing may have passed, or the window changed since), by task id."""
+    found: dict[int, datetime] = {}
+    windows_of = await repository.dial_windows(conn, [row.queue_id for row in rows])
+    for queue_id, (now, window) in windows_of.items():
+        claimed = [
+            Claimed(row.id, row.timezone, row.next_run_at)
+            for row in rows
+            if row.queue_id == queue_id
+        ]
+        found.update(closings(window, now, claimed))
+    return found
 
 
 async def _webhooks(

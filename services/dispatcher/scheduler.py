@@ -8,7 +8,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -251,6 +251,7 @@ class Scheduler:
         then claim from its queues (each locked in turn) within all of it."""
         lease = self._settings.attempt_lease_seconds
         started: list[Any] = []
+        window_closings: dict[int, datetime] = {}  # by task id, for their dial requests
         contended = False
         async with transaction(self._engine) as conn:
             tenant = await repository.lock_tenant(conn, client_id, self._defaults)
@@ -265,7 +266,9 @@ class Scheduler:
             for queue_id in queue_ids:
                 if room - len(started) <= 0 or self._stopping:
                     break
-                claimed = await self._claim_queue(conn, queue_id, min(share, room - len(started)))
+                claimed = await self._claim_queue(
+                    conn, queue_id, min(share, room - len(started)), window_closings
+                )
                 if claimed is None:
                     contended = True
                 else:
@@ -273,7 +276,7 @@ class Scheduler:
             if started:
                 in_order = sorted(started, key=lambda row: row.id)
                 messages = await self._start_webhooks(conn, in_order)
-                messages.append(dial_requests(in_order))
+                messages.append(dial_requests(in_order, window_closings))
                 await repository.add_to_outbox(conn, messages)
                 tokens_left = tenant.tokens - sum(map(_calls_at_once, started))
                 await repository.spend_tokens(conn, client_id, tokens_left)
@@ -288,17 +291,23 @@ class Scheduler:
         return _TenantClaim(started, contended)
 
     async def _claim_queue(
-        self, conn: AsyncConnection, queue_id: int, how_many: int
+        self,
+        conn: AsyncConnection,
+        queue_id: int,
+        how_many: int,
+        window_closings: dict[int, datetime],
     ) -> list[Any] | None:
         """Claim up to `how_many` of a queue's due tasks within its limit; None if the
-        queue is locked (a bulk add or a change of it is being written)."""
+        queue is locked (a bulk add or a change of it is being written). The moments the
+        claimed tasks' calling windows close go into `window_closings`."""
         queue = await repository.lock_queue(conn, queue_id)
         if queue is None:
             return None  # locked, or just switched off or deleted
         limit = queue.limit
+        now: datetime | None = None
         if queue.window is not None:
             # Even at its limit: a due task outside its window shows `delayed_interval`.
-            await self._hold_outside_window(conn, queue_id, queue.window)
+            now = await self._hold_outside_window(conn, queue_id, queue.window)
         in_flight = await repository.count_in_flight(
             conn, queue_id, self._settings.attempt_lease_seconds
         )
@@ -316,13 +325,19 @@ class Scheduler:
                 )
             )
         metrics.QUEUE_IN_FLIGHT.labels(str(queue_id)).set(in_flight + len(started))
+        if queue.window is not None and now is not None and started:
+            # By the same now() as the hold: a claimed task is in its window when dialed
+            # at its due time, and its dial request says until when (the dialer checks).
+            claimed = (windows.Claimed(t.id, t.timezone, t.next_run_at) for t in started)
+            window_closings.update(windows.closings(queue.window, now, claimed))
         return started
 
     async def _hold_outside_window(
         self, conn: AsyncConnection, queue_id: int, window: CallingWindow
-    ) -> None:
+    ) -> datetime:
         """Hold the queue's due tasks whose calling window is closed when they would be
-        dialed, zone by zone, before the claim (same transaction, same now())."""
+        dialed, zone by zone, before the claim (same transaction, same now()); returns
+        that now()."""
         lookahead = self._settings.lookahead_seconds
         now, zones = await repository.due_zones(conn, queue_id, lookahead)
         for timezone in zones:
@@ -338,6 +353,7 @@ class Scheduler:
                 held = await repository.hold_outside_window(conn, queue_id, hold, lookahead)
                 if held:
                     metrics.TASKS_HELD_BY_WINDOW.inc(held)
+        return now
 
     @staticmethod
     async def _start_webhooks(

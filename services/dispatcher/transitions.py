@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from services.common.vocabulary import CALL_IN_PROGRESS, CallOutcome, TaskStatus, WebhookEvent
@@ -20,6 +21,7 @@ from services.dispatcher.lifecycle import (
     Redial,
     Resolution,
     resolve_attempt,
+    resolve_outside_window,
     resolve_undialed,
 )
 
@@ -61,6 +63,8 @@ class Ended(NamedTuple):
     call_uuid: str
     outcome: CallOutcome
     comment: str = ""
+    # With `outside_window`: when the window closed, as the dial request said.
+    closed_at: datetime | None = None
 
 
 class RecordedCall(NamedTuple):
@@ -116,7 +120,8 @@ class Plan:
     calls_connected: tuple[str, ...] = ()
     # Dialed calls given up as lost (their lease ran out without a result).
     calls_lost: tuple[str, ...] = ()
-    # Recorded calls never dialed: they were no call, and are forgotten.
+    # Recorded calls never dialed (their lease ran out, or their window closed first): they
+    # were no call, and are forgotten.
     calls_forgotten: tuple[str, ...] = ()
     # Tasks whose current attempt is dialed again (a new call and lease, no try spent).
     redials: tuple[int, ...] = ()
@@ -209,6 +214,14 @@ class _Planner:
             self.connected.append(event.call_uuid)
             self.announcements.append(Announcement(task.id, None, (WebhookEvent.SUCCESS,)))
             self.decisions.append(Decision(event))
+        elif isinstance(event, Ended) and event.outcome == CallOutcome.OUTSIDE_WINDOW:
+            # Not dialed: its record goes (the same attempt is made again, with a new call).
+            self.ended_calls.add(event.call_uuid)
+            self.forgotten.append(event.call_uuid)
+            resolution = resolve_outside_window(
+                attempt=task.attempts, comment=event.comment, closed_at=event.closed_at
+            )
+            self.resolve(event, task, event.outcome, resolution)
         elif isinstance(event, Ended):
             self.ended_calls.add(event.call_uuid)
             self.end(event, task, event.outcome, event.comment)

@@ -1,13 +1,18 @@
 """Calling windows at work (issue 20): due tasks outside their queue's window wait as
 `delayed_interval` and start when it opens; a callee's own zone; a change of the window
-releases them; due tasks held by the queue's limit show `delayed_concurrent_task`. The real
-api, dispatchers, dialers (simulated phones), PostgreSQL and NATS.
+releases them; a dial request that reaches its dialer after the window closed is not dialed;
+due tasks held by the queue's limit show `delayed_concurrent_task`. The real api,
+dispatchers, dialers (simulated phones), PostgreSQL and NATS.
 
 Windows here are datetime ranges around the database's clock: the test controls when they
 open without waiting for a time of day."""
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +23,8 @@ from tests.support.calls import calls_of_task
 from tests.support.database import db_now
 from tests.support.queues import Queue, create_queue
 from tests.support.simulated_phones import LONG_CALL
-from tests.support.waiting import WAIT_SECONDS
+from tests.support.waiting import WAIT_SECONDS, wait_for
+from tests.support.wire_times import parse_wire
 
 PAST_ONLY = {"start_datetime": "2020-01-01 00:00:00", "end_datetime": "2020-01-02 00:00:00"}
 
@@ -67,6 +73,73 @@ def test_a_task_outside_its_window_waits_and_starts_when_it_opens(
     assert done["finish_result"] == "success"
     [call] = calls_of_task(stack, task["id"])
     assert call.started_at >= opening, (call.started_at, opening)
+
+
+@contextmanager
+def dialers_paused(stack: Stack) -> Iterator[None]:
+    """The stack's dialers stopped (SIGSTOP), as a dialer stuck behind a backlog would be:
+    dial requests wait for them. Continued (SIGCONT) however the block ends."""
+    pids = [stack.pid(f"dialer-{index}") for index in range(2)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_dial_request_that_reaches_the_dialer_after_the_window_closed_is_not_dialed(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    """The window is open when the task is claimed and closes while its dial request waits
+    for a dialer. The dialer checks the window again just before dialing: no call then; the
+    task waits as delayed_interval (no try spent: try_count is 1) and is called, as its
+    first attempt, when the window opens again."""
+    now = db_now(stack)
+    # Time enough for the claim (milliseconds, unless the machine is very busy): a claim
+    # after the closing would hold the task instead.
+    closing = now.replace(microsecond=0) + timedelta(seconds=4)
+    reopening = closing + timedelta(seconds=5)
+    queue = windowed_queue(
+        api,
+        tenant,
+        [
+            {"start_datetime": wall(now - timedelta(hours=1)), "end_datetime": wall(closing)},
+            {
+                "start_datetime": wall(reopening),
+                "end_datetime": wall(reopening + timedelta(hours=1)),
+            },
+        ],
+    )
+    with dialers_paused(stack):
+        task = queue.add_one(try_count=1)  # due at once, in the window
+        claimed = queue.wait_status(task["id"], "executed")
+        wait_for(lambda: db_now(stack) >= closing, WAIT_SECONDS, "the window to close")
+
+    # Held, or (dialed after the closing) finished: whichever comes first.
+    held = queue.wait_task(
+        task["id"],
+        lambda t: t["status"] in ("delayed_interval", "finished"),
+        WAIT_SECONDS,
+        "held or finished",
+    )
+    assert held["status"] == "delayed_interval", held
+    assert "spent no try and waits for the window to open" in held["finish_comment"], held
+    assert held["cdr"] == claimed["cdr"]  # no new call yet: the refused one is forgotten
+    assert history(queue, claimed["cdr"]).status_code == 404  # and was never a call
+    done = queue.wait_finished(task["id"])
+
+    assert done["finish_result"] == "success", done
+    calls = queue.api.get(f"{queue.path}/task/{task['id']}/calls")
+    assert calls.status_code == 200, calls.text
+    [record] = calls.json()  # one call: the refused request left no record
+    assert record["attempt"] == 1 and record["call_uuid"] == done["cdr"] != claimed["cdr"]
+    assert parse_wire(record["started_utc"]) >= reopening, (record, reopening)
+
+
+def history(queue: Queue, call_uuid: str) -> httpx.Response:
+    return queue.api.get(f"/client/{queue.tenant}/call_history/{call_uuid}")
 
 
 def test_a_callee_zone_where_the_window_is_closed_holds_only_that_task(

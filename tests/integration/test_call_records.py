@@ -1,21 +1,24 @@
 """The dialer's call records against PostgreSQL: recorded before the due time, dialed once,
 taken over only when their dialer missed its deadline, and an attempt that placed no call
-dialed again by the dispatcher without spending a try."""
+dialed again by the dispatcher without spending a try (also when its calling window closed
+before the call could start)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from scheduler.v1 import events_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.dialer import repository as dialer_db
 from services.dispatcher import repository as dispatcher_db
+from services.dispatcher.consumer import apply_call_events
 from tests.support.seed import add_queue
 
 LEASE = 60.0
@@ -161,3 +164,45 @@ async def test_forgetting_an_undialed_record_leaves_a_dialed_one(engine: AsyncEn
         await dispatcher_db.forget_undialed_calls(conn, [call.call_uuid])
         rows = await conn.execute(text("SELECT dialed_at = started_at FROM calls"))
         assert rows.scalars().all() == [True]  # a call started when it was dialed
+
+
+async def test_an_attempt_not_dialed_outside_its_window_is_made_again_as_the_same_attempt(
+    engine: AsyncEngine,
+) -> None:
+    """The dialer reports that the window closed before the call could start: the task
+    waits as delayed_interval from the closing, its attempt given back, the undialed
+    record gone; claimed again, it makes the same attempt, whose new call is recorded."""
+    call = await claimed_call(engine)
+    await record(engine, call)
+    async with transaction(engine) as conn:
+        closing = (await conn.execute(text("SELECT now()"))).scalar_one() - timedelta(seconds=1)
+        closing = closing.replace(microsecond=0)
+        event = events_pb2.CallEvent(
+            kind=events_pb2.CallEvent.KIND_ENDED,
+            task_id=call.task_id,
+            attempt=call.attempt,
+            call_uuid=call.call_uuid,
+            outcome=events_pb2.CALL_OUTCOME_OUTSIDE_WINDOW,
+            comment="not dialed: the calling window closed",
+            window_closes_at_unix_ms=int(closing.timestamp() * 1000),
+        )
+        webhooks = await apply_call_events(conn, [event])
+
+    async with transaction(engine) as conn:
+        task = (await conn.execute(text("SELECT * FROM tasks"))).one()
+        records = (await conn.execute(text("SELECT count(*) FROM calls"))).scalar_one()
+    assert webhooks == 0
+    assert (task.status, task.attempts, task.finish_result) == ("delayed_interval", 0, "")
+    assert (task.next_run_at, task.lease_expires_at) == (closing, None)
+    assert task.finish_comment == (
+        "not dialed: the calling window closed; attempt 1 spent no try and waits for the "
+        "window to open"
+    )
+    assert records == 0
+
+    async with transaction(engine) as conn:
+        [again] = await dispatcher_db.claim_due_tasks(conn, call.queue_id, 10, LEASE)
+    assert (again.id, again.attempts) == (call.task_id, call.attempt)
+    assert again.cdr != call.call_uuid
+    fresh = await record(engine, dataclasses.replace(call, call_uuid=again.cdr))
+    assert set(fresh.may_dial) == {again.cdr}

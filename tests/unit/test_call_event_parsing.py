@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from scheduler.v1 import events_pb2
 
 from services.common.batch_messages import PoisonMessage
-from services.dispatcher.consumer import parse
+from services.common.vocabulary import CallOutcome
+from services.dispatcher.consumer import _event, parse
+from services.dispatcher.transitions import Ended
 
 ENDED = events_pb2.CallEvent.KIND_ENDED
 CONNECTED = events_pb2.CallEvent.KIND_CONNECTED
@@ -63,3 +67,21 @@ def test_a_lone_event_from_an_older_dialer_is_read() -> None:
 def test_a_message_with_nothing_to_apply_is_poison(data: bytes) -> None:
     with pytest.raises(PoisonMessage):
         parse(data)
+
+
+def test_an_outside_window_report_brings_the_closing_to_the_planner() -> None:
+    closing = event(
+        6,
+        outcome=events_pb2.CALL_OUTCOME_OUTSIDE_WINDOW,
+        comment="not dialed",
+        window_closes_at_unix_ms=1_796_493_600_000,
+    )
+    assert _event(closing) == Ended(
+        6,
+        1,
+        "uuid-6",
+        CallOutcome.OUTSIDE_WINDOW,
+        "not dialed",
+        datetime(2026, 12, 5, 18, tzinfo=UTC),
+    )
+    assert _event(event(7)) == Ended(7, 1, "uuid-7", CallOutcome.B_BUSY, "B was busy", None)

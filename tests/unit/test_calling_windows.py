@@ -1,5 +1,5 @@
 """Calling windows (services/common/calling_windows.py): wall-clock conditions, wrapping
-ranges, DST nights, and next_opening checked against a brute-force scan."""
+ranges, DST nights, and next_opening and next_closing checked against a brute-force scan."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from services.common.calling_windows import (
     format_time_of_day,
     is_open,
     matching_condition,
+    next_closing,
     next_opening,
     parse_time_of_day,
     parse_wall_datetime,
@@ -185,6 +186,46 @@ def test_never_opening_windows() -> None:
     assert next_opening(april_31, utc(2026, 1, 1)) is None
 
 
+def test_next_closing() -> None:
+    office = window(
+        "Europe/Berlin", Condition(start_time=9 * H, end_time=18 * H, start_dow=2, end_dow=6)
+    )
+    # Friday 2026-12-04 10:00 CET: closes at 18:00 CET (17:00 UTC).
+    assert next_closing(office, utc(2026, 12, 4, 9)) == utc(2026, 12, 4, 17)
+    # Closed already: the moment itself.
+    assert next_closing(office, utc(2026, 12, 5, 9)) == utc(2026, 12, 5, 9)
+    # Past midnight: Friday 22:00 -> 06:00 closes on Saturday at 06:00.
+    night = window("UTC", Condition(start_time=22 * H, end_time=6 * H, start_dow=6))
+    assert next_closing(night, utc(2026, 12, 5, 1)) == utc(2026, 12, 5, 6)
+    # Two conditions back to back: the window stays open across the seam.
+    seam = window(
+        "UTC",
+        Condition(start_time=8 * H, end_time=12 * H),
+        Condition(start_time=12 * H, end_time=14 * H),
+    )
+    assert next_closing(seam, utc(2026, 12, 4, 9)) == utc(2026, 12, 4, 14)
+    # Whole days: Monday to Friday closes at Saturday's midnight.
+    weekdays = window("UTC", Condition(start_dow=2, end_dow=6))
+    assert next_closing(weekdays, utc(2026, 12, 1, 12)) == utc(2026, 12, 5)
+    # A datetime range ends at its end; always open: no closing within the horizon.
+    ranged = window("UTC", Condition(end_datetime=datetime(2026, 12, 4, 12, 30)))
+    assert next_closing(ranged, utc(2026, 12, 4, 12)) == utc(2026, 12, 4, 12, 30)
+    assert next_closing(window("UTC", Condition()), utc(2026, 12, 4)) is None
+    # The callee's zone: 18:00 in Tokyo is 09:00 UTC.
+    assert next_closing(office, utc(2026, 12, 4, 1), "Asia/Tokyo") == utc(2026, 12, 4, 9)
+
+
+def test_next_closing_across_dst() -> None:
+    # New York, 2026-03-08: 02:00 EST (07:00 UTC) jumps to 03:00 EDT; a window until 02:30
+    # closes at the jump.
+    until_0230 = window("America/New_York", Condition(start_time=H, end_time=2 * H + 30 * 60))
+    assert next_closing(until_0230, utc(2026, 3, 8, 6, 30)) == utc(2026, 3, 8, 7, 0)
+    # 2026-11-01: 02:00 EDT (06:00 UTC) goes back to 01:00 EST; a window until 01:30 closes
+    # at its first 01:30 (05:30 UTC).
+    until_0130 = window("America/New_York", Condition(start_time=H, end_time=H + 30 * 60))
+    assert next_closing(until_0130, utc(2026, 11, 1, 5, 10)) == utc(2026, 11, 1, 5, 30)
+
+
 def test_naive_moments_are_refused() -> None:
     with pytest.raises(ValueError):
         is_open(window("UTC", Condition()), datetime(2026, 1, 1))
@@ -268,3 +309,28 @@ def test_stored_conditions_as_the_rules_see_them() -> None:
         Condition(start_time=22 * H, end_time=24 * H, start_dow=6, end_dow=2),
         Condition(start_datetime=datetime(2030, 1, 1)),
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    conds=st.lists(conditions() | datetime_ranges(), min_size=1, max_size=3),
+    tz=st.sampled_from(ZONES),
+    override=st.none() | st.sampled_from(ZONES),
+    start=st.sampled_from(
+        [utc(2026, 3, 7), utc(2026, 3, 28), utc(2026, 4, 4), utc(2026, 10, 24), utc(2026, 10, 31)]
+    ),
+    offset_minutes=st.integers(0, 2 * 24 * 60),
+)
+def test_next_closing_is_closed_and_open_until_then(
+    conds: list[Condition], tz: str, override: str | None, start: datetime, offset_minutes: int
+) -> None:
+    w = window(tz, *conds)
+    after = start + timedelta(minutes=offset_minutes)
+    found = next_closing(w, after, override, horizon_days=8)
+    moment, limit = after, after + timedelta(days=4)
+    while moment < limit and is_open(w, moment, override):
+        moment += timedelta(minutes=1)
+    if moment < limit:
+        assert found == moment
+    else:
+        assert found is None or found >= limit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from services.dispatcher.lifecycle import (
@@ -17,12 +19,14 @@ from services.dispatcher.lifecycle import (
     describe,
     event_id,
     resolve_attempt,
+    resolve_outside_window,
     resolve_undialed,
     start_event,
 )
 
 OUTCOMES = sorted(OUTCOME_COMMENTS)
-FAILURES = [outcome for outcome in OUTCOMES if outcome != "connected"]
+# outside_window is no call at all (the dialer did not start it): resolve_outside_window.
+FAILURES = [outcome for outcome in OUTCOMES if outcome not in ("connected", "outside_window")]
 
 
 def resolve(
@@ -340,3 +344,20 @@ def test_a_connected_call_spends_no_a_leg_try(limit: int) -> None:
     resolution = resolve_caller("connected", attempt=2, failures=2, limit=limit)
     assert (resolution.status, resolution.finish_result) == ("finished", "success")
     assert not resolution.caller_failed
+
+
+def test_a_call_outside_its_window_gives_the_attempt_back_and_waits_at_the_closing() -> None:
+    closed_at = datetime(2026, 12, 5, 18, tzinfo=UTC)
+    resolution = resolve_outside_window(attempt=2, comment="", closed_at=closed_at)
+    assert resolution == Resolution(
+        "delayed_interval",
+        "",
+        "not dialed: the calling window had closed; attempt 2 spent no try and waits for "
+        "the window to open",
+        None,
+        (),
+        unspent=True,
+        run_at=closed_at,
+    )
+    # No closing reported (a dialer that left it out): due as it was, the claim decides.
+    assert resolve_outside_window(attempt=1, comment="", closed_at=None).run_at is None

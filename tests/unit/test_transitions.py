@@ -4,6 +4,7 @@ writes and announcements out. Pure, no database: every transition the life cycle
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
@@ -101,9 +102,10 @@ def test_connected_ends_the_task_with_success() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "outcome", [o for o in CallOutcome if o not in (CallOutcome.CONNECTED, CallOutcome.LOST)]
-)
+NOT_FAILURES = (CallOutcome.CONNECTED, CallOutcome.LOST, CallOutcome.OUTSIDE_WINDOW)
+
+
+@pytest.mark.parametrize("outcome", [o for o in CallOutcome if o not in NOT_FAILURES])
 def test_a_failed_call_with_tries_left_delays_the_task_and_announces_nothing(
     outcome: CallOutcome,
 ) -> None:
@@ -114,6 +116,46 @@ def test_a_failed_call_with_tries_left_delays_the_task_and_announces_nothing(
     assert resolution.finish_comment.startswith("why (attempt 1 of 3)")
     assert result.announcements == (Announcement(7, resolution, ()),)
     assert result.wake
+
+
+@pytest.mark.parametrize("try_count_caller", [0, 1])
+def test_a_call_not_dialed_outside_its_window_spends_no_try_and_waits_for_the_window(
+    try_count_caller: int,
+) -> None:
+    """Even on the last try (of try_count and of try_count_caller): no phone rang. The
+    task waits as delayed_interval, due at the closing the dialer saw pass (the claim then
+    holds it until the window opens), its attempt given back, its call record forgotten,
+    no webhook."""
+    closed_at = datetime(2026, 12, 5, 18, tzinfo=UTC)
+    task = Task(attempts=3, try_count=3, try_count_caller=try_count_caller)
+    comment = "not dialed: the calling window closed at 2026-12-05 18:00:00 UTC"
+    event = Ended(7, 3, "c-7", CallOutcome.OUTSIDE_WINDOW, comment, closed_at)
+
+    result = plan(tasks(task), [event])
+
+    [(task_id, resolution)] = result.ends
+    assert task_id == 7
+    assert resolution.status == TaskStatus.DELAYED_INTERVAL
+    assert resolution.finish_result == FinishResult.NONE
+    assert (resolution.unspent, resolution.run_at, resolution.retry_after) == (
+        True,
+        closed_at,
+        None,
+    )
+    assert not resolution.caller_failed
+    assert resolution.finish_comment == (
+        f"{comment}; attempt 3 spent no try and waits for the window to open"
+    )
+    assert result.calls_forgotten == ("c-7",)
+    assert result.announcements == (Announcement(7, resolution, ()),)
+    assert result.decisions == (Decision(event, CallOutcome.OUTSIDE_WINDOW, resolution),)
+    assert result.wake
+
+
+def test_an_outside_window_report_for_an_attempt_already_resolved_is_stale() -> None:
+    event = Ended(7, 1, "c-7", CallOutcome.OUTSIDE_WINDOW)
+    result = plan(tasks(Task(attempts=2)), [event])
+    assert (result.ends, result.calls_forgotten, result.stale) == ((), (), (event,))
 
 
 def test_a_failed_last_try_finishes_the_task_failed_and_announces_after() -> None:

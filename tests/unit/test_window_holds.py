@@ -1,11 +1,12 @@
-"""services/dispatcher/windows.py: which due tasks a calling window holds, and until when."""
+"""services/dispatcher/windows.py: which due tasks a calling window holds, and until when;
+when the window of each claimed task closes (its dial request's deadline)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from services.common.calling_windows import window_from_fields
-from services.dispatcher.windows import NEVER, Hold, hold_for_zone
+from services.dispatcher.windows import NEVER, Claimed, Hold, closings, hold_for_zone
 
 LOOKAHEAD = timedelta(seconds=0.25)
 # Open 09:00-17:00 local time, every day.
@@ -63,3 +64,46 @@ def test_spring_forward_opening_in_the_skipped_hour_opens_at_the_jump() -> None:
     )
     hold = hold_for_zone(night, None, utc("2027-03-28 00:30:00"), LOOKAHEAD)
     assert hold is not None and hold.until == utc("2027-03-28 01:00:00")
+
+
+# --- the closing each claimed task's dial request carries -------------------------------------
+
+
+def test_a_claimed_task_gets_the_closing_after_its_due_time_in_its_zone() -> None:
+    now = utc("2026-12-07 10:00:00")  # 11:00 Berlin; 17:00 Berlin = 16:00 UTC
+    found = closings(
+        OFFICE,
+        now,
+        [
+            Claimed(1, None, now + LOOKAHEAD),  # claimed ahead, dialed at its due time
+            Claimed(2, None, utc("2026-12-07 09:00:00")),  # overdue: dialed now
+            # 17:00 in Tokyo is 08:00 UTC: its window closed already (the hold would have
+            # held it; were it claimed, the dialer would refuse it at once).
+            Claimed(3, "Asia/Tokyo", now),
+            Claimed(4, "America/New_York", utc("2026-12-07 15:00:00")),  # 10:00 there
+        ],
+    )
+    assert found == {
+        1: utc("2026-12-07 16:00:00"),
+        2: utc("2026-12-07 16:00:00"),
+        3: now,
+        4: utc("2026-12-07 22:00:00"),  # 17:00 in New York
+    }
+
+
+def test_tasks_past_a_closing_get_the_next_one() -> None:
+    """Tasks of one zone share a closing only while they are dialed before it."""
+    now = utc("2026-12-07 10:00:00")
+    found = closings(
+        OFFICE,
+        now,
+        [Claimed(1, None, now), Claimed(2, None, utc("2026-12-08 09:00:00"))],
+    )
+    assert found == {1: utc("2026-12-07 16:00:00"), 2: utc("2026-12-08 16:00:00")}
+
+
+def test_no_closing_for_a_window_that_stays_open_or_an_unknown_zone() -> None:
+    always = window_from_fields("UTC", [{}])
+    now = utc("2026-12-07 10:00:00")
+    assert closings(always, now, [Claimed(1, None, now)]) == {}
+    assert closings(OFFICE, now, [Claimed(1, "Mars/Olympus_Mons", now)]) == {}
