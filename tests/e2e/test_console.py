@@ -354,15 +354,13 @@ def test_tasks_held_by_the_window_and_by_the_limit_and_the_newest_fields(
         page.get_by_role("columnheader").nth(i).inner_text()
         for i in range(page.get_by_role("columnheader").count())
     ]
-    held_by_limit = columns.index("Held by the limit")
+    held_by_limit = columns.index("Held (limit)")
     expect(row.get_by_role("cell").nth(held_by_limit)).to_have_text("1")
     expect(row.get_by_role("cell").nth(columns.index("Calling window"))).to_have_text(
         "none (always open)"
     )
     windowed_row = page.get_by_role("row").filter(has=page.get_by_role("link", name="windowed"))
-    expect(windowed_row.get_by_role("cell").nth(columns.index("Held by the window"))).to_have_text(
-        "1"
-    )
+    expect(windowed_row.get_by_role("cell").nth(columns.index("Held (window)"))).to_have_text("1")
     expect(windowed_row.get_by_role("cell").nth(columns.index("Calling window"))).to_have_text(
         "office hours (Europe/Berlin)"
     )
