@@ -117,7 +117,7 @@ def queues(
     ] = False,
 ) -> None:
     """List the queues: id, name, status, limit, comment, created, calling window
-    (interval_id, 0: none), tasks, not finished, last call; --counts adds tasks by status."""
+    (interval_id; -: none), tasks, not finished, last call; --counts adds tasks by status."""
     with _api() as api:
         listed = api.queues()
         if as_csv:
