@@ -91,6 +91,8 @@ export const updateQueue = (id, fields) => request("PUT", `/task_scheduler/${id}
 export const listTasks = (queue, params) => request("GET", `/task_scheduler/${queue}/task/`, { params });
 export const getTask = (queue, id) => request("GET", `/task_scheduler/${queue}/task/${id}`);
 export const taskCalls = (queue, id) => request("GET", `/task_scheduler/${queue}/task/${id}/calls`);
+export const listIntervals = (params) => request("GET", "/interval/", { params });
+export const getInterval = (id) => request("GET", `/interval/${id}`);
 export const addTasks = (queue, tasks, key) =>
   request("POST", `/task_scheduler/${queue}/tasks/`, {
     body: { tasks },
@@ -104,6 +106,16 @@ export async function allQueues() {
     const page = await listQueues({ limit: PAGE, after_id: queues.length ? queues.at(-1).id : 0 });
     queues.push(...page);
     if (page.length < PAGE) return queues;
+  }
+}
+
+// Every calling window (interval), all pages.
+export async function allIntervals() {
+  const intervals = [];
+  for (;;) {
+    const page = await listIntervals({ limit: PAGE, after_id: intervals.length ? intervals.at(-1).id : 0 });
+    intervals.push(...page);
+    if (page.length < PAGE) return intervals;
   }
 }
 

@@ -4,7 +4,17 @@
 import * as api from "./api.js";
 import { BATCH_SIZE, batches, digest, idempotencyKey, readRows, violationsByIndex } from "./csv.js";
 
-const STATUSES = ["scheduled", "executed", "delayed", "finished"];
+// The statuses a task shows (the API's words; its list filter takes each).
+const STATUSES = ["scheduled", "executed", "delayed", "delayed_interval", "delayed_concurrent_task", "finished"];
+// Counted by listing them. Finished ones are not: the queue's own counters give them
+// (task_count - sched_task_count), and they are most of a queue that has been running.
+const COUNTED = STATUSES.filter((s) => s !== "finished");
+// What a waiting task is waiting for, in words.
+const WAITING_FOR = {
+  delayed: "waiting out the pause before its next try",
+  delayed_interval: "held by the calling window: starts when it opens",
+  delayed_concurrent_task: "due, held by the limit (no room under the queue's limit or the client's quota)",
+};
 const TASK_PAGE = 50;
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
@@ -130,8 +140,16 @@ function countText({ count, more }) {
 }
 
 async function queueCounts(queue) {
-  const counted = await Promise.all(STATUSES.map((status) => api.countTasks(queue.id, status)));
-  return Object.fromEntries(STATUSES.map((status, i) => [status, counted[i]]));
+  const counted = await Promise.all(COUNTED.map((status) => api.countTasks(queue.id, status)));
+  const finished = { count: Number(queue.task_count || 0) - Number(queue.sched_task_count || 0), more: false };
+  return { ...Object.fromEntries(COUNTED.map((status, i) => [status, counted[i]])), finished };
+}
+
+// A queue's calling window in words; `interval` is the one its interval_id names, if read.
+function windowText(queue, interval) {
+  if (!queue.interval_id) return "none (always open)";
+  if (!interval) return `interval ${queue.interval_id}`;
+  return `${interval.name || `interval ${interval.id}`} (${interval.timezone})`;
 }
 
 async function setQueueStatus(queue, on) {
@@ -179,7 +197,8 @@ function createQueueForm(after) {
 async function queuesView() {
   const body = h("tbody");
   const render = async () => {
-    const queues = await api.allQueues();
+    const [queues, intervals] = await Promise.all([api.allQueues(), api.allIntervals()]);
+    const intervalsById = new Map(intervals.map((i) => [i.id, i]));
     const rows = [];
     for (const queue of queues) {
       const counts = await queueCounts(queue);
@@ -197,11 +216,15 @@ async function queuesView() {
         h("td", { class: "num" }, inFlightCell(counts.executed.count, queue.concurrent_task_limit)),
         h("td", { class: "num" }, countText(counts.scheduled)),
         h("td", { class: "num" }, countText(counts.delayed)),
+        h("td", { class: "num" }, countText(counts.delayed_interval)),
+        h("td", { class: "num" }, countText(counts.delayed_concurrent_task)),
         h("td", { class: "num" }, countText(counts.finished)),
+        h("td", {}, windowText(queue, intervalsById.get(queue.interval_id))),
+        h("td", { class: "hide-small" }, queue.last_call_date || "—"),
         h("td", { class: "hide-small" }, queue.create_date_utc),
         h("td", { class: "num hide-small" }, queue.id)));
     }
-    body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 8 }, "No queues yet: create one above."))]));
+    body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 12 }, "No queues yet: create one above."))]));
   };
   show(
     h("h1", {}, "Queues"),
@@ -214,11 +237,15 @@ async function queuesView() {
         h("th", { scope: "col", class: "num" }, "In flight / limit"),
         h("th", { scope: "col", class: "num" }, "Scheduled"),
         h("th", { scope: "col", class: "num" }, "Delayed"),
+        h("th", { scope: "col", class: "num" }, "Held (window)"),
+        h("th", { scope: "col", class: "num" }, "Held (limit)"),
         h("th", { scope: "col", class: "num" }, "Finished"),
+        h("th", { scope: "col" }, "Calling window"),
+        h("th", { scope: "col", class: "hide-small" }, "Last call (UTC)"),
         h("th", { scope: "col", class: "hide-small" }, "Created (UTC)"),
         h("th", { scope: "col", class: "num hide-small" }, "Id"))),
       body)),
-    h("p", { class: "muted" }, "Counts refresh every 2 s (up to 10,000 per status are counted)."),
+    h("p", { class: "muted" }, "Counts refresh every 2 s (up to 10,000 per status are counted; finished from the queue's own counters)."),
   );
   poll(render);
 }
@@ -374,7 +401,7 @@ function uploadPanel(queueId) {
 
   return h("section", { "aria-labelledby": "upload-title" },
     h("h2", { id: "upload-title" }, "Add tasks from a CSV file"),
-    h("p", { class: "muted" }, "Header row = task fields: name, a_number, b_number, extension_id, try_count, try_again_pause, url_before, url_before_again, url_success, url_after, start_time_utc, caller_id_name, caller_id_number, extended_a_numbers. Sent in batches of 1,000; each batch has its own Idempotency-Key, so a reload and a new upload of the same file resume without doubling a task."),
+    h("p", { class: "muted" }, "Header row = task fields: name, a_number, b_number, extension_id, try_count, try_again_pause, url_before, url_before_again, url_success, url_after, start_time_utc, caller_id_name, caller_id_number, extended_a_numbers, try_count_caller, try_again_pause_caller, timezone (the callee's IANA time zone). Sent in batches of 1,000; each batch has its own Idempotency-Key, so a reload and a new upload of the same file resume without doubling a task."),
     h("div", { class: "toolbar" }, field("csv-file", "CSV file", file), send),
     summary, bar, progressText, rejectedBox);
 }
@@ -454,22 +481,29 @@ async function queueView(queueId) {
   let queue = await api.getQueue(queueId);
   const heading = h("h1", {}, queue.name || `Queue ${queue.id}`);
   const facts = h("p", { class: "muted" });
+  const windowFacts = h("p", { "aria-label": "Calling window" });
+  let interval = null; // the interval queue.interval_id names, read again when that changes
   const renderFacts = (counts) => {
     facts.replaceChildren(
       pill(queue.status, queue.status), " ",
-      `in flight ${counts.executed.count} / ${queue.concurrent_task_limit} · scheduled ${countText(counts.scheduled)} · delayed ${countText(counts.delayed)} · finished ${countText(counts.finished)} · id ${queue.id} · created ${queue.create_date_utc} UTC`);
+      `in flight ${counts.executed.count} / ${queue.concurrent_task_limit} · scheduled ${countText(counts.scheduled)} · delayed ${countText(counts.delayed)} · held by the window ${countText(counts.delayed_interval)} · held by the limit ${countText(counts.delayed_concurrent_task)} · finished ${countText(counts.finished)} · id ${queue.id} · created ${queue.create_date_utc} UTC · last call ${queue.last_call_date ? `${queue.last_call_date} UTC` : "none yet"}`);
+    windowFacts.replaceChildren(`Calling window: ${windowText(queue, interval)}`);
   };
   const tasks = tasksPanel(queueId);
   show(
     h("p", {}, h("a", { href: "#/queues" }, "← Queues")),
     heading,
     facts,
+    windowFacts,
     editQueueForm(queue, (changed) => { queue = changed; }),
     uploadPanel(queueId),
     tasks.panel,
   );
   poll(async () => {
     queue = await api.getQueue(queueId);
+    if (queue.interval_id !== (interval ? interval.id : 0)) {
+      interval = queue.interval_id ? await api.getInterval(queue.interval_id) : null;
+    }
     renderFacts(await queueCounts(queue));
     await tasks.load();
   });
@@ -563,7 +597,7 @@ async function taskView(queueId, taskId) {
     heading.textContent = `Task ${task.id}${task.name ? `: ${task.name}` : ""}`;
     const params = task.callback_params || {};
     details.replaceChildren(fieldList([
-      ["Status", pill(task.status, task.status.split("_")[0], task.finish_result)],
+      ["Status", [pill(task.status, task.status.split("_")[0], task.finish_result), WAITING_FOR[task.status] ? ` ${WAITING_FOR[task.status]}` : ""]],
       ["Result", task.finish_result],
       ["Why", task.finish_comment],
       ["A number", task.a_number],
@@ -572,6 +606,8 @@ async function taskView(queueId, taskId) {
       ["Caller id", [params.caller_id_name, params.caller_id_number].filter(Boolean).join(" ")],
       ["Start (UTC)", task.start_time_utc],
       ["Tries", `${task.try_count}, ${task.try_again_pause} s apart`],
+      ["A-leg retries", task.try_count_caller ? `up to ${task.try_count_caller} failures at A, ${task.try_again_pause_caller} s apart` : "off"],
+      ["Callee time zone", params.timezone || ""],
       ["Created (UTC)", task.create_date_utc],
       ["Latest call", task.cdr],
     ]));

@@ -5,9 +5,14 @@ export const BATCH_SIZE = 1000;
 const FIRST_DATA_ROW = 2; // rows numbered as a spreadsheet shows them: the header is row 1
 const TEXT = ["name", "a_number", "b_number", "url_before", "url_before_again", "url_success",
   "url_after", "start_time_utc"];
-const INTEGER = ["extension_id", "try_count"];
-const PARAMS = ["caller_id_name", "caller_id_number", "extended_a_numbers"];
-export const COLUMNS = [...TEXT, ...INTEGER, "try_again_pause", ...PARAMS];
+// Sent as JSON numbers: the API refuses a string in these (try_again_pause_caller too).
+const INTEGER = ["extension_id", "try_count", "try_count_caller", "try_again_pause_caller"];
+// callback_params; timezone is the callee's IANA zone (the API checks it).
+const PARAMS = ["caller_id_name", "caller_id_number", "extended_a_numbers", "timezone"];
+// In the order the command line lists them: the newest revision's columns last.
+export const COLUMNS = [...TEXT, "extension_id", "try_count", "try_again_pause",
+  "caller_id_name", "caller_id_number", "extended_a_numbers",
+  "try_count_caller", "try_again_pause_caller", "timezone"];
 
 // RFC 4180: fields separated by commas, quoted with "", "" inside quotes is one ".
 export function parseCsv(text) {
@@ -64,6 +69,7 @@ export function rowTask(number, values) {
   const params = {};
   if (values.caller_id_name) params.caller_id_name = values.caller_id_name;
   if (values.caller_id_number) params.caller_id_number = values.caller_id_number;
+  if (values.timezone) params.timezone = values.timezone;
   if (values.extended_a_numbers) params.extended_a_numbers = values.extended_a_numbers.split(/[\s,;]+/);
   if (Object.keys(params).length) task.callback_params = params;
   return { number, task, problems };

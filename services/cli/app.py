@@ -27,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from services.cli import exports
@@ -95,20 +95,50 @@ def _api() -> Iterator[RestApi]:
         raise typer.Exit(EXIT_API) from None
 
 
+# Task statuses as the list filter takes them (the API's words), in the order a task meets them.
+COUNTED_STATUSES = (
+    "scheduled",
+    "executed",
+    "delayed",
+    "delayed_interval",
+    "delayed_concurrent_task",
+    "finished",
+)
+
+
 @app.command()
 def queues(
     counts: Annotated[
-        bool, typer.Option("--counts", help="Count each queue's tasks by status (pages).")
+        bool,
+        typer.Option("--counts", help="Also count each queue's tasks by status (pages of them)."),
+    ] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Write CSV to stdout (every field) instead.")
     ] = False,
 ) -> None:
-    """List the queues: id, name, status, limit and, with --counts, tasks by status."""
+    """List the queues: id, name, status, limit, comment, created, calling window
+    (interval_id; -: none), tasks, not finished, last call; --counts adds tasks by status."""
     with _api() as api:
-        table = Table("id", "name", "status", "limit", "comment", "created (UTC)")
-        statuses = ("scheduled", "executed", "delayed", "finished")
+        listed = api.queues()
+        if as_csv:
+            exports.write_csv(sys.stdout, exports.QUEUE_COLUMNS, map(exports.queue_row, listed))
+            return
+        table = Table(
+            "id",
+            "name",
+            "status",
+            "limit",
+            "comment",
+            "created (UTC)",
+            "interval",
+            Column("tasks", justify="right"),
+            Column("not finished", justify="right"),
+            "last call (UTC)",
+        )
         if counts:
-            for status in statuses:
+            for status in COUNTED_STATUSES:
                 table.add_column(status, justify="right")
-        for queue in api.queues():
+        for queue in listed:
             cells = [
                 str(queue["id"]),
                 queue["name"],
@@ -116,9 +146,15 @@ def queues(
                 str(queue["concurrent_task_limit"]),
                 queue["comment"],
                 queue["create_date_utc"],
+                str(queue.get("interval_id") or "-"),
+                f"{int(queue.get('task_count') or 0):,}",
+                f"{int(queue.get('sched_task_count') or 0):,}",
+                queue.get("last_call_date") or "-",
             ]
             if counts:
-                cells += [str(api.count_tasks(int(queue["id"]), s)) for s in statuses]
+                cells += [f"{api.count_tasks(int(queue['id']), s):,}" for s in COUNTED_STATUSES]
+            # Text, not a markup string: a tenant's queue name or comment such as "[red]" is
+            # shown as written, never read as rich markup.
             table.add_row(*(Text(c) for c in cells))
         out.print(table)
 
@@ -149,8 +185,10 @@ def tasks_import(
 
     Columns: name, a_number, b_number, extension_id, try_count, try_again_pause, url_before,
     url_before_again, url_success, url_after, start_time_utc, caller_id_name,
-    caller_id_number, extended_a_numbers (separated by spaces). Rows the API refuses are
-    listed at the end with its reasons; the others are added.
+    caller_id_number, extended_a_numbers (separated by spaces), try_count_caller,
+    try_again_pause_caller (whole seconds), timezone (the callee's IANA zone, e.g.
+    Europe/Berlin: callback_params.timezone). An empty cell takes the API's default. Rows the
+    API refuses are listed at the end with its reasons; the others are added.
     """
     state_path = state or default_state_path(file, queue)
     progress = Progress(
@@ -232,11 +270,16 @@ def _output(path: Path | None) -> Iterator[TextIO]:
 def tasks_export(
     queue: Annotated[int | None, typer.Option("--queue", "-q", help="Queue id [all].")] = None,
     status: Annotated[
-        str, typer.Option(help="Only this status (scheduled, executed, delayed, finished).")
+        str,
+        typer.Option(
+            help="Only this status (scheduled, executed, delayed, delayed_interval, "
+            "delayed_concurrent_task, finished)."
+        ),
     ] = "",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="[stdout]")] = None,
 ) -> None:
-    """Write tasks as CSV (every field the API shows; callback_params in three columns)."""
+    """Write tasks as CSV (every field the API shows; callback_params in columns of its own;
+    try_count_caller, try_again_pause_caller and timezone last)."""
     with _api() as api, _output(output) as stream:
         rows = (
             exports.task_row(t)
@@ -259,13 +302,17 @@ def calls_export(
 
 
 def _watch_table(queue: int, latest: Sample, per_minute: float | None) -> Table:
-    table = Table(title=f"queue {queue} {latest.name} ({latest.status})", show_header=False)
+    # The title as Text: the queue's name is the tenant's, never rich markup.
+    title = Text(f"queue {queue} {latest.name} ({latest.status})")
+    table = Table(title=title, show_header=False)
     table.add_column(justify="right")
     table.add_column()
     rate = "measuring" if per_minute is None else f"{per_minute:,.1f}"
     for label, value in (
         ("in flight / limit", f"{latest.in_flight} / {latest.limit}"),
         ("due", f"{latest.due:,}"),
+        ("held by the limit", f"{latest.held_by_limit:,}"),
+        ("held by the window", f"{latest.held_by_window:,}"),
         ("scheduled later", f"{latest.later:,}"),
         ("delayed (retry pause)", f"{latest.delayed:,}"),
         ("finished", f"{latest.finished:,} ({latest.failed:,} failed)"),
@@ -281,7 +328,8 @@ def watch(
     interval: Annotated[float, typer.Option(min=0.5, help="Seconds between samples.")] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="One sample, printed, then exit.")] = False,
 ) -> None:
-    """A queue live: in flight vs its limit, due, finished per minute (Ctrl-C stops)."""
+    """A queue live: in flight vs its limit, due, held by the limit (delayed_concurrent_task)
+    or by the calling window (delayed_interval), finished per minute (Ctrl-C stops)."""
     rate = Rate()
     with _api() as api:
         latest = sample(api, queue, time.monotonic())

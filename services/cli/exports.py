@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 from services.cli.api import RestApi
 
+# Users' spreadsheets read these by position too: existing columns keep their place, new
+# ones go at the end.
 TASK_COLUMNS = (
     "id",
     "scheduler_id",
@@ -31,6 +33,24 @@ TASK_COLUMNS = (
     "caller_id_name",
     "caller_id_number",
     "extended_a_numbers",
+    # the vendor's newest revision
+    "try_count_caller",
+    "try_again_pause_caller",
+    "timezone",
+)
+# callback_params' fields among TASK_COLUMNS; every other column is a field of the task.
+_PARAM_COLUMNS = frozenset({"caller_id_name", "caller_id_number", "extended_a_numbers", "timezone"})
+QUEUE_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "concurrent_task_limit",
+    "comment",
+    "create_date_utc",
+    "interval_id",
+    "task_count",
+    "sched_task_count",
+    "last_call_date",
 )
 CALL_COLUMNS = (
     "call_uuid",
@@ -54,13 +74,19 @@ CALL_COLUMNS = (
 
 
 def task_row(task: dict[str, Any]) -> dict[str, Any]:
-    """A task as the API answers it, callback_params flattened into three columns."""
+    """A task as the API answers it, callback_params flattened into columns of their own."""
     params = task.get("callback_params") or {}
-    row = {name: task.get(name, "") for name in TASK_COLUMNS[:-3]}
-    row["caller_id_name"] = params.get("caller_id_name", "")
-    row["caller_id_number"] = params.get("caller_id_number", "")
+    row = {
+        name: params.get(name, "") if name in _PARAM_COLUMNS else task.get(name, "")
+        for name in TASK_COLUMNS
+    }
     row["extended_a_numbers"] = " ".join(params.get("extended_a_numbers") or [])
     return row
+
+
+def queue_row(queue: dict[str, Any]) -> dict[str, Any]:
+    """A queue as the API answers it (its counters included)."""
+    return {name: queue.get(name, "") for name in QUEUE_COLUMNS}
 
 
 def call_row(call: dict[str, Any]) -> dict[str, Any]:

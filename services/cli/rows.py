@@ -29,12 +29,32 @@ TEXT_COLUMNS = (
     "url_after",
     "start_time_utc",
 )
-INTEGER_COLUMNS = ("extension_id", "try_count")
+# Sent as JSON numbers: the API refuses a string in these (try_again_pause_caller too, unlike
+# try_again_pause), so a cell that is not a whole number is the file's fault, said per row.
+INTEGER_COLUMNS = ("extension_id", "try_count", "try_count_caller", "try_again_pause_caller")
 # try_again_pause is accepted by the API as a string or a number: sent as written.
 PAUSE_COLUMN = "try_again_pause"
-# callback_params, flattened: extended_a_numbers separated by spaces, commas or semicolons.
-PARAM_COLUMNS = ("caller_id_name", "caller_id_number", "extended_a_numbers")
-COLUMNS = (*TEXT_COLUMNS, *INTEGER_COLUMNS, PAUSE_COLUMN, *PARAM_COLUMNS)
+# callback_params, flattened: extended_a_numbers separated by spaces, commas or semicolons;
+# timezone is the callee's IANA zone (the API checks it against its time zone database).
+PARAM_TEXT_COLUMNS = ("caller_id_name", "caller_id_number", "timezone")
+PARAM_COLUMNS = (*PARAM_TEXT_COLUMNS, "extended_a_numbers")
+# Every column a header may name; the order is the one error messages and --help list.
+COLUMNS = (
+    *TEXT_COLUMNS,
+    "extension_id",
+    "try_count",
+    PAUSE_COLUMN,
+    "caller_id_name",
+    "caller_id_number",
+    "extended_a_numbers",
+    # the vendor's newest revision
+    "try_count_caller",
+    "try_again_pause_caller",
+    "timezone",
+)
+# ASCII digits only, as the console checks them: int() would also take "1_000" and other
+# scripts' digits, which the console refuses; one file, one verdict.
+_WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]+$")
 _INDEXED_FIELD = re.compile(r"^tasks\[(\d+)\]\.?(.*)$")
 
 
@@ -103,14 +123,14 @@ def row_task(number: int, values: dict[str, str | None]) -> Row:
             task[name] = cells[name]
     for name in INTEGER_COLUMNS:
         if cells.get(name):
-            try:
+            if _WHOLE_NUMBER.fullmatch(cells[name]):
                 task[name] = int(cells[name])
-            except ValueError:
+            else:
                 problems.append(f"{name}: must be a whole number, got {cells[name]!r}")
     if cells.get(PAUSE_COLUMN):
         task[PAUSE_COLUMN] = cells[PAUSE_COLUMN]
     params: dict[str, Any] = {}
-    for name in PARAM_COLUMNS[:2]:
+    for name in PARAM_TEXT_COLUMNS:
         if cells.get(name):
             params[name] = cells[name]
     if cells.get("extended_a_numbers"):

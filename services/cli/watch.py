@@ -1,8 +1,10 @@
 """`callbacks watch QUEUE`: a queue's numbers, polled from the API.
 
-The API has no counters endpoint: each sample pages through the queue's tasks (1,000 per
-request) and counts them by status. Finished per minute is the growth of the finished count
-over the samples of the last minute.
+Each sample pages through the queue's tasks (1,000 per request) and counts them by status:
+due and scheduled later are told apart by start time, which no counter and no status filter
+gives, so one pass over all pages counts every status at once (a request per status would
+read the queue's tasks again for each). Finished per minute is the growth of the finished
+count over the samples of the last minute.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ class Sample:
     status: str
     limit: int
     in_flight: int  # executed: an attempt in progress
-    due: int  # scheduled with a start time in the past: waiting for the limit or "on"
+    due: int  # scheduled with a start time in the past: about to start, or the queue is off
     later: int  # scheduled for later
-    delayed: int  # waiting out try_again_pause before the next attempt
+    held_by_limit: int  # delayed_concurrent_task: due, no room under the limit or a quota
+    held_by_window: int  # delayed_interval: due, outside the queue's calling window
+    delayed: int  # waiting out try_again_pause (or try_again_pause_caller) before a retry
     finished: int
     failed: int
 
@@ -36,13 +40,17 @@ def sample(api: RestApi, queue_id: int, taken: float, now: datetime | None = Non
     """Count the queue's tasks (one pass over all its pages)."""
     now_text = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S")
     queue = api.queue(queue_id)
-    counts = {"executed": 0, "due": 0, "later": 0, "delayed": 0, "finished": 0, "failed": 0}
+    counts = dict.fromkeys(
+        ("executed", "due", "later", "limit", "window", "delayed", "finished", "failed"), 0
+    )
     for task in api.tasks(queue_id):
         status = task["status"]
         if status == "scheduled":
             counts["due" if task["start_time_utc"] <= now_text else "later"] += 1
-        elif status == "delayed_concurrent_task":  # due, waiting for room in the queue
-            counts["due"] += 1
+        elif status == "delayed_concurrent_task":
+            counts["limit"] += 1
+        elif status == "delayed_interval":
+            counts["window"] += 1
         elif status == "finished":
             counts["finished"] += 1
             counts["failed"] += task.get("finish_result") == "failed"
@@ -58,6 +66,8 @@ def sample(api: RestApi, queue_id: int, taken: float, now: datetime | None = Non
         in_flight=counts["executed"],
         due=counts["due"],
         later=counts["later"],
+        held_by_limit=counts["limit"],
+        held_by_window=counts["window"],
         delayed=counts["delayed"],
         finished=counts["finished"],
         failed=counts["failed"],

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from deploy.local.stack import Stack
+from tests.support.queues import Queue, create_queue
 from tests.support.simulated_phones import ANSWERING_NUMBER, BUSY_NUMBER
 from tests.support.waiting import wait_for
 
@@ -49,7 +50,7 @@ def cli_env(stack: Stack, tenant: str) -> dict[str, str]:
         **os.environ,
         "CALLBACKS_URL": stack.rest_url,
         "CALLBACKS_TOKEN": stack.token(tenant),
-        "COLUMNS": "200",  # rich tables, not wrapped
+        "COLUMNS": "400",  # rich tables, not wrapped (queues --counts is wide)
     }
 
 
@@ -165,6 +166,59 @@ def test_import_adds_the_good_rows_and_reports_the_bad_with_the_apis_reasons(
     assert one["callback_params"]["extended_a_numbers"] == ["+15550001112", "+15550001113"]
 
 
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of each row of a rich table as the command printed it, its header first
+    (rich draws the header's rules heavier: ┃)."""
+    lines = [line.replace("┃", "│") for line in output.splitlines()]
+    return [
+        [cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.count("│") >= 2
+    ]
+
+
+def test_import_and_export_the_newest_revisions_fields(
+    stack: Stack, api: httpx.Client, tenant: str, tmp_path: Path
+) -> None:
+    queue = new_queue(api, tenant)  # off: nothing is called
+    leads = tmp_path / "newest.csv"
+    leads.write_text(
+        "name,a_number,b_number,try_count_caller,try_again_pause_caller,timezone\n"
+        "zoned,+15550001111,+15550002222,2,600,Europe/Berlin\n"
+        "mars,+15550001111,+15550002222,,,Mars/Olympus\n"  # row 3: refused by the API
+        "greedy,+15550001111,+15550002222,99,,\n"  # row 4: over the API's 50
+        "words,+15550001111,+15550002222,,ten,\n"  # row 5: not a whole number
+        "plain,+15550001111,+15550002222,,,\n"
+    )
+
+    result = run(stack, tenant, "tasks", "import", str(leads), "--queue", str(queue), check_code=3)
+
+    assert "2 of 5 rows added" in result.stdout, result.stdout
+    reasons = {row[0]: row[1] for row in table_rows(result.stdout) if row[0].isdigit()}
+    assert set(reasons) == {"3", "4", "5"}, result.stdout
+    assert "callback_params.timezone: must be an IANA time zone name" in reasons["3"]
+    assert reasons["4"].startswith("try_count_caller:")
+    assert reasons["5"] == "try_again_pause_caller: must be a whole number, got 'ten'"
+    by_name = {t["name"]: t for t in all_tasks(api, tenant, queue)}
+    assert set(by_name) == {"zoned", "plain"}
+    zoned = by_name["zoned"]
+    assert (zoned["try_count_caller"], zoned["try_again_pause_caller"]) == (2, 600)
+    assert zoned["callback_params"]["timezone"] == "Europe/Berlin"
+    assert (
+        by_name["plain"]["try_count_caller"],
+        by_name["plain"]["callback_params"]["timezone"],
+    ) == (0, "")
+
+    exported = run(stack, tenant, "tasks", "export", "--queue", str(queue)).stdout
+    header, *rows = list(csv.reader(io.StringIO(exported)))
+    # Existing columns keep their places (a spreadsheet reads them by position); new ones last.
+    assert header[:3] == ["id", "scheduler_id", "name"]
+    assert header[18:21] == ["caller_id_name", "caller_id_number", "extended_a_numbers"]
+    assert header[21:] == ["try_count_caller", "try_again_pause_caller", "timezone"]
+    assert {r[2]: r[21:] for r in rows} == {
+        "zoned": ["2", "600", "Europe/Berlin"],
+        "plain": ["0", "0", ""],
+    }
+
+
 def test_an_interrupted_import_resumes_without_doubling_a_task(
     stack: Stack, api: httpx.Client, tenant: str, tmp_path: Path
 ) -> None:
@@ -263,6 +317,14 @@ def test_exports_list_what_the_api_shows(
     tasks_by_id = {str(t["id"]): t for t in all_tasks(api, tenant, queue)}
     assert all(r["call_uuid"] == tasks_by_id[r["task_id"]]["cdr"] for r in records.values())
 
+    # The queue with its counters, as the API shows them.
+    listed = run(stack, tenant, "queues", "--csv").stdout
+    (row,) = [r for r in csv.DictReader(io.StringIO(listed)) if r["id"] == str(queue)]
+    shown = api.get(f"/client/{tenant}/task_scheduler/{queue}").json()
+    assert row == {name: str(value) for name, value in shown.items()}
+    assert (row["task_count"], row["sched_task_count"]) == ("2", "0")
+    assert row["last_call_date"] != ""
+
 
 def test_queues_and_watch_show_the_queue(stack: Stack, api: httpx.Client, tenant: str) -> None:
     queue = new_queue(api, tenant, concurrent_task_limit=7, comment="leads")
@@ -287,6 +349,56 @@ def test_queues_and_watch_show_the_queue(stack: Stack, api: httpx.Client, tenant
     assert lines["in flight / limit"] == "0 / 7"
     assert lines["due"] == "1"
     assert lines["scheduled later"] == "1"
+
+
+def test_queues_and_watch_show_tasks_held_by_the_window_and_by_the_limit(
+    stack: Stack, api: httpx.Client, tenant: str
+) -> None:
+    interval = api.post(
+        f"/client/{tenant}/interval/",
+        json={
+            "name": "closed",
+            "timezone": "UTC",
+            "conditions": [
+                {"start_datetime": "2020-01-01 00:00:00", "end_datetime": "2020-01-02 00:00:00"}
+            ],
+        },
+    ).json()
+    # A tenant's name, shown as written: never read as rich markup.
+    windowed = Queue(api, tenant, new_queue(api, tenant, name="[red]held[/red]"))
+    windowed.set(interval_id=interval["id"], status="on")
+    held = windowed.add_one()
+    windowed.wait_status(held["id"], "delayed_interval")
+    # A tenant allowed no callback in progress: a due task of a switched-on queue waits as
+    # held by the limit (delayed_concurrent_task), for good.
+    stack.admin("set", tenant, "--max-in-progress", "0")
+    limited = create_queue(api, tenant, limit=3)
+    waiting = limited.add_one()
+    limited.wait_status(waiting["id"], "delayed_concurrent_task")
+
+    def watched(queue: int) -> dict[str, str]:
+        output = run(stack, tenant, "watch", str(queue), "--once").stdout
+        rows = {row[0]: row[1] for row in table_rows(output) if len(row) == 2}
+        return {"title": output.strip().splitlines()[0].strip(), **rows}
+
+    by_window = watched(windowed.id)
+    assert by_window["title"] == f"queue {windowed.id} [red]held[/red] (on)"
+    assert (by_window["held by the window"], by_window["held by the limit"]) == ("1", "0")
+    assert by_window["due"] == "0"
+    by_limit = watched(limited.id)
+    assert (by_limit["held by the window"], by_limit["held by the limit"]) == ("0", "1")
+    assert by_limit["due"] == "0"
+
+    listed = run(stack, tenant, "queues", "--counts").stdout
+    header, *rows = table_rows(listed)
+    queues = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert queues[str(windowed.id)]["interval"] == str(interval["id"])
+    assert queues[str(limited.id)]["interval"] == "-"
+    for queue in (windowed, limited):
+        shown = queues[str(queue.id)]
+        assert (shown["tasks"], shown["not finished"], shown["last call (UTC)"]) == ("1", "1", "-")
+    assert queues[str(windowed.id)]["delayed_interval"] == "1"
+    assert queues[str(limited.id)]["delayed_concurrent_task"] == "1"
 
 
 def test_a_bad_token_is_one_line_from_the_api(stack: Stack, tenant: str) -> None:

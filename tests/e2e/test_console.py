@@ -284,3 +284,83 @@ def test_an_upload_whose_answer_was_lost_resumes_after_a_reload_without_doubling
     tasks = all_tasks(api, queue)
     assert len(tasks) == rows
     assert sorted(t["name"] for t in tasks) == sorted(f"lead {i}" for i in range(rows))
+
+
+def test_tasks_held_by_the_window_and_by_the_limit_and_the_newest_fields(
+    stack: Stack, page: Page, api: httpx.Client, tenant: str
+) -> None:
+    interval = api.post(
+        f"/client/{tenant}/interval/",
+        json={
+            "name": "office hours",
+            "timezone": "Europe/Berlin",
+            "conditions": [
+                {"start_datetime": "2020-01-01 00:00:00", "end_datetime": "2020-01-02 00:00:00"}
+            ],  # over for good: its queue's due tasks wait
+        },
+    ).json()
+    created = api.post(f"/client/{tenant}/task_scheduler/", json={"name": "windowed"}).json()
+    windowed = f"/client/{tenant}/task_scheduler/{created['id']}"
+    api.put(windowed, json={"interval_id": interval["id"], "status": "on"}).raise_for_status()
+
+    page.goto(f"{stack.rest_url}/console/#token={stack.token(tenant)}")
+    page.get_by_role("link", name="windowed").click()
+    expect(page.get_by_label("Calling window")).to_have_text(
+        "Calling window: office hours (Europe/Berlin)"
+    )
+    csv = (
+        "name,a_number,b_number,try_count_caller,try_again_pause_caller,timezone\n"
+        f"zoned,{ANSWERING_NUMBER},{ANSWERING_NUMBER},2,600,America/New_York\n"
+        f"mars,{ANSWERING_NUMBER},{ANSWERING_NUMBER},,,Mars/Olympus\n"
+        f"words,{ANSWERING_NUMBER},{ANSWERING_NUMBER},two,,\n"
+    )
+    page.get_by_label("CSV file", exact=True).set_input_files(
+        files=FilePayload(name="newest.csv", mimeType="text/csv", buffer=csv.encode())
+    )
+    page.get_by_role("button", name="Add tasks").click()
+    expect(page.get_by_text("1 of 3 rows added; 2 rejected.")).to_be_visible()
+    rejected = page.get_by_role("table").filter(has_text="Rejected rows")
+    expect(rejected).to_contain_text("callback_params.timezone: must be an IANA time zone name")
+    expect(rejected).to_contain_text("try_count_caller: must be a whole number, got 'two'")
+    (zoned,) = all_tasks(api, windowed)
+    assert (zoned["try_count_caller"], zoned["try_again_pause_caller"]) == (2, 600)
+    assert zoned["callback_params"]["timezone"] == "America/New_York"
+
+    # Held by the window: the filter finds it, and the list shows it as such.
+    tasks_section = page.get_by_role("region", name="Tasks")
+    tasks_section.get_by_label("Status").select_option("delayed_interval")
+    expect(tasks_section.get_by_role("link", name=str(zoned["id"]))).to_be_visible()
+    expect(page.get_by_text("held by the window 1")).to_be_visible()
+    tasks_section.get_by_role("link", name=str(zoned["id"])).click()
+    details = page.locator("dl.fields").first
+    expect(details).to_contain_text("delayed_interval held by the calling window")
+    expect(details).to_contain_text("up to 2 failures at A, 600 s apart")
+    expect(details).to_contain_text("America/New_York")
+
+    # Held by the limit: a client allowed no callback in progress, a due task of a queue
+    # switched on.
+    stack.admin("set", tenant, "--max-in-progress", "0")
+    limited = api.post(
+        f"/client/{tenant}/task_scheduler/", json={"name": "limited", "status": "on"}
+    ).json()
+    api.post(
+        f"/client/{tenant}/task_scheduler/{limited['id']}/tasks/",
+        json={"tasks": [{"a_number": ANSWERING_NUMBER, "b_number": ANSWERING_NUMBER}]},
+    ).raise_for_status()
+    page.get_by_role("link", name="← Queue").click()
+    page.get_by_role("link", name="← Queues").click()
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name="limited"))
+    columns = [
+        page.get_by_role("columnheader").nth(i).inner_text()
+        for i in range(page.get_by_role("columnheader").count())
+    ]
+    held_by_limit = columns.index("Held (limit)")
+    expect(row.get_by_role("cell").nth(held_by_limit)).to_have_text("1")
+    expect(row.get_by_role("cell").nth(columns.index("Calling window"))).to_have_text(
+        "none (always open)"
+    )
+    windowed_row = page.get_by_role("row").filter(has=page.get_by_role("link", name="windowed"))
+    expect(windowed_row.get_by_role("cell").nth(columns.index("Held (window)"))).to_have_text("1")
+    expect(windowed_row.get_by_role("cell").nth(columns.index("Calling window"))).to_have_text(
+        "office hours (Europe/Berlin)"
+    )
