@@ -378,11 +378,14 @@ def check_reschedulable(
     try_count_caller, with `caller_failures` A-leg failures so far) would leave it no
     attempt to make."""
     if status not in CHANGEABLE_STATUSES:
-        why = {
+        past_changing: dict[str, str] = {
             vocabulary.TaskStatus.EXECUTED: "an attempt is in progress; change it when it is "
             "'delayed' or add a new task",
             vocabulary.TaskStatus.FINISHED: "it is finished; add a new task instead",
-        }.get(status, "only a waiting task (scheduled, delayed, delayed_interval) can be changed")
+        }
+        why = past_changing.get(
+            status, "only a waiting task (scheduled, delayed, delayed_interval) can be changed"
+        )
         raise Conflict(f"task {task_id} is '{status}' and cannot be changed: {why}")
     violations: list[FieldViolation] = []
     if changes.try_count is not None and changes.try_count <= attempts:
