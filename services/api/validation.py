@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from services.common import calling_windows
+from services.common import calling_windows, vocabulary
 from services.common.errors import Conflict, FieldViolation, InvalidInput
 from services.common.timefmt import parse_utc
 
@@ -169,6 +169,9 @@ Phone = Annotated[str, AfterValidator(_phone)]
 Url = Annotated[str, Field(max_length=2048), AfterValidator(_url)]
 Pause = Annotated[int, BeforeValidator(_pause)]
 QueueStatus = Literal["on", "off"]
+# The statuses a list can be filtered by: vocabulary.TaskStatus's words, spelled out as a
+# Literal because strict validation takes a str here, not the enum (tests/unit/test_vocabulary.py
+# keeps the two equal).
 TaskStatus = Literal[
     "scheduled",
     "executed",
@@ -365,7 +368,7 @@ class TaskChanges(_Strict):
 
 # A task can be changed while it waits for its next attempt; not while one is in progress
 # (the dialer has its numbers and URLs already), nor once it is finished.
-CHANGEABLE_STATUSES = ("scheduled", "delayed", "delayed_interval")
+CHANGEABLE_STATUSES = vocabulary.WAITING
 
 
 def check_reschedulable(
@@ -375,11 +378,14 @@ def check_reschedulable(
     try_count_caller, with `caller_failures` A-leg failures so far) would leave it no
     attempt to make."""
     if status not in CHANGEABLE_STATUSES:
-        why = {
-            "executed": "an attempt is in progress; change it when it is 'delayed' or "
-            "add a new task",
-            "finished": "it is finished; add a new task instead",
-        }.get(status, "only a 'scheduled' or 'delayed' task can be changed")
+        past_changing: dict[str, str] = {
+            vocabulary.TaskStatus.EXECUTED: "an attempt is in progress; change it when it is "
+            "'delayed' or add a new task",
+            vocabulary.TaskStatus.FINISHED: "it is finished; add a new task instead",
+        }
+        why = past_changing.get(
+            status, "only a waiting task (scheduled, delayed, delayed_interval) can be changed"
+        )
         raise Conflict(f"task {task_id} is '{status}' and cannot be changed: {why}")
     violations: list[FieldViolation] = []
     if changes.try_count is not None and changes.try_count <= attempts:

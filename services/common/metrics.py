@@ -66,12 +66,6 @@ def calls_with_outcome(outcome: str) -> Counter:
 
 
 CALLS_IN_PROGRESS = Gauge("callback_calls_in_progress", "Calls in progress on this dialer")
-SIP_MESSAGES = Counter(
-    "callback_sip_messages", "SIP messages sent and received (sip backend)", ["direction"]
-)
-SIP_RETRANSMISSIONS = Counter(
-    "callback_sip_retransmissions", "SIP requests sent again for want of a response"
-)
 # notifier
 WEBHOOK_DELIVERIES = Counter(
     "callback_webhook_attempts", "Webhook delivery attempts, by outcome", ["outcome"]

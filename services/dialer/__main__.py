@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 from services.common import bus
 from services.common.bootstrap import start_worker
@@ -11,6 +10,7 @@ from services.common.grpcserver import serve
 from services.common.supervision import exit_when_failed
 from services.dialer.backend import TelephonyBackend
 from services.dialer.consumer import Dialer
+from services.dialer.heap import freeze_startup_heap
 from services.dialer.settings import DialerSettings
 from services.dialer.simulated import SimulatedBackend
 from services.dialer.sip import tls
@@ -68,11 +68,9 @@ async def main() -> None:
     engine, nats_client, jetstream = await start_worker(settings, "dialer")
     backend = await open_backend(settings)
     dialer = Dialer(engine, jetstream, backend, settings)
-    # What startup allocated (modules, settings, clients) lives as long as the process: kept
-    # out of the collector's reach, so that a full collection during a second's burst of
-    # calls has only the calls' own objects to walk.
-    gc.collect()
-    gc.freeze()
+    # What startup allocated lives as long as the process: out of the collector's reach, so
+    # that a full collection during a second's burst of calls walks only the calls' objects.
+    freeze_startup_heap()  # the SIP backend has done so already when it opened: once only
     worker = asyncio.create_task(dialer.run())
 
     worker.add_done_callback(exit_when_failed)

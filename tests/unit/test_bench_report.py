@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from bench.report import Row, Spread, Target, latency_summary, markdown, percentile
+from bench.window_opening import most_at_once
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -55,3 +58,12 @@ def test_unfinished_repeats_show_as_such_never_as_numbers() -> None:
     table = markdown(rows, context, {}, repeats=2)
     assert f"| peer | lateness p50; 2 of 2 repeats {late}; {late} | ms | — | — | — |  |  |" in table
     assert f"| peer | lateness p99; 1 of 2 repeats {late} | ms | 40 | 40 | 40 |  |  |" in table
+
+
+def test_callbacks_at_once_count_a_freed_slot_taken_at_the_same_moment_once() -> None:
+    at = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    s = timedelta(seconds=1)
+    spans = [(at, at + s), (at + s, at + 2 * s), (at, at + 3 * s), (at + 2 * s, at + 3 * s)]
+    assert most_at_once(spans) == 2
+    assert most_at_once([(at, at + 3 * s), (at + s, at + 2 * s), (at + s, at + 3 * s)]) == 3
+    assert most_at_once([]) == 0

@@ -12,28 +12,10 @@ import pytest
 from services.dialer.sip import ua as ua_module
 from services.dialer.sip.message import Address, parse
 from services.dialer.sip.ua import Route, UserAgent
+from tests.support.sip_transport import CapturingTransport
 
 PEER = Address("127.0.0.2", 5060)
 T1 = 0.5
-
-
-class CapturingTransport:
-    name = "UDP"
-    reliable = True
-    alias = False
-    local = Address("127.0.0.1", 5060)
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes, to: Address) -> None:
-        self.sent.append(data)
-
-    def reach(self, to: Address) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Clock:

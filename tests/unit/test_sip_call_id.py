@@ -12,7 +12,7 @@ from services.dialer.sip.callback import Callback
 from services.dialer.sip.leg import new_call_id
 from services.dialer.sip.message import Address
 from services.dialer.sip.ua import Route, UserAgent
-from tests.unit.test_sip_header_safety import CapturingTransport
+from tests.support.sip_transport import CapturingTransport
 
 CALL_ID = re.compile(r"(?P<uuid>[0-9a-f-]{36})-(?P<leg>a\d+|b)-[0-9a-f]{8}@127\.0\.0\.1")
 

@@ -11,28 +11,10 @@ import weakref
 from services.dialer.sip.leg import Caller, OutboundLeg
 from services.dialer.sip.message import Address, parse
 from services.dialer.sip.ua import Route, UserAgent
+from tests.support.sip_transport import CapturingTransport
 
 PHONE = Address("127.0.0.2", 5060)
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
-
-
-class CapturingTransport:
-    name = "UDP"
-    reliable = True
-    alias = False
-    local = Address("127.0.0.1", 5060)
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes, to: Address) -> None:
-        self.sent.append(data)
-
-    def reach(self, to: Address) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def ok_to_invite(leg: OutboundLeg) -> bytes:

@@ -25,30 +25,10 @@ from services.dialer.sip.callback import Callback
 from services.dialer.sip.leg import Account
 from services.dialer.sip.message import Address, params, parse, uri_of
 from services.dialer.sip.ua import Route, UserAgent
+from tests.support.sip_transport import CapturingTransport
 
 DOMAIN = "callback.test"
 ATTACK = 'x"\r\nP-Charge-Info: <sip:+15550001111@t>\r\nX: "'
-
-
-class CapturingTransport:
-    """A Transport that sends nothing: it keeps every datagram."""
-
-    name = "UDP"
-    reliable = True  # no retransmission timers to clean up
-    alias = False
-    local = Address("127.0.0.1", 5060)
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes, to: Address) -> None:
-        self.sent.append(data)
-
-    def reach(self, to: Address) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def user_agent() -> tuple[UserAgent, CapturingTransport]:

@@ -13,27 +13,9 @@ import weakref
 
 from services.dialer.sip.message import Address, parse
 from services.dialer.sip.ua import Route, UserAgent
+from tests.support.sip_transport import CapturingTransport
 
 PHONE = Address("127.0.0.2", 5060)
-
-
-class CapturingTransport:
-    name = "UDP"
-    reliable = False  # the transactions linger
-    alias = False
-    local = Address("127.0.0.1", 5060)
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes, to: Address) -> None:
-        self.sent.append(data)
-
-    def reach(self, to: Address) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def busy_answer(invite: bytes) -> bytes:
@@ -50,7 +32,7 @@ def busy_answer(invite: bytes) -> bytes:
 
 
 async def test_a_finished_transaction_lingers_as_its_ack_only() -> None:
-    transport = CapturingTransport()
+    transport = CapturingTransport(reliable=False)
     ua = UserAgent(transport, (Route("*", PHONE, "phones.test"),))
     invite = ua.new_request(
         "INVITE",
@@ -82,7 +64,7 @@ async def test_a_finished_transaction_lingers_as_its_ack_only() -> None:
 
 
 async def test_a_lingering_transaction_is_dropped_after_64_t1() -> None:
-    transport = CapturingTransport()
+    transport = CapturingTransport(reliable=False)
     ua = UserAgent(transport, (Route("*", PHONE, "phones.test"),), t1=0.005)
     invite = ua.new_request(
         "INVITE",

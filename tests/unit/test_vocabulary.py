@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from scheduler.v1 import events_pb2
 
+from services.api import validation
 from services.common.models import FINISH_RESULTS, TASK_STATUSES
 from services.common.vocabulary import (
     OUTCOME_FROM_PROTO,
@@ -55,3 +58,7 @@ def test_webhook_events_ranked_in_the_order_they_are_delivered() -> None:
         "url_success",
         "url_after",
     ]
+
+
+def test_the_list_filter_takes_every_status_and_only_those() -> None:
+    assert set(get_args(validation.TaskStatus)) == {status.value for status in TaskStatus}

@@ -7,8 +7,6 @@ control (see callback.py). Settings: DIALER_SIP_* in services/dialer/settings.py
 from __future__ import annotations
 
 import asyncio
-import functools
-import gc
 import logging
 import socket
 import ssl
@@ -17,6 +15,7 @@ from datetime import UTC, datetime
 
 from services.common.vocabulary import CallOutcome
 from services.dialer.backend import CallPlan, CallReport, OnConnected, limit
+from services.dialer.heap import freeze_startup_heap
 from services.dialer.pacing import Pacer
 from services.dialer.sip import tls
 from services.dialer.sip.callback import Callback
@@ -26,19 +25,6 @@ from services.dialer.sip.transport import TcpTransport, TlsTransport, Transport,
 from services.dialer.sip.ua import Route, UserAgent
 
 log = logging.getLogger(__name__)
-
-
-@functools.cache  # once per process: later calls would freeze calls' garbage for good
-def freeze_startup_heap() -> None:
-    """Move every object alive now (modules, settings: the process's startup) out of the
-    cyclic collector's sight, once per process (gc.freeze, the documented pattern).
-
-    A thousand callbacks at once keep some 200 objects each alive for the call's length, which
-    promotes them and, every few thousand, makes the collector run full collections; each
-    traversed the whole heap of the imported libraries. In `make bench-sip` at 1,000 at once
-    this was about a tenth of the controller's CPU (frozen vs not, same code, one process each).
-    """
-    gc.freeze()
 
 
 def parse_address(text: str, default_port: int = 5060) -> Address:

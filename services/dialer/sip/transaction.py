@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from services.common import metrics
+from services.dialer.sip import counters
 from services.dialer.sip.message import Address, Message
 
 T1 = 0.5  # RTT estimate (RFC 3261 17.1.1.1)
@@ -134,7 +134,7 @@ class ClientTransaction:
 
     def _retransmit(self, loop: asyncio.AbstractEventLoop) -> None:
         self.retransmissions += 1
-        metrics.SIP_RETRANSMISSIONS.inc()
+        counters.SIP_RETRANSMISSIONS.inc()
         self._send(self._data, self.destination)
         # INVITE: Timer A doubles without bound; non-INVITE: Timer E is capped at T2 (17.1.2.2).
         self._interval = self._interval * 2 if self.is_invite else min(self._interval * 2, T2)

@@ -15,12 +15,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from services.common import metrics
-from services.dialer.sip import tls
+from services.dialer.sip import counters, tls
 from services.dialer.sip.message import Address, Message, ParseError, parse, stream_frame
 
 log = logging.getLogger(__name__)
-SENT = metrics.SIP_MESSAGES.labels("sent")
+SENT = counters.SIP_MESSAGES.labels("sent")
 
 OnMessage = Callable[[Message, Address], None]
 # A destination could not be reached (connection refused, reset): the address and why.

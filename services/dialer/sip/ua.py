@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common import metrics
+from services.dialer.sip import counters
 from services.dialer.sip.message import (
     Address,
     Message,
@@ -28,7 +28,7 @@ from services.dialer.sip.transaction import T1, ClientTransaction, Lingering, ti
 from services.dialer.sip.transport import Transport
 
 log = logging.getLogger(__name__)
-RECEIVED = metrics.SIP_MESSAGES.labels("received")
+RECEIVED = counters.SIP_MESSAGES.labels("received")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
