@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -316,25 +316,8 @@ def next_opening(
     tz = _zone_of(window, timezone_override)
     if _open_at(window, tz, after):
         return after
-    best: datetime | None = None
-    found_on: date | None = None
-    day = _wall(after, tz).date() - _DAY  # a range that started yesterday may reopen today
     last = _wall(after + timedelta(days=horizon_days), tz).date()
-    try:
-        while day <= last:
-            # The clock may go back over midnight: look one day past the first find.
-            if found_on is not None and day > found_on + _DAY:
-                break
-            for candidate in _candidates(window, tz, day):
-                if candidate > after and (best is None or candidate < best):
-                    if _open_at(window, tz, candidate):
-                        best = candidate
-            if best is not None and found_on is None:
-                found_on = day
-            day += _DAY
-    except OverflowError:  # the end of the calendar (year 9999)
-        pass
-    return best
+    return _first_change(window, tz, after, last, _candidates, to_open=True)
 
 
 def _closing_candidates(window: CallingWindow, tz: tzinfo, day: date) -> Iterator[datetime]:
@@ -376,18 +359,36 @@ def next_closing(
     tz = _zone_of(window, timezone_override)
     if not _open_at(window, tz, after):
         return after
-    best: datetime | None = None
-    found_on: date | None = None
-    day = _wall(after, tz).date() - _DAY  # a range that started yesterday may end today
     try:
         last = _wall(after + timedelta(days=horizon_days), tz).date()
+    except OverflowError:  # the end of the calendar (year 9999)
+        return None
+    return _first_change(window, tz, after, last, _closing_candidates, to_open=False)
+
+
+def _first_change(
+    window: CallingWindow,
+    tz: tzinfo,
+    after: datetime,
+    last: date,
+    candidates: Callable[[CallingWindow, tzinfo, date], Iterator[datetime]],
+    *,
+    to_open: bool,
+) -> datetime | None:
+    """The earliest of the days' `candidates` after `after`, up to the local day `last`, at
+    which the window is open (`to_open`) or closed; None if none is."""
+    best: datetime | None = None
+    found_on: date | None = None
+    day = _wall(after, tz).date() - _DAY  # a range that started yesterday may change today
+    try:
         while day <= last:
-            # A range past midnight ends the day after its own: look one day past the find.
+            # The clock may go back over midnight, and a range past midnight ends the day
+            # after its own: look one day past the first find.
             if found_on is not None and day > found_on + _DAY:
                 break
-            for candidate in _closing_candidates(window, tz, day):
+            for candidate in candidates(window, tz, day):
                 if candidate > after and (best is None or candidate < best):
-                    if not _open_at(window, tz, candidate):
+                    if _open_at(window, tz, candidate) == to_open:
                         best = candidate
             if best is not None and found_on is None:
                 found_on = day
