@@ -67,6 +67,9 @@ PREPARE_BETWEEN_TURNS = 20
 # redelivery of its request (its dialer died meanwhile) may take the record over. Covers a
 # loop held up by a burst of work, not a paused process.
 DIAL_GRACE_SECONDS = 2.0
+# A call the calls-per-second cap starts less than this before its record's deadline (or
+# after it) gets a later deadline first: its mark must begin, and may be retried, in time.
+DEADLINE_MARGIN_SECONDS = 1.0
 
 
 class _ToDial(NamedTuple):
@@ -104,6 +107,22 @@ def _complete(request: events_pb2.DialRequest) -> bool:
 def parse(data: bytes) -> tuple[list[events_pb2.DialRequest], int]:
     """The requests of a message that can be dialed, and how many could not (incomplete)."""
     return read_batch(data, events_pb2.DialRequests, "requests", events_pb2.DialRequest, _complete)
+
+
+def _past_deadline(
+    starts: Sequence[tuple[float, dict[str, _ToDial]]], recorded_at: float
+) -> dict[str, tuple[repository.Recorded, float]]:
+    """The calls paced (by start: Dialer._paced) that start too close to their record's
+    deadline, or after it, to be marked in time: each with the seconds from now it needs
+    (its start and the grace again)."""
+    wall, monotonic = time.time(), time.monotonic()
+    late: dict[str, tuple[repository.Recorded, float]] = {}
+    for start, calls in starts:
+        for call_uuid, call in calls.items():
+            deadline = wall + recorded_at + call.record.within - monotonic
+            if start + DEADLINE_MARGIN_SECONDS > deadline:
+                late[call_uuid] = (call.record, start - wall + DIAL_GRACE_SECONDS)
+    return late
 
 
 def _by_due_time(
@@ -242,6 +261,7 @@ class Dialer:
         )
         recorded_at = time.monotonic()
         recording = asyncio.ensure_future(self._record_calls(requests, hold, now))
+        extending: asyncio.Future[dict[str, repository.Recorded]] | None = None
         try:
             # The calls are built while the database records them (the loop is turned every
             # few calls, so that the record's statements go on meanwhile): with the account
@@ -296,9 +316,24 @@ class Dialer:
                 }
                 # The group's requests with a calling window (most have none).
                 windowed = {r.call_uuid: r for r in group if r.window_closes_at_unix_ms}
-                for start, paced in self._paced(mine, due, slots):
+                starts = self._paced(mine, due, slots)
+                # Calls the cap starts after their record's deadline get a later one,
+                # meanwhile (the first start's mark goes on at once).
+                late = _past_deadline(starts, recorded_at)
+                extending = (
+                    asyncio.ensure_future(self._extend_deadlines(late, recorded_at))
+                    if late
+                    else None
+                )
+                for start, paced in starts:
                     if start > due:  # over the calls-per-second cap: a later start
                         await self._until_mark(start)
+                    if extending is not None and not late.keys().isdisjoint(paced):
+                        extended = await extending
+                        paced = {
+                            uuid: call._replace(record=extended.get(uuid, call.record))
+                            for uuid, call in paced.items()
+                        }
                     # The last look at the calling window: the calls start at `start`, or
                     # now if that is later (nothing waits between the mark and the dial).
                     calls = self._in_window(windowed, paced, max(start, time.time()))
@@ -325,6 +360,8 @@ class Dialer:
         finally:
             if not recording.done():  # failed while building: no mark may follow
                 recording.cancel()
+            if extending is not None and not extending.done():
+                extending.cancel()
             for call_uuid in prepared:
                 self._backend.forget_call(call_uuid)
             self._held_count -= waiting
@@ -427,6 +464,32 @@ class Dialer:
                     return set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    async def _extend_deadlines(
+        self, late: dict[str, tuple[repository.Recorded, float]], recorded_at: float
+    ) -> dict[str, repository.Recorded]:
+        """Later deadlines for the records of calls the calls-per-second cap starts late
+        (with the seconds from now each needs); the records whose deadline moved. The
+        others keep theirs: not marked in time, they are not dialed, and the dispatcher
+        dials their attempts again without spending a try."""
+        began = time.monotonic()
+        try:
+            async with transaction(self._engine) as conn:
+                moved = await repository.extend_deadlines(
+                    conn, late, self._settings.longest_call_seconds
+                )
+        except StorageUnavailable:
+            moved = {}
+        if len(moved) < len(late):
+            log.warning(
+                "a call the cap starts late keeps its record's deadline",
+                extra={"action": "too_late", "count": len(late) - len(moved)},
+            )
+        # Seconds from recorded_at, counted from before the statement, like the records'.
+        return {
+            uuid: repository.Recorded(began - recorded_at + seconds_left, dial_by)
+            for uuid, (dial_by, seconds_left) in moved.items()
+        }
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)

@@ -124,6 +124,45 @@ _INSERT_CALLS = text(f"""
 """)  # noqa: S608 - constant SQL
 
 
+# A later deadline for records whose calls the calls-per-second cap starts later than their
+# deadline allowed. Only the dialer that recorded a row may move its deadline, and only
+# before it passed (after that a redelivery may have taken the row over). Never past the
+# moment the attempt's lease still covers the longest call: the lease expiry must find the
+# row's deadline passed, or it would dial the attempt again while this dialer may still.
+_EXTEND_DEADLINES = text("""
+    UPDATE calls c
+    SET dial_by = LEAST(now() + make_interval(secs => j.seconds),
+                        t.lease_expires_at - make_interval(secs => :longest_call_seconds))
+    FROM json_to_recordset(CAST(:calls AS json))
+             AS j(call_uuid text, dial_by timestamptz, seconds float8),
+         tasks t
+    WHERE c.call_uuid = j.call_uuid AND c.dial_by = j.dial_by AND t.id = c.task_id
+      AND c.dialed_at IS NULL AND now() <= c.dial_by
+      AND t.lease_expires_at - make_interval(secs => :longest_call_seconds) > c.dial_by
+    RETURNING c.call_uuid, c.dial_by, EXTRACT(EPOCH FROM c.dial_by - now()) AS seconds_left
+""")
+
+
+async def extend_deadlines(
+    conn: AsyncConnection,
+    calls: dict[str, tuple[Recorded, float]],
+    longest_call_seconds: float,
+) -> dict[str, tuple[datetime, float]]:
+    """Give recorded calls (with the seconds from now each needs) a later deadline; the new
+    deadline and the seconds it leaves, for those whose deadline moved."""
+    if not calls:
+        return {}
+    rows = [
+        {"call_uuid": uuid, "dial_by": recorded.dial_by, "seconds": seconds}
+        for uuid, (recorded, seconds) in calls.items()
+    ]
+    params = {"calls": orjson.dumps(rows).decode(), "longest_call_seconds": longest_call_seconds}
+    return {
+        row.call_uuid: (row.dial_by, float(row.seconds_left))
+        for row in await conn.execute(_EXTEND_DEADLINES, params)
+    }
+
+
 async def release_calls(conn: AsyncConnection, call_uuids: Sequence[str]) -> None:
     """Forget recorded calls this dialer will not dial after all (it is stopping): another
     dialer takes their requests at once instead of waiting for their deadline."""

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from bench.chaos_sip import read_trace
 from deploy.local.stack import Stack
-from services.dialer.consumer import MAX_MARK_LEAD_SECONDS
+from services.dialer.consumer import DIAL_GRACE_SECONDS, MAX_MARK_LEAD_SECONDS
 from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
 from tests.support.database import db_now
 from tests.support.queues import Queue, create_queue
@@ -28,8 +29,8 @@ A, B = "127.0.0.2", "127.0.0.3"
 NUMBERS = {"1001": A, "2001": B}
 PORT = free_phone_port(*NUMBERS.values())
 # One call every 2/3 s at most: three calls due together start 0, 0.67 and 1.33 s after
-# their due time. Less than 2 s (DIAL_GRACE_SECONDS): a call paced later than that misses its
-# record's deadline and is not dialed anyway (its attempt is dialed again when its lease ends).
+# their due time; six, up to 3.33 s after it, past their records' first deadline (the due
+# time and DIAL_GRACE_SECONDS).
 CALLS_PER_SECOND = "1.5"
 
 
@@ -145,3 +146,55 @@ async def test_calls_paced_past_the_windows_closing_are_not_placed(
     assert len(invites) == 3, invites
     opened = reopening - timedelta(seconds=MAX_MARK_LEAD_SECONDS)
     assert invites[1] < closing and invites[2] >= opened, (invites, closing, reopening)
+
+
+async def test_calls_the_cap_starts_past_their_records_deadline_are_placed_once_in_turn(
+    paced_sip_stack: Stack,
+) -> None:
+    """Six tasks due together: the cap starts their calls up to 3.33 s after the due time,
+    later than the deadline their records were first given (2 s). Each call is placed at
+    its turn, once, as its attempt's only call: no attempt waits for its lease to end (20 s
+    here, an hour by default) to be dialed again. The phone's own trace counts the INVITEs
+    and their spacing."""
+    stack = paced_sip_stack
+    count = 6
+    due = db_now(stack).replace(microsecond=0) + timedelta(seconds=4)
+    trace = ("-trace_msg",)
+    phones = [
+        await start_phone(A, scenario("answer", "a"), port=PORT, calls=count, extra_args=trace),
+        await start_phone(
+            B, scenario("answer", "b", hangup="phone", talk_ms=300), port=PORT, calls=count
+        ),
+    ]
+    headers = {"Authorization": f"Bearer {stack.token('sippaced')}"}
+    try:
+        with httpx.Client(base_url=stack.rest_url, headers=headers, timeout=30) as api:
+            queue = create_queue(api, "sippaced", limit=count)
+            tasks = queue.add(
+                *(
+                    {"a_number": "1001", "b_number": "2001", "try_count": 1,
+                     "start_time_utc": wall(due)}
+                    for _ in range(count)
+                )
+            )  # fmt: skip
+            done = [queue.wait_finished(task["id"]) for task in tasks]
+        for phone in phones:
+            status = await phone.finished()
+            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+    finally:
+        for phone in phones:
+            phone.stop()
+
+    assert [task["finish_result"] for task in done] == ["success"] * count, done
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute(
+            "SELECT t.redials, count(c.*), max(c.attempt) FROM tasks t "
+            "JOIN calls c ON c.task_id = t.id WHERE t.id = ANY(%s) GROUP BY t.id",
+            ([task["id"] for task in tasks],),
+        ).fetchall()
+    # Never dialed again (redials), one call each, as the first attempt.
+    assert sorted(tuple(row) for row in rows) == [(0, 1, 1)] * count, rows
+    invites = invites_received(phones[0])
+    assert len(invites) == count, invites
+    # The cap spaced them (one per 2/3 s): the last ones rang past the first deadline.
+    assert invites[-1] - invites[0] > timedelta(seconds=DIAL_GRACE_SECONDS), invites

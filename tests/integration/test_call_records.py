@@ -118,6 +118,73 @@ async def test_a_dialer_past_its_deadline_cannot_mark_the_call_it_lost(
     assert (late, marked) == (set(), {call.call_uuid})
 
 
+async def dial_by(engine: AsyncEngine) -> datetime:
+    async with transaction(engine) as conn:
+        found: datetime = (await conn.execute(text("SELECT dial_by FROM calls"))).scalar_one()
+    return found
+
+
+async def test_a_deadline_moved_later_lets_its_dialer_mark_the_call_and_no_other(
+    engine: AsyncEngine,
+) -> None:
+    """A call the calls-per-second cap starts after its record's deadline: its dialer
+    moves the deadline before it passes. The record as first written no longer marks (a
+    dialer that lost track of the move could not dial), the moved one does."""
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    before = await dial_by(engine)
+    async with transaction(engine) as conn:
+        moved = await dialer_db.extend_deadlines(
+            conn, {call.call_uuid: (first.may_dial[call.call_uuid], 30.0)}, LONGEST_CALL
+        )
+    (new_dial_by, seconds_left) = moved[call.call_uuid]
+    assert new_dial_by == await dial_by(engine)
+    assert new_dial_by - before > timedelta(seconds=25)  # it was 0.25 + 2 s away
+    assert 29.0 < seconds_left <= 30.0
+    again = await record(engine, call)  # a redelivery meanwhile
+    moved_record = dialer_db.Recorded(seconds_left, new_dial_by)
+
+    async with transaction(engine) as conn:
+        stale = await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
+        marked = await dialer_db.mark_calls_dialed(conn, {call.call_uuid: moved_record}, NOW)
+
+    assert (again.may_dial, stale, marked) == ({}, set(), {call.call_uuid})
+
+
+async def test_a_deadline_is_never_moved_past_what_the_lease_covers(engine: AsyncEngine) -> None:
+    """The lease expiry must find the deadline passed, or it would dial the attempt again
+    while its dialer still may: the longest call must fit between deadline and lease end."""
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    recorded = first.may_dial[call.call_uuid]
+    async with transaction(engine) as conn:
+        moved = await dialer_db.extend_deadlines(
+            conn, {call.call_uuid: (recorded, 10 * LEASE)}, LONGEST_CALL
+        )
+        lease_end = (await conn.execute(text("SELECT lease_expires_at FROM tasks"))).scalar_one()
+    assert moved[call.call_uuid][0] == lease_end - timedelta(seconds=LONGEST_CALL)
+
+
+@pytest.mark.parametrize("state", ["deadline passed", "dialed"])
+async def test_a_deadline_passed_or_dialed_is_not_moved(engine: AsyncEngine, state: str) -> None:
+    """Past its deadline a record may have been taken over by a redelivery; dialed, it
+    needs no deadline."""
+    call = await claimed_call(engine)
+    first = await record(engine, call)
+    async with transaction(engine) as conn:
+        if state == "dialed":
+            await dialer_db.mark_calls_dialed(conn, first.may_dial, NOW)
+        else:
+            await conn.execute(text("UPDATE calls SET dial_by = now() - interval '1 second'"))
+    current = dialer_db.Recorded(1.0, await dial_by(engine))
+    async with transaction(engine) as conn:
+        moved = await dialer_db.extend_deadlines(
+            conn, {call.call_uuid: (current, 30.0)}, LONGEST_CALL
+        )
+    assert moved == {}
+    assert await dial_by(engine) == current.dial_by
+
+
 async def test_a_request_for_a_lease_too_short_for_the_longest_call_is_not_recorded(
     engine: AsyncEngine,
 ) -> None:

@@ -60,9 +60,11 @@ def fake_database(
     *,
     marked: set[str],
     accounts: dict[Any, tuple[str, str]] | None = None,
+    within: float = 10.0,
 ) -> None:
-    """Every call is recorded; `marked` are the ones whose mark succeeds."""
-    record = Recorded(within=10.0, dial_by=datetime.now(UTC))
+    """Every call is recorded (to be dialed `within` seconds); `marked` are the ones whose
+    mark succeeds. A deadline moved later is marked with the moved record."""
+    record = Recorded(within=within, dial_by=datetime.now(UTC))
 
     @contextlib.asynccontextmanager
     async def transaction(engine: Any) -> AsyncIterator[None]:
@@ -81,12 +83,24 @@ def fake_database(
 
     async def mark_calls_dialed(conn: Any, calls: dict[str, Any], due_at: Any) -> set[str]:
         steps.append(f"mark {sorted(calls)}")
-        return set(calls) & marked
+        moved = {uuid for uuid, recorded in calls.items() if recorded.dial_by == MOVED}
+        return set(calls) & marked | moved
+
+    async def extend_deadlines(
+        conn: Any, calls: dict[str, tuple[Recorded, float]], longest_call_seconds: float
+    ) -> dict[str, tuple[datetime, float]]:
+        steps.append(f"extend {sorted(calls)}")
+        return {uuid: (MOVED, seconds) for uuid, (_, seconds) in calls.items()}
 
     monkeypatch.setattr(consumer, "transaction", transaction)
     monkeypatch.setattr(repository, "record_calls", record_calls)
     monkeypatch.setattr(repository, "tenant_accounts", tenant_accounts)
     monkeypatch.setattr(repository, "mark_calls_dialed", mark_calls_dialed)
+    monkeypatch.setattr(repository, "extend_deadlines", extend_deadlines)
+
+
+# The deadline the fake database gives a record it moved later.
+MOVED = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def new_dialer(backend: RecordingBackend) -> Dialer:
@@ -211,6 +225,33 @@ async def test_overdue_calls_over_the_cap_keep_their_reserved_start(
     # uuid-1 marked with its record; uuid-2 reserved a second later, marked then, alone.
     assert [s for s in steps if s.startswith("mark")] == ["mark ['uuid-1']", "mark ['uuid-2']"]
     assert steps.count("reserve") == 2
+
+
+@pytest.mark.parametrize("overdue", [True, False])
+async def test_a_call_the_cap_starts_after_its_records_deadline_gets_a_later_one_first(
+    monkeypatch: pytest.MonkeyPatch, overdue: bool
+) -> None:
+    """Records are to be dialed within their hold and a grace of 2 s; a call the
+    calls-per-second cap starts later (here 2.5 s) would miss its mark and wait for its
+    attempt's lease to end (an hour by default). Its deadline is moved first, while the
+    first call goes on at once; only calls near their deadline are moved."""
+    steps: list[str] = []
+    # uuid-2's mark succeeds only on a moved deadline.
+    fake_database(monkeypatch, steps, marked={"uuid-1"}, within=2.0)
+    dialer = new_dialer(RecordingBackend(steps, Pacer(0.4)))  # a call every 2.5 s
+    sleeps: list[float] = []
+
+    async def sleep_until(moment: float) -> None:
+        sleeps.append(moment)  # the commit's wait for the start: not waited here
+
+    dialer._sleep_until = sleep_until  # type: ignore[method-assign]
+    due = 0 if overdue else later_ms()
+
+    await dial(dialer, request(1, due), request(2, due))
+
+    assert [s for s in steps if s.startswith("extend")] == ["extend ['uuid-2']"]
+    assert steps.index("extend ['uuid-2']") < steps.index("mark ['uuid-2']")
+    assert {"place uuid-1", "place uuid-2"} <= set(steps)
 
 
 async def test_a_call_on_a_tenants_own_account_is_built_again_with_it(
