@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deploy.local.stack import Stack
-from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
+from tests.sip.phones import Phone, all_done, free_phone_port, scenario, start_phone
 from tests.support.queues import create_queue
 from tests.support.stacks import StateDirFactory, service_env, stack_settings
 
@@ -78,9 +78,7 @@ async def test_tasks_become_sip_calls(sip_stack: Stack) -> None:
             records = [
                 (await api.get(f"/client/sip/call_history/{task['cdr']}")).json() for task in done
             ]
-        for phone in phones:
-            status = await phone.finished()
-            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        await all_done(phones)
     finally:
         for phone in phones:
             phone.stop()

@@ -17,7 +17,7 @@ import pytest
 from bench.chaos_sip import read_trace
 from deploy.local.stack import Stack
 from services.dialer.consumer import DIAL_GRACE_SECONDS, MAX_MARK_LEAD_SECONDS
-from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
+from tests.sip.phones import Phone, all_done, free_phone_port, scenario, start_phone
 from tests.support.database import db_now
 from tests.support.queues import Queue, create_queue
 from tests.support.stacks import StateDirFactory, service_env, stack_settings
@@ -127,9 +127,7 @@ async def test_calls_paced_past_the_windows_closing_are_not_placed(
             )  # fmt: skip
             done = [queue.wait_finished(task["id"]) for task in tasks]
             records = [calls_of(queue, task["id"]) for task in tasks]
-        for phone in phones:
-            status = await phone.finished()
-            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        await all_done(phones)
     finally:
         for phone in phones:
             phone.stop()
@@ -178,9 +176,7 @@ async def test_calls_the_cap_starts_past_their_records_deadline_are_placed_once_
                 )
             )  # fmt: skip
             done = [queue.wait_finished(task["id"]) for task in tasks]
-        for phone in phones:
-            status = await phone.finished()
-            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        await all_done(phones)
     finally:
         for phone in phones:
             phone.stop()

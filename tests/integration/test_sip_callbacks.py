@@ -17,7 +17,7 @@ from services.dialer.sip.backend import SipBackend
 from services.dialer.sip.leg import Account
 from services.dialer.sip.message import Address
 from services.dialer.sip.ua import Route
-from tests.sip.phones import Behaviour, Phone, free_phone_port, scenario, start_phone
+from tests.sip.phones import Behaviour, Phone, all_done, free_phone_port, scenario, start_phone
 
 Transport = Literal["udp", "tcp"]
 
@@ -102,9 +102,7 @@ class Lab:
 
         call = CallPlan(call_uuid="c1", a_numbers=a_numbers, b_number="2001", **plan)
         report = await backend.place_call(call, connected)
-        for phone in self.phones:
-            status = await phone.finished()
-            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        await all_done(self.phones)
         assert events == (["connected"] if report.outcome == "connected" else []), report
         return report
 

@@ -23,7 +23,7 @@ import pytest
 
 from services.dialer.backend import CallPlan
 from tests.integration.test_sip_callbacks import A, B, Lab, legs
-from tests.sip.phones import Media, Phone, Stream, free_phone_port, scenario, start_phone
+from tests.sip.phones import Media, Phone, Stream, all_done, free_phone_port, scenario, start_phone
 from tests.support.ports import free_port_block
 
 MARKERS = {A: b"audio-from-A;", B: b"audio-from-B;"}
@@ -111,9 +111,7 @@ async def test_audio_flows_both_ways_through_the_brokered_sdp(
 
     plan = CallPlan(call_uuid="c1", a_numbers=("1001",), b_number="2001")
     report = await backend.place_call(plan, connected)
-    for phone in lab.phones:
-        status = await phone.finished()
-        assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+    await all_done(lab.phones)
     assert report.outcome == "connected", report
     assert {leg.teardown_confirmed for leg in legs(report).values()} == {True}
 

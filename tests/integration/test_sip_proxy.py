@@ -31,7 +31,7 @@ from tests.integration.test_sip_callbacks import (
     Transport,
     legs,
 )
-from tests.sip.phones import Phone, free_phone_port, scenario, start_phone
+from tests.sip.phones import Phone, all_done, free_phone_port, scenario, start_phone
 from tests.sip.proxy import PROXY_HOST, REALM, Proxy, start_proxy
 
 ACCOUNT = ("dialer", "s3cret-proxy")
@@ -99,9 +99,7 @@ class ProxyLab:
         plan = CallPlan(call_uuid="c1", a_numbers=a_numbers, b_number="2001")
         report = await backend.place_call(plan, connected)
         assert not expect or report.outcome == expect, report
-        for phone in self.phones:
-            status = await phone.finished()
-            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        await all_done(self.phones)
         return report
 
     def insane(self) -> list[str]:

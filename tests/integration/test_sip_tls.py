@@ -29,7 +29,7 @@ from services.dialer.sip.ua import Route
 from tests.integration.test_sip_callbacks import LONG_RING_TIMEOUT, A, B, legs
 from tests.integration.test_sip_proxy import ACCOUNT, NUMBERS
 from tests.sip.certs import Issued, TestCa
-from tests.sip.phones import Phone, bound, free_phone_port, scenario, start_phone
+from tests.sip.phones import Phone, all_done, bound, free_phone_port, scenario, start_phone
 from tests.sip.proxy import PROXY_HOST, REALM, Proxy, ProxyTls, start_proxy
 
 DIALER_HOST = "127.0.0.1"
@@ -134,9 +134,7 @@ class TlsLab:
 
         plan = CallPlan(call_uuid="tls1", a_numbers=("1001",), b_number="2001")
         report = await backend.place_call(plan, connected)
-        for phone in self.phones:
-            status = await phone.finished()
-            assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
+        await all_done(self.phones)
         return report
 
     def requests(self, method: str) -> list[str]:

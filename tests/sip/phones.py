@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -355,6 +356,13 @@ class Phone:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+async def all_done(phones: Iterable[Phone]) -> None:
+    """Wait for each phone's own verdict: every one must have completed its scenario."""
+    for phone in phones:
+        status = await phone.finished()
+        assert status == 0, f"phone {phone.host} failed ({status}):\n{phone.output()}"
 
 
 async def start_phone(
