@@ -6,7 +6,6 @@ before the call could start)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +18,7 @@ from services.common.db import make_engine, transaction
 from services.dialer import repository as dialer_db
 from services.dispatcher import repository as dispatcher_db
 from services.dispatcher.consumer import apply_call_events
-from tests.support.seed import add_queue
+from tests.support.seed import add_queue, add_tasks
 
 LEASE = 60.0
 NOW = datetime.now(UTC)  # a due time already passed
@@ -37,17 +36,7 @@ async def claimed_call(engine: AsyncEngine) -> dialer_db.NewCall:
     """A task due now, claimed: the call its dial request asks for."""
     async with transaction(engine) as conn:
         queue = await add_queue(conn)
-        await conn.execute(
-            text("""
-                INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
-                                   try_count, try_again_pause, url_before, url_before_again,
-                                   url_success, url_after, start_time_utc, next_run_at,
-                                   callback_params)
-                VALUES (:queue, 'acme', 'n', '+15550000000', '+15550000001', 0, 1, 60, '', '',
-                        '', '', now(), now(), CAST(:params AS jsonb))
-            """),
-            {"queue": queue, "params": json.dumps({})},
-        )
+        await add_tasks(conn, queue)
         [task] = await dispatcher_db.claim_due_tasks(conn, queue, 10, lease_seconds=LEASE)
     return dialer_db.NewCall(task.cdr, "acme", queue, task.id, task.attempts, "simulated")
 

@@ -3,18 +3,16 @@ from a task stored the way the API stores it (callback_params taken apart in SQL
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
 from scheduler.v1 import events_pb2
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
 from services.dispatcher.messages import dial_requests
-from tests.support.seed import add_queue
+from tests.support.seed import add_queue, add_tasks
 
 PARAMS = {
     "extended_a_numbers": ["+15550000002", "+15550000003"],
@@ -33,16 +31,8 @@ async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
 async def add_task(engine: AsyncEngine, params: Mapping[str, object], url_success: str) -> int:
     async with transaction(engine) as conn:
         queue = await add_queue(conn)
-        await conn.execute(
-            text("""
-                INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
-                                   try_count, try_again_pause, url_before, url_before_again,
-                                   url_success, url_after, start_time_utc, next_run_at,
-                                   callback_params)
-                VALUES (:queue, 'acme', 'n', '+15550000000', '+15550000001', 7, 1, 60, '', '',
-                        :url_success, '', now(), now(), CAST(:params AS jsonb))
-            """),
-            {"queue": queue, "params": json.dumps(params), "url_success": url_success},
+        await add_tasks(
+            conn, queue, extension_id=7, url_success=url_success, callback_params=params
         )
     return queue
 

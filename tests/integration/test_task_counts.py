@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import make_engine, transaction
 from services.dispatcher import repository
-from tests.support.seed import add_queue
+from tests.support.seed import add_queue, add_tasks
 
 STATUSES = {"scheduled": 3000, "delayed": 1000, "executed": 400, "finished": 5600}
 
@@ -22,18 +22,7 @@ async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
     async with transaction(engine) as conn:
         queue = await add_queue(conn)
         for status, count in STATUSES.items():
-            await conn.execute(
-                text("""
-                    INSERT INTO tasks (queue_id, client_id, name, status, a_number, b_number,
-                                       extension_id, try_count, try_again_pause, url_before,
-                                       url_before_again, url_success, url_after,
-                                       start_time_utc, next_run_at, callback_params)
-                    SELECT :queue, 'acme', '', :status, '+15550000000', '+15550000001', 0, 1,
-                           60, '', '', '', '', now(), now(), '{}'
-                    FROM generate_series(1, :count)
-                """),
-                {"queue": queue, "status": status, "count": count},
-            )
+            await add_tasks(conn, queue, count, status=status)
     yield engine
     await engine.dispose()
 

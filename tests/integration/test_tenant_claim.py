@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -17,7 +18,7 @@ from services.common.tenancy import TenantDefaults
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
-from tests.support.seed import add_queue
+from tests.support.seed import add_queue, add_tasks
 
 DEFAULTS = TenantDefaults(max_in_progress=10_000, calls_per_second=10_000.0)
 
@@ -31,23 +32,12 @@ async def engines(migrated_database: str) -> AsyncIterator[list[AsyncEngine]]:
 
 
 async def add_due_tasks(
-    engine: AsyncEngine, queues: int, per_queue: int, params: str = "{}"
+    engine: AsyncEngine, queues: int, per_queue: int, params: dict[str, Any] | None = None
 ) -> None:
     async with transaction(engine) as conn:
         for _ in range(queues):
             queue = await add_queue(conn)
-            await conn.execute(
-                text("""
-                    INSERT INTO tasks (queue_id, client_id, name, a_number, b_number,
-                                       extension_id, try_count, try_again_pause, url_before,
-                                       url_before_again, url_success, url_after,
-                                       start_time_utc, next_run_at, callback_params)
-                    SELECT :queue, 'acme', '', '101', '102', 0, 1, 60, '', '', '', '',
-                           now(), now(), CAST(:params AS jsonb)
-                    FROM generate_series(1, :n)
-                """),
-                {"queue": queue, "n": per_queue, "params": params},
-            )
+            await add_tasks(conn, queue, per_queue, callback_params=params or {})
 
 
 async def set_tenant(engine: AsyncEngine, **quotas: float) -> None:
@@ -112,7 +102,7 @@ async def test_calls_per_second_bucket_holds_a_seconds_worth(engines: list[Async
 async def test_every_a_number_rung_at_once_counts_as_a_call(engines: list[AsyncEngine]) -> None:
     """A task rings its A number and its extended A numbers together: 3 calls each here."""
     await set_tenant(engines[0], calls_per_second=3)
-    await add_due_tasks(engines[0], 1, 10, '{"extended_a_numbers": ["103", "104"]}')
+    await add_due_tasks(engines[0], 1, 10, {"extended_a_numbers": ["103", "104"]})
 
     first = await dispatcher(engines[0])._claim_pass()
 

@@ -19,7 +19,7 @@ from services.common.tenancy import TenantDefaults
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.wakeups import Wakeups
-from tests.support.seed import add_queue
+from tests.support.seed import add_queue, add_tasks
 
 DEFAULTS = TenantDefaults(max_in_progress=10_000, calls_per_second=10_000.0)
 
@@ -58,17 +58,7 @@ async def windowed_queue_with_tasks(engine: AsyncEngine, zones: list[str]) -> da
             {"interval": interval.scalar_one(), "queue": queue},
         )
         for zone in zones:
-            await conn.execute(
-                text("""
-                    INSERT INTO tasks (queue_id, client_id, name, a_number, b_number,
-                                       extension_id, try_count, try_again_pause, url_before,
-                                       url_before_again, url_success, url_after,
-                                       start_time_utc, next_run_at, callback_params)
-                    VALUES (:queue, 'acme', :zone, '101', '102', 0, 1, 60, '', '', '', '',
-                            now(), now(), CAST(:params AS jsonb))
-                """),
-                {"queue": queue, "zone": zone, "params": json.dumps({"timezone": zone})},
-            )
+            await add_tasks(conn, queue, name=zone, callback_params={"timezone": zone})
     return closing
 
 
@@ -125,17 +115,7 @@ async def test_a_claimed_task_and_its_attempt_dialed_again_carry_the_closing(
 async def test_a_queue_without_a_window_puts_no_closing(engine: AsyncEngine) -> None:
     async with transaction(engine) as conn:
         queue = await add_queue(conn)
-        await conn.execute(
-            text("""
-                INSERT INTO tasks (queue_id, client_id, name, a_number, b_number, extension_id,
-                                   try_count, try_again_pause, url_before, url_before_again,
-                                   url_success, url_after, start_time_utc, next_run_at,
-                                   callback_params)
-                VALUES (:queue, 'acme', 'plain', '101', '102', 0, 1, 60, '', '', '', '',
-                        now(), now(), '{}')
-            """),
-            {"queue": queue},
-        )
+        await add_tasks(conn, queue, name="plain")
     settings = DispatcherSettings.model_construct(dialer_capacity=0, lookahead_seconds=0.0)
     scheduler = Scheduler(engine, settings, Wakeups(0.0), asyncio.Event(), DEFAULTS)
 
