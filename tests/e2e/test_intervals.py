@@ -4,6 +4,8 @@ isolation, and the queue's interval_id."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -200,12 +202,26 @@ def test_a_wrong_json_type_is_400(api: httpx.Client, tenant: str) -> None:
     assert_error(response, 400)
 
 
-def test_a_client_has_at_most_so_many_intervals(api: httpx.Client, tenant: str) -> None:
+def test_a_client_has_at_most_so_many_intervals_even_under_a_flood(
+    api: httpx.Client, tenant: str
+) -> None:
+    """The cap holds when creates race each other: 60 at once with room for 20 left give
+    exactly 20 intervals and 40 clear 429s."""
     limit = 1000  # services/api/validation.py MAX_INTERVALS_PER_CLIENT
-    for _ in range(limit):
+    room, flood = 20, 60
+    for _ in range(limit - room):
         create_interval(api, tenant)
+    body = {"timezone": "UTC", "conditions": [{}]}
+    with ThreadPoolExecutor(max_workers=flood) as pool:
+        statuses = Counter(
+            pool.map(
+                lambda _: api.post(f"/client/{tenant}/interval/", json=body).status_code,
+                range(flood),
+            )
+        )
+    assert statuses == {200: room, 429: flood - room}, statuses
 
-    response = api.post(f"/client/{tenant}/interval/", json={"timezone": "UTC", "conditions": [{}]})
+    response = api.post(f"/client/{tenant}/interval/", json=body)
 
     assert_error(response, 429)
     assert details(response)[0] == "QUOTA_EXCEEDED"
