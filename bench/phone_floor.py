@@ -51,10 +51,10 @@ def _request(method: str, target: str, port: int, headers: dict[str, str], body:
 
 
 class _Caller(asyncio.DatagramProtocol):
-    """Answers the phone's final responses: ACK, then BYE, for each answered INVITE."""
+    """Answers the phones' final responses: ACK, then BYE, for each answered INVITE."""
 
-    def __init__(self, phone: tuple[str, int], port: int) -> None:
-        self.phone, self.port = phone, port
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.transport: asyncio.DatagramTransport | None = None
         self.ended = 0
         self.expected = 0
@@ -63,30 +63,30 @@ class _Caller(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def datagram_received(self, data: bytes, phone: tuple[str, int]) -> None:
         first = data[: data.find(b"\r\n")]
         headers = {m[1].decode().lower(): m[2].decode() for m in _HEADER.finditer(data)}
         if not first.startswith(b"SIP/2.0 200") or self.transport is None:
             return
         common = {k: headers[k] for k in ("from", "to", "call-id")}
-        target = f"1001@{self.phone[0]}:{self.phone[1]}"
+        target = f"1001@{phone[0]}:{phone[1]}"
         if headers["cseq"].endswith("INVITE"):
             ack = {**common, "CSeq": f"{headers['cseq'].split()[0]} ACK"}
-            self.transport.sendto(_request("ACK", target, self.port, ack), self.phone)
+            self.transport.sendto(_request("ACK", target, self.port, ack), phone)
             bye = {**common, "CSeq": "2 BYE"}
-            self.transport.sendto(_request("BYE", target, self.port, bye), self.phone)
+            self.transport.sendto(_request("BYE", target, self.port, bye), phone)
         elif headers["cseq"].endswith("BYE"):
             self.ended += 1
             if self.ended >= self.expected:
                 self.all_ended.set()
 
 
-def _invites(phone: tuple[str, int], port: int, count: int) -> list[bytes]:
-    target = f"1001@{phone[0]}:{phone[1]}"
+def _invites(phones: list[tuple[str, int]], port: int, count: int) -> list[bytes]:
+    """`count` INVITEs, for the phones in turn."""
     return [
         _request(
             "INVITE",
-            target,
+            target := f"1001@{phone[0]}:{phone[1]}",
             port,
             {
                 "From": f"<sip:floor@{HOST}>;tag={uuid.uuid4().hex[:10]}",
@@ -96,58 +96,65 @@ def _invites(phone: tuple[str, int], port: int, count: int) -> list[bytes]:
             },
             _SDP,
         )
-        for _ in range(count)
+        for phone in (phones[i % len(phones)] for i in range(count))
     ]
 
 
-async def _run(host: str, rate: int, seconds: int, folder: Path, scenario: dict[str, int]) -> None:
-    port = free_phone_port(host)
-    phone = await start_phone(
-        host,
-        patient_scenario("a", **scenario),
-        calls=None,
-        port=port,
-        timeout_seconds=None,
-        workdir=folder,
-        extra_args=(*PATIENT_ARGS, "-trace_msg"),
-    )
+async def _run(
+    hosts: list[str], rate: int, seconds: int, folder: Path, scenario: dict[str, int]
+) -> None:
+    port = free_phone_port(*hosts)
+    phones = [
+        await start_phone(
+            host,
+            patient_scenario("a", **scenario),
+            calls=None,
+            port=port,
+            timeout_seconds=None,
+            workdir=folder / host,
+            extra_args=(*PATIENT_ARGS, "-trace_msg"),
+        )
+        for host in hosts
+    ]
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind((HOST, 0))
     transport, caller = await loop.create_datagram_endpoint(
-        lambda: _Caller((host, port), sock.getsockname()[1]), sock=sock
+        lambda: _Caller(sock.getsockname()[1]), sock=sock
     )
     caller.expected = rate * seconds
     try:
         second = int(time.time()) + 2
         for _ in range(seconds):
-            burst = _invites((host, port), sock.getsockname()[1], rate)
+            burst = _invites([(host, port) for host in hosts], sock.getsockname()[1], rate)
             await asyncio.sleep(max(0.0, second - 0.002 - time.time()))
             while time.time() < second:  # the last 2 ms: no sleep's lateness in the send
                 pass
-            for invite in burst:
-                sock.sendto(invite, (host, port))
+            for index, invite in enumerate(burst):
+                sock.sendto(invite, (hosts[index % len(hosts)], port))
             second += 1
         # Every call over before the phone stops (a BYE lost on a loaded machine: 30 s).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(caller.all_ended.wait(), 30)
     finally:
         transport.close()
-        if phone.process.poll() is None:
-            phone.process.terminate()  # sipp flushes its trace and exits
-            phone.process.wait(timeout=30)
+        for phone in phones:
+            if phone.process.poll() is None:
+                phone.process.terminate()  # sipp flushes its trace and exits
+                phone.process.wait(timeout=30)
 
 
 def witness_floor(
-    host: str, rate: int, seconds: int, folder: Path, scenario: dict[str, int]
+    hosts: list[str], rate: int, seconds: int, folder: Path, scenario: dict[str, int]
 ) -> list[float]:
-    """Each INVITE's lateness at the phone (ms): its stamp in the phone's trace minus the
-    whole second it was sent at. `scenario`: the A phone's patient_scenario timings."""
-    asyncio.run(_run(host, rate, seconds, folder, scenario))
+    """Each INVITE's lateness at its phone (ms; one phone per host, the INVITEs of a second
+    dealt in turn): its stamp in the phone's trace minus the whole second it was sent at.
+    `scenario`: the A phones' patient_scenario timings."""
+    asyncio.run(_run(hosts, rate, seconds, folder, scenario))
     late = []
-    for path in sorted(folder.glob("*_messages.log")):
+    for path in sorted(folder.rglob("*_messages.log")):
         for event in read_trace(path, "a"):
             if event.direction == "R" and event.method == "INVITE" and not event.to_tag:
                 at = event.at.astimezone(UTC)  # sipp writes this machine's local time

@@ -17,6 +17,7 @@ default, then 0: no work done ahead of the due time).
 Sizes (environment):
   PHONE_BENCH_RATE=200  PHONE_BENCH_SECONDS=60  PHONE_BENCH_FUTURE_TASKS=1000000
   PHONE_BENCH_LOOKAHEADS=0.25,0  PHONE_BENCH_CPS=1000 (the dialer's calls-per-second cap)
+  PHONE_BENCH_A_PHONES=1 (sipp processes playing the A phones)
   DISPATCHERS=2  APIS=1  (one dialer)
   BENCH_OUT=bench/results  (phone_lateness.md and phone_lateness.json)
 """
@@ -45,8 +46,23 @@ from deploy.local.stack import Stack
 from tests.sip.phones import PATIENT_ARGS, Phone, free_phone_port, patient_scenario, start_phone
 
 RESULTS = Path(os.environ.get("BENCH_OUT", Path(__file__).with_name("results")))
-A_HOST, B_HOST = "127.0.0.2", "127.0.0.3"
+B_HOST = "127.0.0.3"
 A_PREFIX, B_PREFIX = "+15550", "+16660"
+# How many sipp processes play the A phones (PHONE_BENCH_A_PHONES): a call's A number names
+# its phone. One sipp works through a second's burst of INVITEs one by one, as no 200
+# separate phones would; the witness floor row shows what that costs.
+A_PHONES = int(os.environ.get("PHONE_BENCH_A_PHONES", "1"))
+
+
+def a_hosts(count: int) -> list[str]:
+    return ["127.0.0.2", *(f"127.0.0.{20 + i}" for i in range(1, count))]
+
+
+def a_number(index: int) -> str:
+    """The A number of the index-th task: its last digit before the index picks the phone."""
+    return f"{A_PREFIX}{index % A_PHONES}{index:07d}"
+
+
 # The phones' timings: short calls, so that a second's calls are over well before the
 # next but one second's are due.
 RING_MS, TALK_MS, PATIENCE_MS = 100, 300, 6000
@@ -54,10 +70,11 @@ TARGETS = {"p50_ms": 10.0, "p99_ms": 20.0, "max_ms": 100.0}
 
 
 async def start_phones(folder: Path) -> tuple[int, dict[str, Phone]]:
-    port = free_phone_port(A_HOST, B_HOST)
+    hosts = a_hosts(A_PHONES)
+    port = free_phone_port(*hosts, B_HOST)
     phones = {}
     for name, host, behaviour, trace in (
-        ("a", A_HOST, "a", ("-trace_msg",)),
+        *((f"a/{host}", host, "a", ("-trace_msg",)) for host in hosts),
         ("b", B_HOST, "b", ()),
     ):
         xml = patient_scenario(
@@ -87,7 +104,10 @@ def stop_phones(phones: dict[str, Phone]) -> None:
 
 def dialer_env(port: int, lookahead: float, cps: int) -> dict[str, str]:
     routes = [
-        {"pattern": f"{A_PREFIX}*", "proxy": f"{A_HOST}:{port}"},
+        *(
+            {"pattern": f"{A_PREFIX}{i}*", "proxy": f"{host}:{port}"}
+            for i, host in enumerate(a_hosts(A_PHONES))
+        ),
         {"pattern": f"{B_PREFIX}*", "proxy": f"{B_HOST}:{port}"},
     ]
     return {
@@ -115,7 +135,7 @@ def add_due_tasks(api: httpx.Client, queue: int, rate: int, seconds: int, first:
         index = first + second * rate
         tasks = [
             {
-                "a_number": f"{A_PREFIX}{index + i:07d}",
+                "a_number": a_number(index + i),
                 "b_number": f"{B_PREFIX}{index + i:07d}",
                 "try_count": 1,
                 "start_time_utc": start,
@@ -158,7 +178,7 @@ def due_times(stack: Stack, queue: int) -> dict[str, datetime]:
 def retransmitted(folder: Path) -> int:
     """A legs whose INVITE the A phone received more than once: the dialer read the phone's
     answers later than T1 (0.5 s), the sign of a dialer that fell behind."""
-    legs, _ = legs_seen({"a": sorted((folder / "a").glob("*_messages.log"))})
+    legs, _ = legs_seen({"a": sorted((folder / "a").rglob("*_messages.log"))})
     return sum(1 for leg in legs.values() if leg.invite_copies > len(leg.invites))
 
 
@@ -167,7 +187,7 @@ def at_the_phone(
 ) -> tuple[list[float], int, dict[datetime, list[float]]]:
     """Each call's lateness at the A phone (ms): its first INVITE received there minus its
     due time; how many calls never reached the phone; the lateness by due second."""
-    paths = sorted((folder / "a").glob("*_messages.log"))
+    paths = sorted((folder / "a").rglob("*_messages.log"))
     legs, _ = legs_seen({"a": paths})
     first: dict[str, datetime] = {}
     for leg in legs.values():
@@ -252,7 +272,7 @@ def measure_floor(rate: int, seconds: int) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="phone-floor-"))
     scenario = {"ring_ms": RING_MS, "talk_ms": TALK_MS, "patience_ms": PATIENCE_MS}
     load_before = os.getloadavg()
-    late = witness_floor(A_HOST, rate, seconds, folder, scenario)
+    late = witness_floor(a_hosts(A_PHONES), rate, seconds, folder, scenario)
     result: dict[str, Any] = {
         "lookahead_s": "witness floor",
         "calls": rate * seconds,
@@ -314,7 +334,7 @@ def report(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "The witness floor: the same A phone, at the same rate, called by a plain UDP socket "
+        "The witness floor: the same A phones, at the same rate, called by a plain UDP socket "
         "that sends each second's INVITEs back to back at the whole second (bench/"
         "phone_floor.py), then ACKs and hangs up. sipp stamps a message as it processes it, "
         "one process working through the burst: what it reports there is the phone's own "
