@@ -230,11 +230,12 @@ class Callback:
                 end(by)
         a.on_remote_hangup = lambda: end("a")
         b.on_remote_hangup = lambda: end("b")
-        timer = loop.call_later(self.max_call, end, "system")
+        timers = self.ua.timers
+        timer = timers.call_later(self.max_call, end, "system")
         try:
             by = await ended
         finally:
-            timer.cancel()
+            timers.cancel(timer)
         a.hangup_by = b.hangup_by = by
         await asyncio.gather(a.hang_up(by), b.hang_up(by))
         confirmed = a.teardown_confirmed and b.teardown_confirmed
