@@ -282,6 +282,13 @@ class UserAgent:
 
     def _response(self, response: Message) -> None:
         number, method = response.cseq
+        transaction = self.transactions.get((response.branch, method))
+        if isinstance(transaction, ClientTransaction) and transaction.final is None:
+            # A provisional or the first final response: no dialog can have acknowledged a
+            # 2xx of this INVITE yet, so the dialog lookup below (two From/To parses) is
+            # only for the responses that come after.
+            transaction.receive(response)
+            return
         if method == "INVITE" and 200 <= response.status < 300:
             key = (response.call_id, params(response.get("From")).get("tag", ""))
             remote_tag = params(response.get("To")).get("tag", "")
@@ -290,7 +297,6 @@ class UserAgent:
                 # A 2xx we already acknowledged: its ACK was lost; send it again.
                 self.transport.send(dialog.acks[number], self.destination_in_dialog(dialog))
                 return
-        transaction = self.transactions.get((response.branch, method))
         if isinstance(transaction, tuple):  # Lingering
             ack, host, port = transaction
             if ack is not None and response.status >= 300:
