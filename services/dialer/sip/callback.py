@@ -205,6 +205,8 @@ class Callback:
             await leg.hang_up("system")
 
     async def _losers_finished(self) -> None:
+        if not self._losers:  # one A number, or none lost: no gather (a future) at all
+            return
         results = await asyncio.gather(*self._losers, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -230,13 +232,21 @@ class Callback:
                 end(by)
         a.on_remote_hangup = lambda: end("a")
         b.on_remote_hangup = lambda: end("b")
-        timer = loop.call_later(self.max_call, end, "system")
+        timers = self.ua.timers
+        timer = timers.call_later(self.max_call, end, "system")
         try:
             by = await ended
         finally:
-            timer.cancel()
+            timers.cancel(timer)
         a.hangup_by = b.hangup_by = by
-        await asyncio.gather(a.hang_up(by), b.hang_up(by))
+        # Our BYE to each leg still up: usually one, the phone that hung up has ended; then
+        # awaited directly, not through gather's task per leg (two tasks and their wake-ups,
+        # a thousand times over at a thousand calls).
+        up = [leg for leg in (a, b) if leg.dialog is not None and leg.ended is None]
+        if len(up) == 1:
+            await up[0].hang_up(by)
+        elif up:
+            await asyncio.gather(*(leg.hang_up(by) for leg in up))
         confirmed = a.teardown_confirmed and b.teardown_confirmed
         comment = "" if confirmed else "teardown not confirmed by every phone"
         return CallOutcome.CONNECTED, comment

@@ -19,7 +19,8 @@ from services.dialer.backend import Leg
 from services.dialer.sip import digest
 from services.dialer.sip.message import Message, number_user, params, quoted_string, uri_of
 from services.dialer.sip.sdp import Origin
-from services.dialer.sip.transaction import ClientTransaction, timeout_response
+from services.dialer.sip.timers import Timer
+from services.dialer.sip.transaction import ClientTransaction, ignore, timeout_response
 from services.dialer.sip.ua import Dialog, UserAgent, new_tag, random_hex
 
 # Put in a leg's response queue to wake it: stop ringing and CANCEL; give up waiting.
@@ -149,6 +150,7 @@ class OutboundLeg:
         """Build (and encode) the first INVITE ahead of time: `ring` then only sends it."""
         if self.transaction is None:
             self.transaction = self.ua.new_transaction(self._invite_request(), self.destination)
+            self.transaction.on_provisional = self._provisional
 
     def send_invite(self) -> None:
         """Send the first INVITE now (built by prepare_invite, or here)."""
@@ -160,7 +162,19 @@ class OutboundLeg:
 
     def invite(self, authorization: tuple[str, str] | None = None) -> None:
         request = self._invite_request(authorization)
-        self.transaction = self.ua.send_request(request, self.destination)
+        transaction = self.ua.new_transaction(request, self.destination)
+        transaction.on_provisional = self._provisional
+        self.transaction = transaction
+        self.ua.start(transaction)
+
+    def _provisional(self, response: Message) -> None:
+        """A 1xx to our INVITE: noted here, without waking `ring` (it waits for the final
+        response), unless the leg was stopped before the phone rang: its CANCEL waits for
+        the first provisional response (RFC 3261 9.1)."""
+        if response.status in (180, 183) and self.ring_started is None:
+            self.ring_started = _now()
+        if self._stopped_by and self.transaction is not None:
+            self.transaction.responses.put_nowait(response)
 
     def _invite_request(self, authorization: tuple[str, str] | None = None) -> Message:
         self.cseq += 1
@@ -186,12 +200,12 @@ class OutboundLeg:
 
     async def ring(self, ring_timeout: float) -> bool:
         """Ring until answered (True) or a final failure (False); CANCEL after the timeout."""
-        loop = asyncio.get_running_loop()
+        timers = self.ua.timers
         self.send_invite()  # unless the callback's start sent it already
         # Timers post into the response queue rather than wrapping each wait in wait_for:
         # no task per response, which matters with a thousand calls ringing at once.
-        ring_timer = loop.call_later(ring_timeout, self.stop, "timeout")
-        give_up: asyncio.TimerHandle | None = None
+        ring_timer = timers.call_later(ring_timeout, self.stop, "timeout")
+        give_up: Timer | None = None
         cancel_sent = False
         try:
             while True:
@@ -212,21 +226,19 @@ class OutboundLeg:
                         cancel_sent = True
                     if give_up is None:
                         # Once stopped, the INVITE must end within 64*T1 (RFC 3261 9.1).
-                        give_up = loop.call_later(
+                        give_up = timers.call_later(
                             64 * self.ua.t1 + 1, transaction.responses.put_nowait, _GIVE_UP
                         )
                     continue
                 if response.status < 200:
-                    if response.status in (180, 183) and self.ring_started is None:
-                        self.ring_started = _now()
-                    continue
+                    continue  # after the CANCEL; noted by _provisional
                 if response.status in (401, 407) and self._authenticate(response):
                     continue
                 return self._final(response)
         finally:
-            ring_timer.cancel()
+            timers.cancel(ring_timer)
             if give_up is not None:
-                give_up.cancel()
+                timers.cancel(give_up)
 
     def _authenticate(self, challenge: Message) -> bool:
         """Send the INVITE again with credentials, once (RFC 3261 22.2)."""
@@ -314,8 +326,8 @@ class OutboundLeg:
         request.headers.append(("Content-Type", "application/sdp"))
         request.body = sdp
         transaction = self.ua.send_request(request, self.ua.destination_in_dialog(self.dialog))
-        while (response := await transaction.responses.get()).status < 200:
-            pass
+        transaction.on_provisional = ignore  # only the final response is awaited
+        response = await transaction.responses.get()
         if response.status < 300:
             self.sdp_sent = sdp
             self.ua.send_ack(self.dialog, request.cseq[0])
@@ -328,8 +340,8 @@ class OutboundLeg:
         self.hangup_by = by
         request = self.ua.in_dialog_request(self.dialog, "BYE")
         transaction = self.ua.send_request(request, self.ua.destination_in_dialog(self.dialog))
-        while (response := await transaction.responses.get()).status < 200:
-            pass
+        transaction.on_provisional = ignore  # only the final response is awaited
+        response = await transaction.responses.get()
         self.teardown_confirmed = response.status < 300
         self.ended = _now()
         self._forget_dialog()

@@ -1,9 +1,9 @@
 """Client transactions (RFC 3261 17.1): retransmissions, timeouts and the ACK of non-2xx.
 
-Timers use loop.call_later handles rather than a task per transaction: a thousand calls at
-once keep several thousand transactions alive, and timer handles cost far less than tasks. One
-handle per transaction at a time: it fires at the next retransmission or at the timeout,
-whichever comes first (a burst of INVITEs at a due second scheduled two each before).
+Timers are entries in the user agent's one timer heap (timers.py) rather than a task or a
+loop handle per transaction: a thousand calls at once keep several thousand transactions
+alive. One timer per transaction at a time: it fires at the next retransmission or at the
+timeout, whichever comes first (a burst of INVITEs at a due second scheduled two each before).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from services.dialer.sip import counters
 from services.dialer.sip.message import Address, Message
+from services.dialer.sip.timers import Timer, Timers
 
 T1 = 0.5  # RTT estimate (RFC 3261 17.1.1.1)
 T2 = 4.0  # longest retransmit interval of non-INVITE requests
@@ -35,6 +36,10 @@ def timeout_response(request: Message, reason: str = "Request Timeout") -> Messa
 # a run). A plain tuple of plain values, which the collector stops tracking (a NamedTuple it
 # would track).
 Lingering = tuple[bytes | None, str, int]
+
+
+def ignore(_: Message) -> None:
+    """An on_provisional for users that wait only for the final response."""
 
 
 class Responses:
@@ -93,11 +98,16 @@ class ClientTransaction:
         self._interval = t1
         # The one timer: Timer A/E (retransmit, unreliable transports only) and Timer B/F
         # (give up), as the earlier of the two; None once neither runs.
-        self._timer: asyncio.TimerHandle | None = None
+        self._timers: Timers | None = None  # set by start
+        self._timer: Timer | None = None
         self._retransmit_at = 0.0  # loop time of the next retransmission; 0: none
         self._timeout_at = 0.0
         self._ack: bytes | None = None
         self.on_end: Callable[[ClientTransaction], None] = lambda _: None
+        # Where provisional responses go: by default into `responses`. A user that only notes
+        # them sets its own (a no-op, or a note): each one queued wakes the waiting task, and
+        # a callback gets four (100 and 180 from each phone) that nothing waits for.
+        self.on_provisional: Callable[[Message], None] = self.responses.put_nowait
         # Called with the time to linger once the final response came; by default the whole
         # transaction lingers, then ends (UserAgent keeps only its `lingering()` part).
         self.on_linger: Callable[[ClientTransaction, float], None] = self._linger
@@ -106,50 +116,60 @@ class ClientTransaction:
     def is_invite(self) -> bool:
         return self.request.method == "INVITE"
 
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
+    def start(self, timers: Timers | None = None) -> None:
+        """Send the request; `timers`: the user agent's (UserAgent.timers), else a heap of
+        the transaction's own."""
+        if timers is None:
+            timers = Timers(asyncio.get_running_loop())
+        self._timers = timers
         self._send(self._data, self.destination)
-        now = loop.time()
+        now = timers.time()
         # Timer B (INVITE) / Timer F (non-INVITE): 64*T1 without a final response, on every
         # transport; Timer A / E only where messages can be lost (RFC 3261 17.1.1.2, 17.1.2.2).
         self._timeout_at = now + 64 * self._t1
         self._retransmit_at = 0.0 if self._reliable else now + self._interval
-        self._arm(loop)
+        self._arm(timers)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm(self, timers: Timers) -> None:
         at = min(self._retransmit_at or self._timeout_at, self._timeout_at)
-        self._timer = loop.call_at(at, self._fire)
+        self._timer = timers.call_at(at, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
-        if self.final is not None:
+        timers = self._timers
+        if self.final is not None or timers is None:
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._timeout_at:
+        if timers.time() >= self._timeout_at:
             self.fail(timeout_response(self.request))
             return
         if self._retransmit_at:
-            self._retransmit(loop)
-        self._arm(loop)
+            self._retransmit(timers)
+        self._arm(timers)
 
-    def _retransmit(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _retransmit(self, timers: Timers) -> None:
         self.retransmissions += 1
         counters.SIP_RETRANSMISSIONS.inc()
         self._send(self._data, self.destination)
         # INVITE: Timer A doubles without bound; non-INVITE: Timer E is capped at T2 (17.1.2.2).
         self._interval = self._interval * 2 if self.is_invite else min(self._interval * 2, T2)
-        self._retransmit_at = loop.time() + self._interval
+        self._retransmit_at = timers.time() + self._interval
 
     def fail(self, response: Message) -> None:
         """End with a synthesized final response (timeout, transport error)."""
-        self.final = response
-        self._stop_timers()
+        self._finish(response)
         self.responses.put_nowait(response)
         self.on_end(self)
 
+    def _finish(self, final: Message) -> None:
+        self.final = final
+        self._stop_timers()
+        # The user's hook (often a bound method of an object holding this transaction) is
+        # dropped: no reference cycle keeps either alive for the garbage collector to find.
+        self.on_provisional = ignore
+
     def _stop_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._timer is not None and self._timers is not None:
+            self._timers.cancel(self._timer)
             self._timer = None
         self._retransmit_at = self._timeout_at = 0.0
 
@@ -162,7 +182,7 @@ class ClientTransaction:
                     # runs only in Calling, stops on every transport, TCP included (17.1.1.2);
                     # the user's ring timeout (with CANCEL) takes over.
                     self._stop_timers()
-                self.responses.put_nowait(response)
+                self.on_provisional(response)
             return
         if self.is_invite and response.status >= 300:
             if self._ack is None:
@@ -174,8 +194,7 @@ class ClientTransaction:
                 # More 2xx: a retransmission or another fork's answer, for the user to ACK.
                 self.responses.put_nowait(response)
             return
-        self.final = response
-        self._stop_timers()
+        self._finish(response)
         self.responses.put_nowait(response)
         # Stay to absorb retransmissions: Timer D (INVITE non-2xx), Timer K (non-INVITE), or
         # RFC 6026's Accepted state for 2xx of an INVITE; all bounded by 64*T1.

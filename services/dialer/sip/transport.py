@@ -19,7 +19,7 @@ from services.dialer.sip import counters, tls
 from services.dialer.sip.message import Address, Message, ParseError, parse, stream_frame
 
 log = logging.getLogger(__name__)
-SENT = counters.SIP_MESSAGES.labels("sent")
+MESSAGES = counters.MESSAGES
 
 OnMessage = Callable[[Message, Address], None]
 # A destination could not be reached (connection refused, reset): the address and why.
@@ -126,7 +126,7 @@ class UdpTransport:
     def send(self, data: bytes, to: Address) -> None:
         if self._closed:
             return
-        SENT.inc()
+        MESSAGES.sent += 1
         address = (to.host, to.port)
         if self._waiting:  # keep the order of what is sent
             self._waiting.append((data, address))
@@ -233,7 +233,7 @@ class TcpTransport:
         return self.connections.get(to)
 
     def send(self, data: bytes, to: Address) -> None:
-        SENT.inc()
+        MESSAGES.sent += 1
         stream = self._stream_for(data, to)
         writer = stream.transport if stream is not None else None
         if writer is not None and not writer.is_closing():

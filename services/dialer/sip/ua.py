@@ -24,11 +24,12 @@ from services.dialer.sip.message import (
     params,
     uri_of,
 )
+from services.dialer.sip.timers import Timers
 from services.dialer.sip.transaction import T1, ClientTransaction, Lingering, timeout_response
 from services.dialer.sip.transport import Transport
 
 log = logging.getLogger(__name__)
-RECEIVED = counters.SIP_MESSAGES.labels("received")
+MESSAGES = counters.MESSAGES
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
@@ -126,6 +127,15 @@ class UserAgent:
         self._expiring: deque[tuple[float, int, tuple[str, ...]]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self.retransmissions = 0
+        self._timers: Timers | None = None
+
+    @property
+    def timers(self) -> Timers:
+        """The one timer heap of every transaction and call of this user agent (timers.py),
+        on the loop it first runs in."""
+        if self._timers is None:
+            self._timers = Timers(asyncio.get_running_loop())
+        return self._timers
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -173,7 +183,7 @@ class UserAgent:
         self.transactions[transaction.key] = transaction
         transaction.on_end = self._forget
         transaction.on_linger = self._linger
-        transaction.start()
+        transaction.start(self.timers)
 
     def _forget(self, transaction: ClientTransaction) -> None:
         self.retransmissions += transaction.retransmissions
@@ -261,7 +271,7 @@ class UserAgent:
     # --- receiving ---------------------------------------------------------------------------
 
     def receive(self, message: Message, source: Address) -> None:
-        RECEIVED.inc()
+        MESSAGES.received += 1
         try:
             if message.is_request:
                 self._request(message, source)
@@ -272,6 +282,13 @@ class UserAgent:
 
     def _response(self, response: Message) -> None:
         number, method = response.cseq
+        transaction = self.transactions.get((response.branch, method))
+        if isinstance(transaction, ClientTransaction) and transaction.final is None:
+            # A provisional or the first final response: no dialog can have acknowledged a
+            # 2xx of this INVITE yet, so the dialog lookup below (two From/To parses) is
+            # only for the responses that come after.
+            transaction.receive(response)
+            return
         if method == "INVITE" and 200 <= response.status < 300:
             key = (response.call_id, params(response.get("From")).get("tag", ""))
             remote_tag = params(response.get("To")).get("tag", "")
@@ -280,7 +297,6 @@ class UserAgent:
                 # A 2xx we already acknowledged: its ACK was lost; send it again.
                 self.transport.send(dialog.acks[number], self.destination_in_dialog(dialog))
                 return
-        transaction = self.transactions.get((response.branch, method))
         if isinstance(transaction, tuple):  # Lingering
             ack, host, port = transaction
             if ack is not None and response.status >= 300:
