@@ -2,8 +2,9 @@
 
 The whole system as `make run` starts it, with the SIP backend (one dialer,
 DIALER_SIP_CALLS_PER_SECOND above the due rate) and sipp phones on loopback that answer: A
-(127.0.0.2) rings 0.1 s and answers, B (127.0.0.3) rings 0.1 s, answers, talks 0.3 s and
-hangs up (tests/sip/phones.py `patient_scenario`). A million tasks due in a year are stored
+(PHONE_BENCH_A_PHONES sipp processes, 127.0.0.2 and 127.0.0.21 on) rings 0.1 s and answers,
+B (127.0.0.3) rings 0.1 s, answers, talks 0.3 s and hangs up (tests/sip/phones.py
+`patient_scenario`). A million tasks due in a year are stored
 first (one INSERT ... SELECT, as `make bench` does), then RATE tasks fall due at each whole
 second for SECONDS seconds, each second's tasks added through the REST API 2 s ahead.
 
@@ -17,7 +18,7 @@ default, then 0: no work done ahead of the due time).
 Sizes (environment):
   PHONE_BENCH_RATE=200  PHONE_BENCH_SECONDS=60  PHONE_BENCH_FUTURE_TASKS=1000000
   PHONE_BENCH_LOOKAHEADS=0.25,0  PHONE_BENCH_CPS=1000 (the dialer's calls-per-second cap)
-  PHONE_BENCH_A_PHONES=1 (sipp processes playing the A phones)
+  PHONE_BENCH_A_PHONES=8 (sipp processes playing the A phones)
   DISPATCHERS=2  APIS=1  (one dialer)
   BENCH_OUT=bench/results  (phone_lateness.md and phone_lateness.json)
 """
@@ -51,7 +52,7 @@ A_PREFIX, B_PREFIX = "+15550", "+16660"
 # How many sipp processes play the A phones (PHONE_BENCH_A_PHONES): a call's A number names
 # its phone. One sipp works through a second's burst of INVITEs one by one, as no 200
 # separate phones would; the witness floor row shows what that costs.
-A_PHONES = int(os.environ.get("PHONE_BENCH_A_PHONES", "1"))
+A_PHONES = int(os.environ.get("PHONE_BENCH_A_PHONES", "8"))
 
 
 def a_hosts(count: int) -> list[str]:
