@@ -203,6 +203,16 @@ def at_the_phone(
     return late, len(dues) - len(first), by_second
 
 
+def lateness_figures(late: list[float]) -> dict[str, float]:
+    """min / p50 / p99 / max of a row's lateness (ms), as the table shows them."""
+    return {
+        "min_ms": round(min(late), 1),
+        "p50_ms": round(percentile(late, 0.50), 1),
+        "p99_ms": round(percentile(late, 0.99), 1),
+        "max_ms": round(max(late), 1),
+    }
+
+
 def seconds_summary(by_second: dict[datetime, list[float]]) -> dict[str, Any]:
     """How the due seconds went: a second whose first call was already late points before
     the send (the claim, NATS, the record); a wide one, at the burst's CPU and the phone."""
@@ -256,13 +266,7 @@ def measure(lookahead: float, rate: int, seconds: int, future: int, cps: int) ->
         "traces": str(folder),
     }
     if late:
-        result |= {
-            "min_ms": round(min(late), 1),
-            "p50_ms": round(percentile(late, 0.50), 1),
-            "p99_ms": round(percentile(late, 0.99), 1),
-            "max_ms": round(max(late), 1),
-        }
-        result |= seconds_summary(by_second)
+        result |= lateness_figures(late) | seconds_summary(by_second)
     log(f"lookahead {lookahead}: {result}")
     return result
 
@@ -284,12 +288,7 @@ def measure_floor(rate: int, seconds: int) -> dict[str, Any]:
         "traces": str(folder),
     }
     if late:
-        result |= {
-            "min_ms": round(min(late), 1),
-            "p50_ms": round(percentile(late, 0.50), 1),
-            "p99_ms": round(percentile(late, 0.99), 1),
-            "max_ms": round(max(late), 1),
-        }
+        result |= lateness_figures(late)
     log(f"witness floor: {result}")
     return result
 
